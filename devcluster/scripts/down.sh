@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Stop every process the local control plane started and remove its state.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+PIDS="$STATE_DIR/pids"
+for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+  name=${COMPONENTS[i]}
+  pidfile="$PIDS/$name.pid"
+  [ -s "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    # Each component runs in its own process group (setsid); stop the whole group.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    echo "devcluster: stopped $name (pid $pid)"
+  fi
+  rm -f "$pidfile"
+done
+# The kubeconfig, certificates and etcd data go too: the next start is a new cluster.
+rm -rf "$STATE_DIR"
+echo "devcluster: down; state removed"
