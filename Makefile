@@ -1,0 +1,56 @@
+# Hub on Demand — developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Tests run in parallel processes; each gets its own database and namespaces.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: help install up test lint format cluster cluster-down cluster-status services services-down bench-cluster
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv with the pinned Python dependencies
+
+up: $(BIN)/.installed ## Quick start: portal, worker, beat, Redis and the local cluster on this machine
+	bash scripts/dev-up.sh
+
+test: $(BIN)/.installed ## Run the whole test suite (starts the local cluster if none runs)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed ## ruff lint and format check, migrations check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+format: $(BIN)/.installed ## Format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+cluster: ## Build (once) and start the local Kubernetes control plane
+	bash devcluster/scripts/up.sh
+
+cluster-down: ## Stop the local control plane and remove its state
+	bash devcluster/scripts/down.sh
+
+cluster-status: ## Show what parts of the local control plane run
+	bash devcluster/scripts/status.sh
+
+services: ## Start local PostgreSQL and Redis (Debian packages)
+	bash scripts/services.sh start redis postgres
+
+services-down: ## Stop local PostgreSQL and Redis
+	bash scripts/services.sh stop redis postgres
+
+bench-cluster: $(BIN)/.installed ## Measure cluster start-up (cached) and Deployment-to-Ready time
+	$(BIN)/python benchmarks/devcluster.py
