@@ -1,0 +1,1 @@
+"""Hubs: models, lifecycle, services, forms, views, admin and the REST API."""

@@ -1,0 +1,186 @@
+"""API representations. Requests are type-checked here and validated by HubRequestForm."""
+
+from typing import Any
+
+from rest_framework import serializers
+
+from portal.hubs.forms import HubRequestForm
+from portal.hubs.lifecycle import State
+from portal.hubs.models import (
+    Collaborator,
+    GpuType,
+    HardwareOption,
+    Hub,
+    HubEvent,
+    Image,
+    StorageOption,
+)
+from portal.hubs.services import policy_violations
+
+# --- Catalogues ---------------------------------------------------------------------------------
+
+
+class HardwareOptionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = HardwareOption
+        fields = [
+            "name",
+            "display_name",
+            "cpu_guarantee",
+            "cpu_limit",
+            "mem_guarantee_gib",
+            "mem_limit_gib",
+        ]
+
+
+class GpuTypeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = GpuType
+        fields = ["name", "display_name", "resource_name", "node_label_key", "node_label_value"]
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Image
+        fields = ["name", "display_name", "reference", "interface"]
+
+
+class StorageOptionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StorageOption
+        fields = ["name", "display_name", "kind", "read_only", "mount_path"]
+
+
+# --- Hubs ---------------------------------------------------------------------------------------
+
+
+class CollaboratorSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(
+        choices=Collaborator.Role.choices, default=Collaborator.Role.MEMBER
+    )
+
+
+class HubEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = HubEvent
+        fields = ["from_state", "to_state", "actor", "reason", "created"]
+
+
+class HubSerializer(serializers.ModelSerializer):
+    """A hub as the API returns it."""
+
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    hardware_options = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    gpu_type = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    images = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    storage_options = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    collaborators = serializers.SerializerMethodField()
+    events = HubEventSerializer(many=True, read_only=True)
+    namespace = serializers.CharField(read_only=True)
+    url = serializers.CharField(read_only=True)
+    policy_violations = serializers.SerializerMethodField(
+        help_text="Why a pending request waits for an admin."
+    )
+
+    class Meta:
+        model = Hub
+        fields = [
+            "id",
+            *Hub.SPEC_FIELDS,
+            "collaborators",
+            "owner",
+            "state",
+            "state_reason",
+            "state_changed",
+            "namespace",
+            "url",
+            "policy_violations",
+            "events",
+            "created",
+            "updated",
+        ]
+        read_only_fields = fields
+
+    def get_collaborators(self, hub: Hub) -> list[dict[str, str]]:
+        return [{"username": c.user.username, "role": c.role} for c in hub.collaborators.all()]
+
+    def get_policy_violations(self, hub: Hub) -> list[str]:
+        return policy_violations(hub) if hub.state == State.PENDING else []
+
+
+class HubRequestSerializer(serializers.Serializer):
+    """A hub request. Catalogue entries are given by name; HubRequestForm checks everything else."""
+
+    # Only JSON types are checked here, so that the web form and the API share one validation.
+    display_name = serializers.CharField(required=False, allow_blank=True)
+    slug = serializers.CharField(required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True)
+    kind = serializers.CharField(required=False, help_text="course, research or workshop")
+    start_date = serializers.DateField(required=False)
+    end_date = serializers.DateField(required=False)
+    expected_users = serializers.IntegerField(required=False)
+    notebooks_per_user = serializers.IntegerField(required=False)
+    hardware_options = serializers.ListField(child=serializers.CharField(), required=False)
+    gpu_type = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    gpus_per_user = serializers.IntegerField(required=False)
+    images = serializers.ListField(child=serializers.CharField(), required=False)
+    custom_image = serializers.CharField(required=False, allow_blank=True)
+    home_size_gib = serializers.IntegerField(required=False)
+    wipe_home_allowed = serializers.BooleanField(required=False)
+    shared_volume_gib = serializers.IntegerField(required=False)
+    shared_volume_mode = serializers.CharField(required=False, help_text="none, ro or rw")
+    storage_options = serializers.ListField(child=serializers.CharField(), required=False)
+    idle_timeout_minutes = serializers.IntegerField(required=False)
+    jobs_access = serializers.BooleanField(required=False)
+    collaborators = CollaboratorSerializer(many=True, required=False)
+
+    def form_data(self) -> dict[str, Any]:
+        """The validated JSON as the HTML form would post it, with model defaults filled in."""
+        data: dict[str, Any] = {}
+        for name in HubRequestForm.Meta.fields:
+            model_field = Hub._meta.get_field(name)
+            if name in self.validated_data:
+                value = self.validated_data[name]
+            elif model_field.has_default():
+                value = model_field.get_default()
+            else:
+                continue
+            if isinstance(value, list):
+                data[name] = [str(item) for item in value]
+            elif isinstance(value, bool):
+                data[name] = "true" if value else "false"
+            elif value is None:
+                data[name] = ""
+            else:
+                data[name] = value.isoformat() if hasattr(value, "isoformat") else str(value)
+        for field, role in (("co_owners", Collaborator.Role.CO_OWNER), ("members", "member")):
+            data[field] = " ".join(
+                c["username"]
+                for c in self.validated_data.get("collaborators", [])
+                if c["role"] == role
+            )
+        return data
+
+
+def form_errors_for_api(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Rename form error keys to the API's field names."""
+    renamed: dict[str, list[str]] = {}
+    for field, messages in errors.items():
+        key = {
+            "__all__": "non_field_errors",
+            "co_owners": "collaborators",
+            "members": "collaborators",
+        }
+        renamed.setdefault(key.get(field, field), []).extend(messages)
+    return renamed
+
+
+class ApproveSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class RejectSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)

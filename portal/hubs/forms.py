@@ -1,0 +1,188 @@
+"""The hub request form: the one place that validates a spec, for the web UI and the API alike."""
+
+import datetime
+import re
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from portal.hubs.models import (
+    Collaborator,
+    GpuType,
+    HardwareOption,
+    Hub,
+    Image,
+    SelfServicePolicy,
+    StorageOption,
+)
+from portal.hubs.validators import image_registry
+
+# A hard limit, unlike the policy's max_period_days, which only decides about approval.
+MAX_PERIOD_DAYS = 3 * 366
+
+
+class UsernamesField(forms.CharField):
+    """Usernames separated by commas, spaces or new lines; cleans to a list of users."""
+
+    widget = forms.Textarea(attrs={"rows": 2})
+
+    def clean(self, value):
+        value = super().clean(value)
+        names = list(dict.fromkeys(name for name in re.split(r"[\s,;]+", value or "") if name))
+        users = {u.username: u for u in get_user_model().objects.filter(username__in=names)}
+        unknown = [name for name in names if name not in users]
+        if unknown:
+            raise forms.ValidationError(
+                "Unknown user(s): %(names)s.",
+                code="unknown_user",
+                params={"names": ", ".join(unknown)},
+            )
+        return [users[name] for name in names]
+
+
+class HubRequestForm(forms.ModelForm):
+    """Validate a hub request; catalogue entries are referenced by their `name`."""
+
+    hardware_options = forms.ModelMultipleChoiceField(
+        queryset=HardwareOption.objects.enabled(),
+        to_field_name="name",
+        widget=forms.CheckboxSelectMultiple,
+        label="Server options",
+        help_text="Sizes the users of the hub may pick from.",
+    )
+    gpu_type = forms.ModelChoiceField(
+        queryset=GpuType.objects.enabled(),
+        to_field_name="name",
+        required=False,
+        empty_label="No GPUs",
+        label="GPU type",
+    )
+    images = forms.ModelMultipleChoiceField(
+        queryset=Image.objects.enabled(),
+        to_field_name="name",
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+    storage_options = forms.ModelMultipleChoiceField(
+        queryset=StorageOption.objects.enabled(),
+        to_field_name="name",
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        label="External storage",
+    )
+    co_owners = UsernamesField(
+        required=False, label="Co-owners", help_text="Usernames; co-owners manage the hub."
+    )
+    members = UsernamesField(required=False, help_text="Usernames; members use the hub.")
+
+    class Meta:
+        model = Hub
+        fields = list(Hub.SPEC_FIELDS)
+        widgets = {
+            "start_date": forms.DateInput(attrs={"type": "date"}),
+            "end_date": forms.DateInput(attrs={"type": "date"}),
+            "description": forms.Textarea(attrs={"rows": 3}),
+        }
+        labels = {
+            "home_size_gib": "Home size per user (GiB)",
+            "shared_volume_gib": "Shared volume size (GiB)",
+            "idle_timeout_minutes": "Stop idle servers after (minutes)",
+            "jobs_access": "Batch jobs through the Kubernetes API",
+        }
+
+    def __init__(self, *args, owner=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+        self.policy = SelfServicePolicy.current()
+        today = timezone.localdate()
+        self.fields["start_date"].initial = today
+        self.fields["end_date"].initial = today + datetime.timedelta(days=30)
+        if not self.fields["storage_options"].queryset.exists():
+            self.fields["storage_options"].help_text = "None is offered yet."
+        self.fields["hardware_options"].label_from_instance = lambda o: f"{o} ({o.describe()})"
+        self.fields["images"].label_from_instance = (
+            lambda i: f"{i} — {i.get_interface_display()} ({i.reference})"
+        )
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data["slug"]
+        if Hub.objects.live().filter(slug=slug).exists():
+            raise forms.ValidationError("This slug is already taken.", code="duplicate_slug")
+        return slug
+
+    def clean_start_date(self) -> datetime.date:
+        start = self.cleaned_data["start_date"]
+        if start < timezone.localdate():
+            raise forms.ValidationError("The start date cannot be in the past.", code="past")
+        return start
+
+    def clean_custom_image(self) -> str:
+        reference = self.cleaned_data["custom_image"].strip()
+        if reference:
+            registry = image_registry(reference)
+            allowed = self.policy.registries
+            if registry not in allowed:
+                raise forms.ValidationError(
+                    "Images from %(registry)s are not allowed; allowed registries: %(allowed)s.",
+                    code="registry_not_allowed",
+                    params={"registry": registry, "allowed": ", ".join(allowed) or "none"},
+                )
+        return reference
+
+    def clean(self) -> dict:
+        data = super().clean()
+        start, end = data.get("start_date"), data.get("end_date")
+        if start and end:
+            if end < start:
+                self.add_error("end_date", "The end date must be on or after the start date.")
+            elif (end - start).days + 1 > MAX_PERIOD_DAYS:
+                self.add_error(
+                    "end_date", f"A hub can be requested for at most {MAX_PERIOD_DAYS} days."
+                )
+
+        if (
+            "images" in data
+            and "custom_image" in data
+            and not data["images"]
+            and not data["custom_image"]
+        ):
+            self.add_error("images", "Pick at least one image or give a custom image.")
+
+        gpu_type, gpus = data.get("gpu_type"), data.get("gpus_per_user")
+        if gpu_type and gpus == 0:
+            self.add_error("gpus_per_user", "Choose how many GPUs each user gets, or no GPU type.")
+        elif gpus and "gpu_type" in data and not gpu_type:
+            self.add_error("gpu_type", "Choose a GPU type for the GPUs.")
+
+        size, mode = data.get("shared_volume_gib"), data.get("shared_volume_mode")
+        if mode == Hub.SharedVolumeMode.NONE and size:
+            self.add_error("shared_volume_gib", "Choose a mode for the shared volume, or size 0.")
+        elif (
+            mode in (Hub.SharedVolumeMode.READ_ONLY, Hub.SharedVolumeMode.READ_WRITE) and size == 0
+        ):
+            self.add_error("shared_volume_gib", "Give the shared volume a size.")
+
+        co_owners, members = data.get("co_owners") or [], data.get("members") or []
+        for field, users in (("co_owners", co_owners), ("members", members)):
+            if self.owner is not None and any(u.pk == self.owner.pk for u in users):
+                self.add_error(field, "You own the hub; do not list yourself.")
+        if {u.pk for u in co_owners} & {u.pk for u in members}:
+            self.add_error("members", "A user cannot be both co-owner and member.")
+        return data
+
+    def collaborators(self) -> list[tuple]:
+        """(user, role) pairs from the cleaned co_owners and members."""
+        return [(u, Collaborator.Role.CO_OWNER) for u in self.cleaned_data.get("co_owners", [])] + [
+            (u, Collaborator.Role.MEMBER) for u in self.cleaned_data.get("members", [])
+        ]
+
+
+class RejectForm(forms.Form):
+    """The reason an admin gives when rejecting a request."""
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="Shown to the requester.",
+    )

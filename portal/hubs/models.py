@@ -1,0 +1,383 @@
+"""Hubs, their specs and events, the admin-curated catalogues and the self-service policy."""
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from portal.hubs.lifecycle import FINAL_STATES, State
+from portal.hubs.validators import SLUG_MAX_LENGTH, validate_image_reference, validate_slug
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+# --- Catalogues ---------------------------------------------------------------------------------
+
+
+class CatalogueQuerySet(models.QuerySet):
+    """Queries shared by all catalogues."""
+
+    def enabled(self) -> "CatalogueQuerySet":
+        """Entries a requester may pick."""
+        return self.filter(enabled=True)
+
+
+class CatalogueEntry(models.Model):
+    """Common fields of a catalogue entry: a stable name, a display name, an on/off switch."""
+
+    name = models.SlugField(
+        max_length=50, unique=True, help_text="Stable identifier, used by the API."
+    )
+    display_name = models.CharField(max_length=100)
+    enabled = models.BooleanField(default=True, help_text="Disabled entries cannot be requested.")
+
+    objects = CatalogueQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["display_name"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+
+class HardwareOption(CatalogueEntry):
+    """A server size users of a hub may pick: CPU and memory guarantee and limit."""
+
+    cpu_guarantee = models.DecimalField(max_digits=6, decimal_places=2, help_text="CPU cores.")
+    cpu_limit = models.DecimalField(max_digits=6, decimal_places=2, help_text="CPU cores.")
+    mem_guarantee_gib = models.DecimalField(max_digits=7, decimal_places=2)
+    mem_limit_gib = models.DecimalField(max_digits=7, decimal_places=2)
+
+    class Meta(CatalogueEntry.Meta):
+        ordering = ["cpu_limit", "mem_limit_gib", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(cpu_guarantee__lte=models.F("cpu_limit")),
+                name="hardware_cpu_guarantee_within_limit",
+            ),
+            models.CheckConstraint(
+                condition=Q(mem_guarantee_gib__lte=models.F("mem_limit_gib")),
+                name="hardware_mem_guarantee_within_limit",
+            ),
+        ]
+
+    def describe(self) -> str:
+        """Return e.g. "1-2 CPU, 4-8 GiB"."""
+        return (
+            f"{self.cpu_guarantee.normalize():f}-{self.cpu_limit.normalize():f} CPU, "
+            f"{self.mem_guarantee_gib.normalize():f}-{self.mem_limit_gib.normalize():f} GiB"
+        )
+
+
+class GpuType(CatalogueEntry):
+    """A kind of GPU: the extended resource to request and the node label that selects it."""
+
+    resource_name = models.CharField(max_length=100, default="nvidia.com/gpu")
+    node_label_key = models.CharField(max_length=100, default="nvidia.com/gpu.product")
+    node_label_value = models.CharField(
+        max_length=100, help_text="Value of the node label, e.g. NVIDIA-A100-SXM4-80GB."
+    )
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        """The node selector that places a server on a node with this GPU."""
+        return {self.node_label_key: self.node_label_value}
+
+
+class Image(CatalogueEntry):
+    """A container image users of a hub may start, with the interface it serves."""
+
+    class Interface(models.TextChoices):
+        JUPYTERLAB = "jupyterlab", "JupyterLab"
+        RSTUDIO = "rstudio", "RStudio"
+        VSCODE = "vscode", "VS Code (code-server)"
+        DESKTOP = "desktop", "Desktop (noVNC)"
+
+    # The URL path a server of this interface opens at (KubeSpawner's default_url).
+    DEFAULT_URLS = {
+        Interface.JUPYTERLAB: "/lab",
+        Interface.RSTUDIO: "/rstudio",
+        Interface.VSCODE: "/vscode",
+        Interface.DESKTOP: "/desktop",
+    }
+
+    reference = models.CharField(max_length=255, validators=[validate_image_reference])
+    interface = models.CharField(
+        max_length=20, choices=Interface.choices, default=Interface.JUPYTERLAB
+    )
+
+    @property
+    def default_url(self) -> str:
+        """The path a server started from this image opens at."""
+        return self.DEFAULT_URLS[self.Interface(self.interface)]
+
+
+class StorageOption(CatalogueEntry):
+    """External storage a hub may mount, e.g. an NFS project directory."""
+
+    class Kind(models.TextChoices):
+        NFS = "nfs", "NFS export"
+        PVC = "pvc", "Volume from a storage class"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.NFS)
+    storage_class = models.CharField(max_length=100, blank=True, help_text="For kind pvc.")
+    server = models.CharField(max_length=255, blank=True, help_text="For kind nfs.")
+    path = models.CharField(max_length=255, blank=True, help_text="Export path for kind nfs.")
+    mount_path = models.CharField(max_length=255, default="/mnt/data")
+    read_only = models.BooleanField(default=True)
+
+
+class SelfServicePolicy(models.Model):
+    """The limits inside which a request is approved without an admin (one row is used)."""
+
+    max_expected_users = models.PositiveIntegerField(default=50)
+    max_cpu_limit = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal(4), help_text="CPU cores per server."
+    )
+    max_mem_limit_gib = models.DecimalField(
+        max_digits=7, decimal_places=2, default=Decimal(16), help_text="GiB per server."
+    )
+    max_gpus_per_user = models.PositiveSmallIntegerField(
+        default=0, help_text="0 means any GPU request needs an admin."
+    )
+    max_period_days = models.PositiveIntegerField(default=120)
+    max_home_gib = models.PositiveIntegerField(default=20)
+    max_shared_gib = models.PositiveIntegerField(default=100)
+    custom_images_need_approval = models.BooleanField(default=True)
+    allowed_custom_registries = models.TextField(
+        blank=True,
+        default="quay.io\nghcr.io\ndocker.io",
+        help_text="Registries custom images may come from, one per line. Empty allows none.",
+    )
+
+    class Meta:
+        verbose_name = "self-service policy"
+        verbose_name_plural = "self-service policy"
+
+    def __str__(self) -> str:
+        return "Self-service policy"
+
+    @classmethod
+    def current(cls) -> "SelfServicePolicy":
+        """Return the policy in force: the first row, else the defaults (strictest sensible)."""
+        return cls.objects.order_by("pk").first() or cls()
+
+    @property
+    def registries(self) -> list[str]:
+        """Allowed custom image registries as a list."""
+        return [line.strip().lower() for line in self.allowed_custom_registries.split() if line]
+
+
+# --- Hubs ---------------------------------------------------------------------------------------
+
+
+class HubQuerySet(models.QuerySet):
+    """Queries on hubs, including the one rule of who may see which hub."""
+
+    def visible_to(self, user: "AbstractBaseUser | AnonymousUser") -> "HubQuerySet":
+        """Hubs the user may see: admins all, others what they own or collaborate on."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self.all()
+        return self.filter(Q(owner=user) | Q(collaborators__user=user)).distinct()
+
+    def live(self) -> "HubQuerySet":
+        """Hubs that still hold their slug."""
+        return self.exclude(state__in=FINAL_STATES)
+
+
+class Hub(models.Model):
+    """A requested JupyterHub and its spec; lives in namespace hub-<slug>.
+
+    States (see lifecycle.TRANSITIONS): pending -> approved -> provisioning -> running
+    -> (updating -> running) -> expiring -> suspended -> deprovisioning -> deleted; also
+    rejected, cancelled and failed (retryable). `state` changes only through
+    lifecycle.transition(); `state_reason` says why the hub is where it is.
+    """
+
+    class Kind(models.TextChoices):
+        COURSE = "course", "Course"
+        RESEARCH = "research", "Research group"
+        WORKSHOP = "workshop", "Workshop"
+
+    class SharedVolumeMode(models.TextChoices):
+        NONE = "none", "No shared volume"
+        READ_ONLY = "ro", "Read-only for members"
+        READ_WRITE = "rw", "Read-write for members"
+
+    display_name = models.CharField(max_length=100)
+    slug = models.CharField(
+        max_length=SLUG_MAX_LENGTH,
+        validators=[validate_slug],
+        help_text="Lowercase letters, digits and hyphens; gives the URL and the namespace.",
+    )
+    description = models.TextField(blank=True, help_text="Purpose of the hub.")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.COURSE)
+    start_date = models.DateField()
+    end_date = models.DateField()
+    expected_users = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(5000)]
+    )
+    notebooks_per_user = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(10)],
+        help_text="1 for a single server, more for named servers.",
+    )
+    hardware_options = models.ManyToManyField(HardwareOption, related_name="hubs")
+    gpu_type = models.ForeignKey(
+        GpuType, null=True, blank=True, on_delete=models.PROTECT, related_name="hubs"
+    )
+    gpus_per_user = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(8)], verbose_name="GPUs per user"
+    )
+    images = models.ManyToManyField(Image, blank=True, related_name="hubs")
+    custom_image = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_image_reference],
+        help_text="Optional image of your own, e.g. ghcr.io/lab/analysis:1.2.",
+    )
+    home_size_gib = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
+    wipe_home_allowed = models.BooleanField(
+        default=False, help_text="Users may wipe their home directory when starting a server."
+    )
+    shared_volume_gib = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(10000)], verbose_name="shared volume size (GiB)"
+    )
+    shared_volume_mode = models.CharField(
+        max_length=4, choices=SharedVolumeMode.choices, default=SharedVolumeMode.NONE
+    )
+    storage_options = models.ManyToManyField(StorageOption, blank=True, related_name="hubs")
+    idle_timeout_minutes = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(10), MaxValueValidator(7 * 24 * 60)]
+    )
+    jobs_access = models.BooleanField(
+        default=False, help_text="Members may run batch jobs through the Kubernetes API."
+    )
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="hubs"
+    )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    state_reason = models.TextField(blank=True, help_text="Why the hub is in its state.")
+    state_changed = models.DateTimeField(auto_now_add=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    # The fields a requester fills in (the request form, the API and revisions use these).
+    SPEC_FIELDS = (
+        "display_name",
+        "slug",
+        "description",
+        "kind",
+        "start_date",
+        "end_date",
+        "expected_users",
+        "notebooks_per_user",
+        "hardware_options",
+        "gpu_type",
+        "gpus_per_user",
+        "images",
+        "custom_image",
+        "home_size_gib",
+        "wipe_home_allowed",
+        "shared_volume_gib",
+        "shared_volume_mode",
+        "storage_options",
+        "idle_timeout_minutes",
+        "jobs_access",
+    )
+
+    objects = HubQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            # A slug is free again once its hub is deleted, rejected or cancelled.
+            models.UniqueConstraint(
+                fields=["slug"],
+                condition=~Q(state__in=sorted(FINAL_STATES)),
+                name="hub_slug_unique_while_live",
+                violation_error_message="This slug is already taken.",
+            ),
+            models.CheckConstraint(
+                condition=Q(end_date__gte=models.F("start_date")), name="hub_period_ordered"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "created"])]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.slug})"
+
+    @property
+    def namespace(self) -> str:
+        """The Kubernetes namespace the hub lives in."""
+        return f"hub-{self.slug}"
+
+    @property
+    def url(self) -> str:
+        """Where users reach the hub."""
+        return f"https://{self.slug}.{settings.HUBS_DOMAIN}"
+
+    @property
+    def period_days(self) -> int:
+        """Length of the usage period in days, both ends included."""
+        return (self.end_date - self.start_date).days + 1
+
+    def can_manage(self, user: "AbstractBaseUser") -> bool:
+        """Owner, co-owners and admins may cancel or delete the hub."""
+        if user.is_staff or user.pk == self.owner_id:
+            return True
+        return self.collaborators.filter(user=user, role=Collaborator.Role.CO_OWNER).exists()
+
+
+class Collaborator(models.Model):
+    """A user who may use a hub, with a role: co-owners manage it, members use it."""
+
+    class Role(models.TextChoices):
+        CO_OWNER = "co-owner", "Co-owner"
+        MEMBER = "member", "Member"
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="collaborators")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="collaborations"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hub", "user"], name="collaborator_once_per_hub")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.get_role_display()}) on {self.hub.slug}"
+
+
+class HubEvent(models.Model):
+    """One state transition of a hub: from, to, who (empty = the system), why, when."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=20, choices=State.choices, blank=True)
+    to_state = models.CharField(max_length=20, choices=State.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="hub_events",
+    )
+    reason = models.TextField(blank=True)
+    created = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.hub.slug}: {self.from_state or '—'} → {self.to_state}"

@@ -1,0 +1,295 @@
+"""Settings for Hub on Demand, all driven by environment variables.
+
+Every variable may also be given as a file: ``SECRET_KEY_FILE=/run/secrets/key`` reads the value
+from that file (for Docker and Kubernetes secrets). Required values that are missing fail loudly
+with ImproperlyConfigured instead of falling back to something unsafe.
+"""
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import dj_database_url
+import structlog
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env(name: str) -> str | None:
+    """Return the raw value of NAME, else the contents of the file named by NAME_FILE, else None."""
+    if name in os.environ:
+        return os.environ[name]
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path} cannot be read: {exc}") from exc
+    return None
+
+
+def env_str(name: str, default: str = "") -> str:
+    """Return a string setting."""
+    value = _env(name)
+    return default if value is None else value
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Return a boolean setting; accepts 1/0, true/false, yes/no, on/off."""
+    value = _env(name)
+    if value is None:
+        return default
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use true or false)")
+
+
+def env_int(name: str, default: int) -> int:
+    """Return an integer setting."""
+    value = _env(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from exc
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    """Return a comma-separated list setting."""
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_secret(name: str, *, required: bool = True) -> str:
+    """Return a secret, best given as NAME_FILE; fail loudly when required and missing."""
+    value = _env(name)
+    if not value and required:
+        raise ImproperlyConfigured(f"Set {name} (or {name}_FILE) in the environment.")
+    return value or ""
+
+
+DEBUG = env_bool("DEBUG", False)
+
+if DEBUG:
+    SECRET_KEY = env_secret("SECRET_KEY", required=False) or "django-insecure-dev-only-key"
+else:
+    # Without DEBUG we refuse to start on a guessable key.
+    SECRET_KEY = env_secret("SECRET_KEY")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "portal.accounts",
+    "portal.hubs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite is only the zero-configuration quick-start default; CI and compose use PostgreSQL.
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "hubs:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve static files straight from the source folders too, so the quick start needs no
+# collectstatic; images built for production still run collectstatic.
+WHITENOISE_USE_FINDERS = True
+# ...so a missing STATIC_ROOT (no collectstatic yet) is expected, not worth a warning.
+warnings.filterwarnings("ignore", message=r"No directory at: .*staticfiles")
+
+# Requests bigger than this are refused with 400 (the API's JSON parser enforces it as well).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+# --- The portal ---------------------------------------------------------------------------------
+
+# Hubs are served at https://<slug>.<HUBS_DOMAIN>.
+HUBS_DOMAIN = env_str("HUBS_DOMAIN", "hubs.localhost")
+
+
+def _default_kubeconfig() -> str | None:
+    """KUBECONFIG, else the local control plane's kubeconfig, else None (in-cluster config)."""
+    explicit = env_str("KUBECONFIG")
+    if explicit:
+        return explicit
+    local = BASE_DIR / ".devcluster" / "kubeconfig"
+    return str(local) if local.exists() else None
+
+
+KUBECONFIG = _default_kubeconfig()
+
+
+def _env_annotations(name: str) -> dict[str, str]:
+    """A JSON object of strings, e.g. {"cert-manager.io/cluster-issuer": "letsencrypt"}."""
+    raw = env_str(name, "{}") or "{}"
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ImproperlyConfigured(f"{name} must be a JSON object of strings")
+    return value
+
+
+# What provisioning renders into every hub's namespace, installation-wide.
+HUB_IMAGE = env_str("HUB_IMAGE", "quay.io/jupyterhub/k8s-hub:4.3.1")
+PROXY_IMAGE = env_str("PROXY_IMAGE", "quay.io/jupyterhub/configurable-http-proxy:5.0.1")
+INGRESS_CLASS = env_str("INGRESS_CLASS", "")
+INGRESS_ANNOTATIONS = _env_annotations("INGRESS_ANNOTATIONS")
+# Namespace of the ingress controller, the only one allowed to reach a hub's proxy.
+INGRESS_NAMESPACE = env_str("INGRESS_NAMESPACE", "ingress-nginx")
+
+# --- Celery (read by portal/celery.py through the CELERY_ namespace) ----------------------------
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ROUTES = {"provisioning.tasks.*": {"queue": "provisioning"}}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    # Re-queues hubs whose task got lost (worker died, broker restarted).
+    "sweep-stuck-hubs": {
+        "task": "provisioning.tasks.sweep_stuck_hubs",
+        "schedule": env_int("SWEEP_INTERVAL_SECONDS", 60),
+    },
+}
+
+# --- REST API -----------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # Token first: anonymous callers get 401 with "WWW-Authenticate: Token".
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["portal.hubs.api.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "portal.hubs.api.pagination.Pagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "portal.hubs.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hub on Demand API",
+    "DESCRIPTION": "Request, approve, follow and delete JupyterHubs.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"HubState": "portal.hubs.lifecycle.State"},
+}
+
+# --- Logging: structlog on top of the standard library, JSON unless DEBUG -----------------------
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+_shared_processors = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso"),
+]
+structlog.configure(
+    processors=[
+        *_shared_processors,
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+    cache_logger_on_first_use=True,
+)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structlog": {
+            "()": structlog.stdlib.ProcessorFormatter,
+            "processors": [
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.dev.ConsoleRenderer(colors=False)
+                if DEBUG
+                else structlog.processors.JSONRenderer(),
+            ],
+            "foreign_pre_chain": _shared_processors,
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structlog"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}

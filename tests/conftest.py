@@ -1,0 +1,134 @@
+"""Fixtures of the portal's tests: the Healthchecks cast (alice owns, bob is another researcher,
+charlie is a portal admin), valid request data, and a record of queued provisioning tasks.
+
+Cluster fixtures live in the repository's conftest.py and tests/cluster/.
+"""
+
+import datetime
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from tests.factories import AdminFactory, HubFactory, UserFactory
+
+
+def pytest_configure(config):
+    # Static files are served from the source folders (WHITENOISE_USE_FINDERS); STATIC_ROOT
+    # only exists after collectstatic.
+    config.addinivalue_line("filterwarnings", "ignore:No directory at:UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Hashing strength is not under test; the default hasher costs ~0.3 s per user."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def alice(db):
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def bob(db):
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def charlie(db):
+    return AdminFactory(username="charlie")
+
+
+@pytest.fixture
+def hub(alice):
+    """A pending request of alice's."""
+    return HubFactory(owner=alice, slug="alice-course", display_name="Alice's course")
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def today() -> datetime.date:
+    return timezone.localdate()
+
+
+@pytest.fixture
+def spec(today):
+    """Form data for a request inside the seeded self-service policy."""
+
+    def make(**overrides):
+        data = {
+            "display_name": "Statistics 101",
+            "slug": "stats-101",
+            "description": "Exercises for the spring course",
+            "kind": "course",
+            "start_date": (today + datetime.timedelta(days=1)).isoformat(),
+            "end_date": (today + datetime.timedelta(days=60)).isoformat(),
+            "expected_users": "40",
+            "notebooks_per_user": "1",
+            "hardware_options": ["small", "medium"],
+            "gpu_type": "",
+            "gpus_per_user": "0",
+            "images": ["scipy"],
+            "custom_image": "",
+            "home_size_gib": "10",
+            "shared_volume_gib": "0",
+            "shared_volume_mode": "none",
+            "idle_timeout_minutes": "60",
+            "co_owners": "",
+            "members": "",
+        }
+        data.update(overrides)
+        return {key: value for key, value in data.items() if value is not None}
+
+    return make
+
+
+@pytest.fixture
+def payload(today):
+    """API JSON for a request inside the seeded self-service policy."""
+
+    def make(**overrides):
+        data = {
+            "display_name": "Statistics 101",
+            "slug": "stats-101",
+            "kind": "course",
+            "start_date": (today + datetime.timedelta(days=1)).isoformat(),
+            "end_date": (today + datetime.timedelta(days=60)).isoformat(),
+            "expected_users": 40,
+            "hardware_options": ["small"],
+            "images": ["scipy"],
+        }
+        data.update(overrides)
+        return {key: value for key, value in data.items() if value is not None}
+
+    return make
+
+
+@pytest.fixture
+def queued():
+    """Record the provisioning tasks queued by on-commit callbacks (run them by wrapping the
+    action in ``django_capture_on_commit_callbacks(execute=True)``).
+
+    Only the hand-over to the broker is replaced; the tasks themselves are tested against the
+    real control plane in tests/cluster/.
+    """
+    from provisioning import tasks
+
+    calls: list[tuple[str, tuple, dict]] = []
+
+    def recorder(name):
+        return lambda args, **kwargs: calls.append((name, args, kwargs))
+
+    with (
+        mock.patch.object(tasks.provision_hub, "apply_async", side_effect=recorder("provision")),
+        mock.patch.object(
+            tasks.deprovision_hub, "apply_async", side_effect=recorder("deprovision")
+        ),
+    ):
+        yield calls

@@ -1,0 +1,96 @@
+"""factory_boy factories for users, catalogue entries and hubs."""
+
+import datetime
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from portal.hubs.lifecycle import State
+from portal.hubs.models import GpuType, HardwareOption, Hub, Image, StorageOption
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.org")
+    password = factory.django.Password("correct horse battery staple")
+
+
+class AdminFactory(UserFactory):
+    is_staff = True
+    is_superuser = True
+
+
+class HardwareOptionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = HardwareOption
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"hw{n}")
+    display_name = factory.LazyAttribute(lambda o: o.name.title())
+    cpu_guarantee = Decimal("0.5")
+    cpu_limit = Decimal("1")
+    mem_guarantee_gib = Decimal("1")
+    mem_limit_gib = Decimal("2")
+
+
+class GpuTypeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = GpuType
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"gpu{n}")
+    display_name = factory.LazyAttribute(lambda o: o.name.upper())
+    node_label_value = "NVIDIA-A100-SXM4-80GB"
+
+
+class ImageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Image
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"image{n}")
+    display_name = factory.LazyAttribute(lambda o: o.name.title())
+    reference = "quay.io/jupyter/base-notebook:python-3.11"
+
+
+class StorageOptionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StorageOption
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"storage{n}")
+    display_name = factory.LazyAttribute(lambda o: o.name.title())
+    server = "nfs.example.org"
+    path = "/export/test"
+
+
+class HubFactory(factory.django.DjangoModelFactory):
+    """A hub in any state, created directly (tests of submit() go through the service)."""
+
+    class Meta:
+        model = Hub
+        skip_postgeneration_save = True
+
+    display_name = factory.Sequence(lambda n: f"Hub {n}")
+    slug = factory.Sequence(lambda n: f"hub{n}")
+    kind = Hub.Kind.COURSE
+    start_date = factory.LazyFunction(lambda: timezone.localdate() + datetime.timedelta(days=1))
+    end_date = factory.LazyAttribute(lambda h: h.start_date + datetime.timedelta(days=30))
+    owner = factory.SubFactory(UserFactory)
+    state = State.PENDING
+
+    @factory.post_generation
+    def hardware_options(self, create, extracted, **kwargs):
+        if create:
+            self.hardware_options.set(extracted or [HardwareOptionFactory(name="small")])
+
+    @factory.post_generation
+    def images(self, create, extracted, **kwargs):
+        if create:
+            self.images.set(extracted or [ImageFactory(name="scipy")])

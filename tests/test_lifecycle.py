@@ -1,0 +1,160 @@
+"""The transitions table, transition() as a conditional update, and the mark_* services."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from portal.hubs import services
+from portal.hubs.lifecycle import (
+    FINAL_STATES,
+    TRANSITIONS,
+    State,
+    StateConflict,
+    TransitionNotAllowed,
+    sources,
+    transition,
+)
+from portal.hubs.models import Hub, HubEvent
+from tests.factories import HubFactory
+
+ALLOWED = [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)]
+FORBIDDEN = [(a, b) for a in State for b in State if b not in TRANSITIONS[a]]
+
+
+def test_every_state_has_a_row():
+    assert set(TRANSITIONS) == set(State)
+    assert {State.DELETED, State.REJECTED, State.CANCELLED} == FINAL_STATES
+
+
+def test_failed_is_retryable_and_most_live_states_can_be_deleted():
+    assert {State.APPROVED, State.PROVISIONING} <= TRANSITIONS[State.FAILED]
+    assert sources(State.DEPROVISIONING) == {
+        State.APPROVED,
+        State.PROVISIONING,
+        State.RUNNING,
+        State.UPDATING,
+        State.EXPIRING,
+        State.SUSPENDED,
+        State.FAILED,
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("from_state", "to_state"), ALLOWED)
+def test_allowed_transition_moves_and_records(from_state, to_state, charlie):
+    hub = HubFactory(state=from_state)
+
+    event = transition(hub.pk, from_state, to_state, charlie, "because")
+
+    hub.refresh_from_db()
+    assert hub.state == to_state
+    assert hub.state_reason == "because"
+    assert (event.from_state, event.to_state, event.actor, event.reason) == (
+        from_state,
+        to_state,
+        charlie,
+        "because",
+    )
+    assert hub.state_changed == event.created
+    assert list(hub.events.values_list("to_state", flat=True)) == [to_state]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("from_state", "to_state"), FORBIDDEN)
+def test_forbidden_transition_is_refused(from_state, to_state):
+    hub = HubFactory(state=from_state)
+
+    with pytest.raises(TransitionNotAllowed):
+        transition(hub.pk, from_state, to_state)
+
+    hub.refresh_from_db()
+    assert hub.state == from_state
+    assert not hub.events.exists()
+
+
+@pytest.mark.django_db
+def test_second_of_two_identical_transitions_loses():
+    hub = HubFactory(state=State.PENDING)
+
+    transition(hub.pk, State.PENDING, State.APPROVED, reason="first")
+    with pytest.raises(StateConflict) as lost:
+        transition(hub.pk, State.PENDING, State.APPROVED, reason="second")
+
+    assert lost.value.current_state == State.APPROVED
+    assert "approved now" in str(lost.value)
+    hub.refresh_from_db()
+    assert hub.state_reason == "first"
+    assert HubEvent.objects.filter(hub=hub).count() == 1
+
+
+@pytest.mark.django_db
+def test_transition_of_a_missing_hub_is_a_conflict():
+    with pytest.raises(StateConflict) as lost:
+        transition(999999, State.PENDING, State.APPROVED)
+    assert lost.value.current_state is None
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite serialises writers; race needs PostgreSQL"
+)
+def test_concurrent_transitions_exactly_one_wins():
+    hub = HubFactory(state=State.PENDING)
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def attempt(to_state):
+        barrier.wait()
+        try:
+            transition(hub.pk, State.PENDING, to_state)
+            outcomes.append("won")
+        except StateConflict:
+            outcomes.append("lost")
+        finally:
+            connection.close()
+
+    targets = [State.APPROVED, State.REJECTED, State.CANCELLED, State.APPROVED]
+    threads = [threading.Thread(target=attempt, args=(t,)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["lost", "lost", "lost", "won"]
+    assert HubEvent.objects.filter(hub=hub).count() == 1
+
+
+@pytest.mark.django_db
+class TestMarks:
+    """The transitions provisioning reports."""
+
+    def test_provisioning_then_running(self):
+        hub = HubFactory(state=State.APPROVED)
+        assert services.mark_provisioning(hub.pk) is True
+        assert services.mark_running(hub.pk) is True
+        hub.refresh_from_db()
+        assert hub.state == State.RUNNING
+        assert [e.actor for e in hub.events.all()] == [None, None]
+
+    def test_delivered_twice_the_second_has_nothing_to_do(self):
+        hub = HubFactory(state=State.APPROVED)
+        services.mark_provisioning(hub.pk)
+        with pytest.raises(StateConflict):
+            services.mark_provisioning(hub.pk)
+        assert hub.events.count() == 1
+
+    def test_failed_keeps_the_api_servers_message(self):
+        hub = HubFactory(state=State.PROVISIONING)
+        message = 'ResourceQuota "quota" is invalid: spec.hard[cpu]: must be positive'
+        services.mark_failed(hub.pk, message)
+        hub.refresh_from_db()
+        assert (hub.state, hub.state_reason) == (State.FAILED, message)
+
+    def test_deleted_only_from_deprovisioning(self):
+        running = HubFactory(state=State.RUNNING)
+        with pytest.raises(StateConflict):
+            services.mark_deleted(running.pk)
+        going = HubFactory(state=State.DEPROVISIONING)
+        services.mark_deleted(going.pk)
+        assert Hub.objects.get(pk=going.pk).state == State.DELETED
