@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 # Tests run in parallel processes; each gets its own database and namespaces.
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+# Tests use the local PostgreSQL (scripts/services.sh) over its Unix socket, as the login user.
+TEST_DATABASE_URL ?= postgres://%2Fvar%2Frun%2Fpostgresql/hubondemand
+# Checks and tests run with a throwaway key; the portal itself refuses to start without one.
+throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
 .PHONY: help install up test lint format cluster cluster-down cluster-status services services-down bench-cluster
 
@@ -25,9 +29,12 @@ install: $(BIN)/.installed ## Create .venv with the pinned Python dependencies
 up: $(BIN)/.installed ## Quick start: portal, worker, beat, Redis and the local cluster on this machine
 	bash scripts/dev-up.sh
 
-test: $(BIN)/.installed ## Run the whole test suite (starts the local cluster if none runs)
+test: export SECRET_KEY ?= $(throwaway_key)
+test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
+test: $(BIN)/.installed services ## Run the whole test suite (starts the local cluster if none runs)
 	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
+lint: export SECRET_KEY ?= $(throwaway_key)
 lint: $(BIN)/.installed ## ruff lint and format check, migrations check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

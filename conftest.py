@@ -24,8 +24,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent
 DEVCLUSTER_STATE = Path(os.environ.get("DEVCLUSTER_STATE", REPO_ROOT / ".devcluster"))
 LOCAL_KUBECONFIG = DEVCLUSTER_STATE / "kubeconfig"
-# Written when the test run (not the developer) started the local control plane.
+# Written when a test run (not the developer) started the local control plane; holds that
+# run's id, so that only the run that started the cluster stops it.
 STARTED_BY_TESTS = REPO_ROOT / ".devcluster-started-by-tests"
+RUN_ID_VARIABLE = "HUB_ON_DEMAND_TEST_RUN"
 START_LOCK = REPO_ROOT / ".devcluster-start.lock"
 
 
@@ -63,7 +65,7 @@ def _start_local_cluster() -> None:
                 "could not start the local control plane:\n" + result.stdout + result.stderr,
                 returncode=3,
             )
-        STARTED_BY_TESTS.touch()
+        STARTED_BY_TESTS.write_text(os.environ[RUN_ID_VARIABLE])
 
 
 @pytest.fixture(scope="session")
@@ -108,10 +110,18 @@ def namespace(kube_api) -> Iterator[str]:
     core.delete_namespace(name, propagation_policy="Background")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The controlling process names the run; xdist workers inherit the variable.
+    if not _is_xdist_worker(config):
+        os.environ[RUN_ID_VARIABLE] = secrets.token_hex(8)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop the local control plane if this test run started it (controller process only)."""
     if _is_xdist_worker(session.config) or not STARTED_BY_TESTS.exists():
         return
+    if STARTED_BY_TESTS.read_text() != os.environ.get(RUN_ID_VARIABLE):
+        return  # another test run started it and will stop it
     STARTED_BY_TESTS.unlink()
     if os.environ.get("KEEP_CLUSTER") == "1":
         return

@@ -8,7 +8,9 @@ REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${HUB_STATE_DIR:-$REPO_ROOT/.state}
 REDIS_PORT=${REDIS_PORT:-6379}
 PG_DB=${PG_DB:-hubondemand}
-PG_USER=${PG_USER:-hubondemand}
+# The database role is the login user, authenticated by PostgreSQL over its Unix socket
+# (peer authentication): no password exists to leak.
+PG_USER=${PG_USER:-$(id -un)}
 
 die() { echo "services: $*" >&2; exit 1; }
 
@@ -45,15 +47,14 @@ start_postgres() {
   if ! pg_lsclusters -h "$version" main >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h "$version" main 2>/dev/null)" ]; then
     pg_createcluster "$version" main >/dev/null
   fi
-  pg_ctlcluster "$version" main start 2>/dev/null || pg_ctlcluster "$version" main status >/dev/null ||
+  pg_ctlcluster "$version" main start >/dev/null 2>&1 || pg_ctlcluster "$version" main status >/dev/null 2>&1 ||
     die "PostgreSQL $version did not start; see /var/log/postgresql/"
-  # A role that may create the test database; its password is the local default in
-  # DATABASE_URL of the Makefile, used only on this machine's loopback.
+  # A role that may create the test databases.
   su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'\"" | grep -q 1 ||
-    su postgres -c "psql -qc \"CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_USER'\""
+    su postgres -c "psql -qc 'CREATE ROLE \"$PG_USER\" LOGIN CREATEDB'"
   su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='$PG_DB'\"" | grep -q 1 ||
     su postgres -c "createdb -O $PG_USER $PG_DB"
-  echo "services: postgresql $version on 127.0.0.1:5432 (database $PG_DB)"
+  echo "services: postgresql $version on /var/run/postgresql (database $PG_DB, role $PG_USER)"
 }
 
 stop_postgres() {

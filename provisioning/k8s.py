@@ -1,0 +1,199 @@
+"""A thin layer over the `kubernetes` client: connect, server-side apply, classify errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from provisioning.render import FIELD_MANAGER, Manifest
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where the API serves one kind of object."""
+
+    api_path: str  # "/api/v1" or "/apis/<group>/<version>"
+    plural: str
+    namespaced: bool
+
+
+KINDS: dict[str, Kind] = {
+    "Namespace": Kind("/api/v1", "namespaces", False),
+    "ResourceQuota": Kind("/api/v1", "resourcequotas", True),
+    "LimitRange": Kind("/api/v1", "limitranges", True),
+    "Service": Kind("/api/v1", "services", True),
+    "ServiceAccount": Kind("/api/v1", "serviceaccounts", True),
+    "Secret": Kind("/api/v1", "secrets", True),
+    "ConfigMap": Kind("/api/v1", "configmaps", True),
+    "PersistentVolumeClaim": Kind("/api/v1", "persistentvolumeclaims", True),
+    "Deployment": Kind("/apis/apps/v1", "deployments", True),
+    "NetworkPolicy": Kind("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    "Ingress": Kind("/apis/networking.k8s.io/v1", "ingresses", True),
+    "Role": Kind("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": Kind("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+}
+
+
+class ClusterError(Exception):
+    """The cluster refused or failed a request; `transient` says whether retrying may help."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+        self.status = status
+
+
+def api_message(error: ApiException) -> str:
+    """The API server's own explanation from an error response, else the HTTP reason."""
+    try:
+        body = json.loads(error.body or "")
+        return body.get("message") or error.reason or str(error)
+    except (ValueError, AttributeError):
+        return f"{error.status} {error.reason}".strip()
+
+
+def classify(error: Exception) -> ClusterError:
+    """Map a client exception to a ClusterError: 5xx, 429 and network errors are transient."""
+    if isinstance(error, ClusterError):
+        return error
+    if isinstance(error, ApiException):
+        status = error.status or 0
+        transient = status == 0 or status >= 500 or status == 429
+        return ClusterError(api_message(error), transient=transient, status=status)
+    if isinstance(error, urllib3.exceptions.HTTPError | OSError | TimeoutError):
+        return ClusterError(f"cannot reach the Kubernetes API server: {error}", transient=True)
+    raise error
+
+
+_local = threading.local()
+
+
+def api_client(kubeconfig: str | Path | None = None) -> client.ApiClient:
+    """An ApiClient for the configured cluster (kubeconfig file, else in-cluster); cached
+    per thread and per kubeconfig."""
+    if kubeconfig is None:
+        from django.conf import settings
+
+        kubeconfig = settings.KUBECONFIG
+    key = str(kubeconfig or "in-cluster")
+    cache = getattr(_local, "clients", None)
+    if cache is None:
+        cache = _local.clients = {}
+    if key not in cache:
+        if kubeconfig:
+            api = config.new_client_from_config(config_file=str(kubeconfig))
+        else:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            api = client.ApiClient(configuration)
+        # Fail fast and let the task's retry policy handle outages, instead of urllib3's
+        # own retries stacking up inside one task run.
+        api.configuration.retries = 1
+        cache[key] = api
+    return cache[key]
+
+
+def object_path(manifest: Manifest) -> str:
+    """The REST path of the object a manifest describes."""
+    kind = KINDS[manifest["kind"]]
+    meta = manifest["metadata"]
+    if kind.namespaced:
+        return f"{kind.api_path}/namespaces/{meta['namespace']}/{kind.plural}/{meta['name']}"
+    return f"{kind.api_path}/{kind.plural}/{meta['name']}"
+
+
+def collection_path(kind_name: str, namespace: str | None) -> str:
+    kind = KINDS[kind_name]
+    if kind.namespaced:
+        return f"{kind.api_path}/namespaces/{namespace}/{kind.plural}"
+    return f"{kind.api_path}/{kind.plural}"
+
+
+REQUEST_TIMEOUT = (5, 30)
+
+
+def _call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+    try:
+        response = api.call_api(
+            path,
+            method,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=REQUEST_TIMEOUT,
+            **kwargs,
+        )
+    except Exception as error:  # classified and re-raised below
+        raise classify(error) from error
+    data = response.data
+    return json.loads(data) if data else None
+
+
+def apply(api: client.ApiClient, manifest: Manifest) -> dict[str, Any]:
+    """Server-side apply one object with the portal's field manager, taking over fields that
+    someone else changed (the portal's record is the source of truth)."""
+    result = _call(
+        api,
+        "PATCH",
+        object_path(manifest),
+        query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        header_params={
+            "Content-Type": "application/apply-patch+yaml",
+            "Accept": "application/json",
+        },
+        body=manifest,
+    )
+    return result or {}
+
+
+def get(api: client.ApiClient, kind: str, name: str, namespace: str | None = None) -> dict | None:
+    """Read one object; None when it does not exist."""
+    manifest = {"kind": kind, "metadata": {"name": name, "namespace": namespace}}
+    try:
+        return _call(
+            api, "GET", object_path(manifest), header_params={"Accept": "application/json"}
+        )
+    except ClusterError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def list_objects(
+    api: client.ApiClient, kind: str, namespace: str | None, label_selector: str
+) -> list[dict[str, Any]]:
+    """List objects of one kind by label selector (one API call)."""
+    result = _call(
+        api,
+        "GET",
+        collection_path(kind, namespace),
+        query_params=[("labelSelector", label_selector)],
+        header_params={"Accept": "application/json"},
+    )
+    return (result or {}).get("items", [])
+
+
+def delete_namespace(api: client.ApiClient, name: str) -> bool:
+    """Ask for a namespace's deletion; False when it is already gone."""
+    manifest = {"kind": "Namespace", "metadata": {"name": name}}
+    try:
+        _call(
+            api,
+            "DELETE",
+            object_path(manifest),
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body={"propagationPolicy": "Background"},
+        )
+    except ClusterError as error:
+        if error.status == 404:
+            return False
+        raise
+    return True

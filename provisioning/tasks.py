@@ -1,0 +1,238 @@
+"""Celery tasks that provision, watch and remove hubs. They receive only a hub id.
+
+Every task is idempotent: applying is "make these objects look like this" (server-side
+apply), deleting an absent namespace is done, and a hub that moved on or vanished is
+nothing to do. Tasks never sleep waiting for the cluster: they schedule a check instead.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from datetime import timedelta
+
+import structlog
+from celery import shared_task
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from provisioning import k8s
+from provisioning.render import RenderSettings, render_hub, selector
+from provisioning.spec import from_hub
+
+log = structlog.get_logger(__name__)
+
+# Transient failures (API server away, 5xx, 429) are retried with exponential backoff.
+MAX_RETRIES = 8
+# How often, and how many times, a provisioning or deleting hub is checked.
+CHECK_INTERVAL_SECONDS = 3
+MAX_CHECKS = 200  # 10 minutes
+# Hubs whose task was lost (a worker died, the broker restarted) are re-queued: approved
+# ones after a few minutes, watched ones once their checks would have ended.
+STUCK_APPROVED = timedelta(minutes=3)
+STUCK_WATCHED = timedelta(seconds=MAX_CHECKS * CHECK_INTERVAL_SECONDS + 120)
+
+
+def _backoff(retries: int) -> int:
+    return min(2 ** (retries + 1), 120)
+
+
+def render_settings() -> RenderSettings:
+    """Installation-wide rendering choices from Django settings."""
+    return RenderSettings(
+        hub_image=settings.HUB_IMAGE,
+        proxy_image=settings.PROXY_IMAGE,
+        ingress_class=settings.INGRESS_CLASS,
+        ingress_annotations=settings.INGRESS_ANNOTATIONS,
+        ingress_namespace=settings.INGRESS_NAMESPACE,
+    )
+
+
+def _hub(hub_id: int):
+    from portal.hubs.models import Hub
+
+    return (
+        Hub.objects.select_related("owner", "gpu_type")
+        .prefetch_related("hardware_options", "images")
+        .filter(pk=hub_id)
+        .first()
+    )
+
+
+@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def provision_hub(self, hub_id: int) -> str:
+    """Apply all objects of an approved hub to its namespace, then schedule a readiness check."""
+    from portal.hubs import services
+    from portal.hubs.lifecycle import LifecycleError, State
+
+    hub = _hub(hub_id)
+    if hub is None:
+        log.info("provision.skip", hub_id=hub_id, why="no such hub")
+        return "missing"
+    if hub.state == State.APPROVED:
+        # Another delivery of this task, or a delete, may have got there first.
+        with suppress(LifecycleError):
+            services.mark_provisioning(hub_id)
+        hub = _hub(hub_id)
+    if hub is None or hub.state != State.PROVISIONING:
+        log.info("provision.skip", hub_id=hub_id, state=getattr(hub, "state", None))
+        return "skipped"
+
+    api = k8s.api_client()
+    manifests = render_hub(from_hub(hub, settings.HUBS_DOMAIN), render_settings())
+    for manifest in manifests:
+        what = f"{manifest['kind']} {manifest['metadata']['name']}"
+        try:
+            k8s.apply(api, manifest)
+        except k8s.ClusterError as error:
+            if error.transient and self.request.retries < self.max_retries:
+                log.warning("provision.retry", hub_id=hub_id, object=what, error=error.message)
+                raise self.retry(countdown=_backoff(self.request.retries)) from error
+            reason = f"The cluster refused {what}: {error.message}"
+            log.error("provision.failed", hub_id=hub_id, object=what, error=error.message)
+            _fail(hub_id, State.PROVISIONING, reason)
+            return "failed"
+    log.info("provision.applied", hub_id=hub_id, namespace=hub.namespace, objects=len(manifests))
+    check_hub_ready.apply_async((hub_id,), countdown=1)
+    return "applied"
+
+
+def _fail(hub_id: int, expected_state: str, reason: str) -> None:
+    from portal.hubs import services
+    from portal.hubs.lifecycle import LifecycleError
+
+    try:
+        services.mark_failed(hub_id, reason)
+    except LifecycleError:
+        log.info("hub.moved_on", hub_id=hub_id, expected=expected_state)
+
+
+def deployments_available(deployments: list[dict]) -> tuple[bool, str]:
+    """Whether every Deployment rolled out and is available; else what is missing."""
+    if not deployments:
+        return False, "no Deployments found"
+    waiting = []
+    for deployment in deployments:
+        status = deployment.get("status", {})
+        wanted = deployment.get("spec", {}).get("replicas", 1)
+        current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        if not current or status.get("availableReplicas", 0) < wanted:
+            messages = [c.get("message", "") for c in status.get("conditions", [])]
+            waiting.append(
+                f"{deployment['metadata']['name']}: {'; '.join(m for m in messages if m)}"
+            )
+    return not waiting, " | ".join(waiting)
+
+
+@shared_task(acks_late=True)
+def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
+    """Move a provisioning hub to running once its Deployments are available."""
+    from portal.hubs import services
+    from portal.hubs.lifecycle import LifecycleError, State
+
+    hub = _hub(hub_id)
+    if hub is None or hub.state != State.PROVISIONING:
+        return "skipped"
+    spec = from_hub(hub, settings.HUBS_DOMAIN)
+    try:
+        deployments = k8s.list_objects(
+            k8s.api_client(), "Deployment", hub.namespace, selector(spec)
+        )
+    except k8s.ClusterError as error:
+        if not error.transient:
+            _fail(hub_id, State.PROVISIONING, f"Cannot read the hub's status: {error.message}")
+            return "failed"
+        deployments, detail = [], error.message
+    else:
+        ready, detail = deployments_available(deployments)
+        if ready:
+            try:
+                services.mark_running(hub_id)
+            except LifecycleError:
+                return "skipped"
+            log.info("hub.running", hub_id=hub_id, checks=attempt + 1)
+            return "running"
+    if attempt + 1 >= MAX_CHECKS:
+        minutes = MAX_CHECKS * CHECK_INTERVAL_SECONDS // 60
+        _fail(hub_id, State.PROVISIONING, f"Not ready after {minutes} minutes: {detail}")
+        return "failed"
+    check_hub_ready.apply_async((hub_id, attempt + 1), countdown=CHECK_INTERVAL_SECONDS)
+    return "waiting"
+
+
+@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def deprovision_hub(self, hub_id: int) -> str:
+    """Delete a hub's namespace (and with it every object in it), then watch it go."""
+    from portal.hubs.lifecycle import State
+
+    hub = _hub(hub_id)
+    if hub is None or hub.state != State.DEPROVISIONING:
+        return "skipped"
+    try:
+        k8s.delete_namespace(k8s.api_client(), hub.namespace)
+    except k8s.ClusterError as error:
+        if error.transient and self.request.retries < self.max_retries:
+            raise self.retry(countdown=_backoff(self.request.retries)) from error
+        _fail(hub_id, State.DEPROVISIONING, f"Cannot delete {hub.namespace}: {error.message}")
+        return "failed"
+    check_hub_deleted.apply_async((hub_id,), countdown=1)
+    return "deleting"
+
+
+@shared_task(acks_late=True)
+def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
+    """Mark a deprovisioning hub deleted once its namespace is gone."""
+    from portal.hubs import services
+    from portal.hubs.lifecycle import LifecycleError, State
+
+    hub = _hub(hub_id)
+    if hub is None or hub.state != State.DEPROVISIONING:
+        return "skipped"
+    try:
+        remaining = k8s.get(k8s.api_client(), "Namespace", hub.namespace)
+    except k8s.ClusterError as error:
+        if not error.transient:
+            _fail(hub_id, State.DEPROVISIONING, f"Cannot read {hub.namespace}: {error.message}")
+            return "failed"
+        remaining = {"status": {"phase": error.message}}
+    if remaining is None:
+        try:
+            services.mark_deleted(hub_id)
+        except LifecycleError:
+            return "skipped"
+        log.info("hub.deleted", hub_id=hub_id, namespace=hub.namespace)
+        return "deleted"
+    if attempt + 1 >= MAX_CHECKS:
+        phase = remaining.get("status", {}).get("phase", "unknown")
+        minutes = MAX_CHECKS * CHECK_INTERVAL_SECONDS // 60
+        _fail(hub_id, State.DEPROVISIONING, f"{hub.namespace} still {phase} after {minutes} min")
+        return "failed"
+    check_hub_deleted.apply_async((hub_id, attempt + 1), countdown=CHECK_INTERVAL_SECONDS)
+    return "waiting"
+
+
+@shared_task
+def sweep_stuck_hubs() -> dict[str, int]:
+    """Re-queue work that got lost: hubs that stayed approved, provisioning or deprovisioning
+    longer than their checks could take (every step is idempotent, so this is safe)."""
+    from portal.hubs.lifecycle import State
+    from portal.hubs.models import Hub
+
+    now = timezone.now()
+    provision = Hub.objects.filter(
+        Q(state=State.APPROVED, state_changed__lt=now - STUCK_APPROVED)
+        | Q(state=State.PROVISIONING, state_changed__lt=now - STUCK_WATCHED)
+    ).values_list("pk", flat=True)
+    deprovision = Hub.objects.filter(
+        state=State.DEPROVISIONING, state_changed__lt=now - STUCK_WATCHED
+    ).values_list("pk", flat=True)
+    requeued = {"provision": 0, "deprovision": 0}
+    for hub_id in provision:
+        provision_hub.apply_async((hub_id,))
+        requeued["provision"] += 1
+    for hub_id in deprovision:
+        deprovision_hub.apply_async((hub_id,))
+        requeued["deprovision"] += 1
+    if any(requeued.values()):
+        log.warning("sweep.requeued", **requeued)
+    return requeued
