@@ -4,16 +4,9 @@ hub reach running; delete, watch the namespace go and the hub reach deleted."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import subprocess
-import sys
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -25,88 +18,6 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def redis_url_for_this_worker() -> str:
-    """A Redis database of its own per pytest-xdist worker, so queues never mix."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw-1")
-    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    return f"{base}/{10 + int(worker.removeprefix('gw')) + 1}"
-
-
-def database_url() -> str:
-    """The URL of this test's database (pytest-django's test database), for the worker."""
-    db = connection.settings_dict
-    credentials = ""
-    if db["USER"]:
-        credentials = quote(db["USER"], safe="")
-        if db["PASSWORD"]:
-            credentials += ":" + quote(db["PASSWORD"], safe="")
-        credentials += "@"
-    host = quote(db["HOST"] or "", safe="")
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{credentials}{host}{port}/{db['NAME']}"
-
-
-def drop_broker_connections(app) -> None:
-    """Make this process's Celery producer connect anew, to the broker now configured.
-
-    Celery caches broker connections in two pools; drop both (as Celery itself does after a
-    fork).
-    """
-    if app._pool is not None:
-        app._pool.force_close_all()
-    app._pool = None
-    app.amqp._producer_pool = None
-
-
-@pytest.fixture
-def celery_worker(kubeconfig_path, tmp_path, monkeypatch):
-    """A real `celery worker` process consuming the provisioning queue of this test's broker
-    database and writing to this test's database."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the worker process needs a shared database: set DATABASE_URL to PostgreSQL")
-    import redis
-
-    from portal.celery import app
-
-    broker = redis_url_for_this_worker()
-    redis.Redis.from_url(broker).flushdb()
-    # Celery reads CELERY_BROKER_URL from the environment before any setting.
-    monkeypatch.setenv("CELERY_BROKER_URL", broker)
-    drop_broker_connections(app)
-    assert app.conf.broker_url == broker
-    log_path = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": broker,
-        "KUBECONFIG": str(kubeconfig_path),
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-    }
-    with log_path.open("w") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "portal", "worker",
-                "--queues", "provisioning,celery", "--pool", "solo", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    yield worker
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-    monkeypatch.delenv("CELERY_BROKER_URL")
-    drop_broker_connections(app)
-    print(log_path.read_text()[-4000:])
 
 
 def state_of(hub_id: int) -> str:

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The quick start (`make up`): Redis, database migrations, the local control plane (unless
+# KUBECONFIG names a cluster), demo users, then the portal on 127.0.0.1:8000 with a Celery
+# worker and beat. Ctrl-C stops everything this script started; data is kept for next time
+# (the SQLite database, the cluster's etcd); `make cluster-down` removes the cluster's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+PORT=${PORT:-8000}
+
+die() { echo "make up: $*" >&2; exit 1; }
+
+# shellcheck source=local-env.sh
+source scripts/local-env.sh
+
+pids=()
+started_redis=0
+started_cluster=0
+cleanup() {
+  trap - EXIT
+  echo
+  echo "make up: stopping ..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ "$started_cluster" = 1 ] && bash devcluster/scripts/down.sh --keep-state
+  [ "$started_redis" = 1 ] && bash scripts/services.sh stop redis
+  echo "make up: stopped"
+}
+interrupted=0
+trap 'interrupted=1' INT TERM
+trap cleanup EXIT
+
+if [ -z "${REDIS_URL:-}" ]; then
+  command -v redis-server >/dev/null ||
+    die "redis-server is needed (Debian: apt-get install redis-server), or set REDIS_URL"
+  redis-cli ping >/dev/null 2>&1 || started_redis=1
+  bash scripts/services.sh start redis
+fi
+
+$PY manage.py migrate --no-input | grep -v "^  No migrations to apply" || true
+
+if [ -z "${KUBECONFIG:-}" ]; then
+  bash devcluster/scripts/status.sh >/dev/null 2>&1 || started_cluster=1
+  bash devcluster/scripts/up.sh
+  export KUBECONFIG="$REPO_ROOT/.devcluster/kubeconfig"
+else
+  echo "make up: using the cluster in KUBECONFIG=$KUBECONFIG"
+fi
+
+.venv/bin/celery -A portal worker --queues provisioning,celery --concurrency 2 --loglevel INFO \
+  > "$STATE/logs/worker.log" 2>&1 &
+pids+=($!)
+.venv/bin/celery -A portal beat --loglevel INFO --schedule "$STATE/celerybeat-schedule" \
+  > "$STATE/logs/beat.log" 2>&1 &
+pids+=($!)
+$PY manage.py runserver "127.0.0.1:$PORT" --noreload > "$STATE/logs/web.log" 2>&1 &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/accounts/login/" 2>/dev/null && break
+  kill -0 "${pids[2]}" 2>/dev/null || { tail -n 20 "$STATE/logs/web.log" >&2; die "the web server did not start"; }
+  sleep 0.2
+done
+
+cat <<EOT
+
+Hub on Demand runs on http://127.0.0.1:$PORT/
+$($PY manage.py seeddemo)
+  REST API      http://127.0.0.1:$PORT/api/v1/   (docs: /api/docs/, schema: /api/schema/)
+  API token     bash scripts/manage.sh createapitoken researcher
+  Cluster       KUBECONFIG=$KUBECONFIG
+  Logs          $STATE/logs/ (web, worker, beat)
+Press Ctrl-C to stop.
+EOT
+wait -n "${pids[@]}" || true
+[ "$interrupted" = 1 ] || echo "make up: a process exited; see $STATE/logs/" >&2
