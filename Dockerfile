@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Hub on Demand: one image for the portal (gunicorn), the Celery worker and Celery beat;
 # docker-compose.yml chooses the command. Build with `docker build -t hub-on-demand .`.
 
