@@ -37,14 +37,13 @@ def database_url() -> str:
     return f"postgres://{credentials}{host}{port}/{db['NAME']}"
 
 
-def drop_broker_connections(app) -> None:
-    """Make this process's Celery producer connect anew, to the broker now configured.
+def use_current_broker(app) -> None:
+    """Make this process's Celery producer use the broker now configured.
 
-    Celery caches broker connections in two pools; drop both (as Celery itself does after a
-    fork).
+    Celery keeps its producer pools on the app; forget them (as Celery does after a fork) so
+    that they are looked up again for the current broker URL. Kombu keeps one pool per URL,
+    so they must not be closed: a later test with the same URL gets the same pool back.
     """
-    if app._pool is not None:
-        app._pool.force_close_all()
     app._pool = None
     app.amqp._producer_pool = None
 
@@ -63,7 +62,7 @@ def celery_worker(kubeconfig_path, tmp_path, monkeypatch):
     redis.Redis.from_url(broker).flushdb()
     # Celery reads CELERY_BROKER_URL from the environment before any setting.
     monkeypatch.setenv("CELERY_BROKER_URL", broker)
-    drop_broker_connections(app)
+    use_current_broker(app)
     assert app.conf.broker_url == broker
     log_path = tmp_path / "worker.log"
     env = {
@@ -92,5 +91,5 @@ def celery_worker(kubeconfig_path, tmp_path, monkeypatch):
     except subprocess.TimeoutExpired:
         worker.kill()
     monkeypatch.delenv("CELERY_BROKER_URL")
-    drop_broker_connections(app)
+    use_current_broker(app)
     print(log_path.read_text()[-4000:])
