@@ -1,0 +1,166 @@
+"""The provisioning tasks, run in this process against the local control plane.
+
+Only the hand-over of follow-up checks to the broker is recorded instead of sent; every
+Kubernetes call is real.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+from kubernetes import client
+
+from portal.hubs.lifecycle import State
+from portal.hubs.models import Hub
+from provisioning import tasks
+from tests.factories import HubFactory
+from tests.support import eventually
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
+
+
+@pytest.fixture(autouse=True)
+def cluster_settings(settings, kubeconfig_path):
+    settings.KUBECONFIG = str(kubeconfig_path)
+
+
+@pytest.fixture
+def scheduled():
+    """Follow-up tasks the code under test queued, as (task name, args)."""
+    calls: list[tuple[str, tuple]] = []
+    with (
+        mock.patch.object(
+            tasks.check_hub_ready, "apply_async", lambda args, **kw: calls.append(("ready", args))
+        ),
+        mock.patch.object(
+            tasks.check_hub_deleted,
+            "apply_async",
+            lambda args, **kw: calls.append(("deleted", args)),
+        ),
+    ):
+        yield calls
+
+
+@pytest.fixture
+def approved_hub(kube_api):
+    hub = HubFactory(slug=f"task-{secrets.token_hex(3)}", state=State.APPROVED, expected_users=2)
+    yield hub
+    from provisioning import k8s
+
+    k8s.delete_namespace(kube_api, hub.namespace)
+
+
+def state(hub: Hub) -> str:
+    hub.refresh_from_db()
+    return hub.state
+
+
+def test_provision_applies_objects_and_the_check_marks_the_hub_running(
+    approved_hub, kube_api, scheduled
+):
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
+    assert state(approved_hub) == State.PROVISIONING
+    assert scheduled == [("ready", (approved_hub.pk,))]
+    assert client.CoreV1Api(kube_api).read_namespace(approved_hub.namespace)
+
+    # Delivered twice (acks_late after a worker crash): same objects, same state.
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
+    assert state(approved_hub) == State.PROVISIONING
+
+    eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
+    assert state(approved_hub) == State.RUNNING
+    assert [e.to_state for e in approved_hub.events.order_by("created", "pk")][-2:] == [
+        State.PROVISIONING,
+        State.RUNNING,
+    ]
+
+
+def test_an_object_the_cluster_refuses_fails_the_hub_with_the_api_servers_message(
+    approved_hub, settings, scheduled
+):
+    settings.INGRESS_ANNOTATIONS = {"not a valid key!": "x"}
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "failed"
+    approved_hub.refresh_from_db()
+    assert approved_hub.state == State.FAILED
+    assert approved_hub.state_reason.startswith("The cluster refused Ingress jupyterhub: ")
+    assert "Invalid value" in approved_hub.state_reason
+    assert scheduled == []
+
+
+def test_an_unreachable_cluster_is_retried_then_fails_the_hub(
+    approved_hub, settings, tmp_path, scheduled
+):
+    kubeconfig = tmp_path / "unreachable"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    settings.KUBECONFIG = str(kubeconfig)
+    attempts = []
+    original = tasks.k8s.apply
+
+    def counting_apply(api, manifest):
+        attempts.append(manifest["kind"])
+        return original(api, manifest)
+
+    with mock.patch.object(tasks.k8s, "apply", counting_apply):
+        tasks.provision_hub.apply((approved_hub.pk,))
+    # Eager retries run at once; a worker waits 2, 4, 8, ... seconds between them.
+    assert len(attempts) == tasks.MAX_RETRIES + 1
+    approved_hub.refresh_from_db()
+    assert approved_hub.state == State.FAILED
+    assert "cannot reach the Kubernetes API server" in approved_hub.state_reason
+
+
+def test_deprovision_deletes_the_namespace_and_the_check_marks_the_hub_deleted(
+    approved_hub, kube_api, scheduled
+):
+    tasks.provision_hub.apply((approved_hub.pk,))
+    Hub.objects.filter(pk=approved_hub.pk).update(state=State.DEPROVISIONING)
+
+    assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
+    assert ("deleted", (approved_hub.pk,)) in scheduled
+    eventually(
+        lambda: tasks.check_hub_deleted.apply((approved_hub.pk,)).get() == "deleted", timeout=90
+    )
+    assert state(approved_hub) == State.DELETED
+    assert (
+        not client.CoreV1Api(kube_api)
+        .list_namespace(field_selector=f"metadata.name={approved_hub.namespace}")
+        .items
+    )
+
+
+@pytest.mark.parametrize("task", [tasks.provision_hub, tasks.deprovision_hub])
+def test_a_task_for_a_missing_or_moved_on_hub_does_nothing(task, scheduled):
+    assert task.apply((987654321,)).get() in ("missing", "skipped")
+    rejected = HubFactory(state=State.REJECTED)
+    assert task.apply((rejected.pk,)).get() == "skipped"
+    assert state(rejected) == State.REJECTED
+    assert scheduled == []
+
+
+def test_the_sweeper_requeues_hubs_whose_task_got_lost():
+    long_ago = timezone.now() - datetime.timedelta(hours=1)
+    lost = HubFactory(state=State.APPROVED)
+    fresh = HubFactory(state=State.APPROVED)
+    leaving = HubFactory(state=State.DEPROVISIONING)
+    Hub.objects.filter(pk__in=[lost.pk, leaving.pk]).update(state_changed=long_ago)
+    queued = []
+    with (
+        mock.patch.object(
+            tasks.provision_hub, "apply_async", lambda args: queued.append(("p", args))
+        ),
+        mock.patch.object(
+            tasks.deprovision_hub, "apply_async", lambda args: queued.append(("d", args))
+        ),
+    ):
+        assert tasks.sweep_stuck_hubs() == {"provision": 1, "deprovision": 1}
+    assert sorted(queued) == [("d", (leaving.pk,)), ("p", (lost.pk,))]
+    assert fresh.pk not in [args[0] for _, args in queued]
