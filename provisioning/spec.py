@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -19,11 +19,38 @@ class ServerOption:
 
 @dataclass(frozen=True)
 class GpuRequest:
-    """GPUs per user server, of one type, selected by its node product label."""
+    """GPUs per user server, of one type, selected by a node label."""
 
     resource_name: str
     product: str
     count: int
+    node_label_key: str = "nvidia.com/gpu.product"
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """An image users of the hub may start, with the interface it serves."""
+
+    name: str
+    display_name: str
+    reference: str
+    interface: str = "jupyterlab"
+    default_url: str = "/lab"
+
+
+@dataclass(frozen=True)
+class ExternalVolume:
+    """External storage from the catalogue, mounted into every user server."""
+
+    name: str
+    kind: str  # "nfs" or "pvc"
+    mount_path: str
+    read_only: bool = True
+    server: str = ""
+    path: str = ""
+    storage_class: str = ""
+    size_gib: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,12 +65,18 @@ class HubSpec:
     notebooks_per_user: int = 1
     server_options: tuple[ServerOption, ...] = ()
     gpu: GpuRequest | None = None
-    images: tuple[str, ...] = ()
+    images: tuple[ImageChoice, ...] = ()
+    custom_image: str = ""
+    allowed_registries: tuple[str, ...] = ()
     home_size_gib: int = 10
+    wipe_home_allowed: bool = False
     shared_size_gib: int = 0
+    shared_mode: str = "none"  # "none", "ro" or "rw"
+    external_volumes: tuple[ExternalVolume, ...] = ()
     idle_timeout_minutes: int = 60
     jobs_access: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
+    co_owners: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
 
     @property
     def namespace(self) -> str:
@@ -56,16 +89,19 @@ class HubSpec:
 
 def from_hub(hub, hubs_domain: str) -> HubSpec:
     """Build the provisioning spec of a portal Hub (a `portal.hubs.models.Hub`)."""
+    from portal.hubs.models import Collaborator, SelfServicePolicy
+
     gpu = None
     if hub.gpu_type_id and hub.gpus_per_user:
         gpu = GpuRequest(
             resource_name=hub.gpu_type.resource_name,
             product=hub.gpu_type.node_label_value,
             count=hub.gpus_per_user,
+            node_label_key=hub.gpu_type.node_label_key,
+            display_name=hub.gpu_type.display_name,
         )
-    images = tuple(image.reference for image in hub.images.all())
-    if hub.custom_image:
-        images += (hub.custom_image,)
+    collaborators = list(hub.collaborators.select_related("user"))
+    shared_mode = hub.shared_volume_mode if hub.shared_volume_gib else "none"
     return HubSpec(
         hub_id=hub.pk,
         slug=hub.slug,
@@ -85,9 +121,40 @@ def from_hub(hub, hubs_domain: str) -> HubSpec:
             for option in hub.hardware_options.all()
         ),
         gpu=gpu,
-        images=images,
+        images=tuple(
+            ImageChoice(
+                name=image.name,
+                display_name=image.display_name,
+                reference=image.reference,
+                interface=image.interface,
+                default_url=image.default_url,
+            )
+            for image in hub.images.all()
+        ),
+        custom_image=hub.custom_image,
+        allowed_registries=tuple(SelfServicePolicy.current().registries),
         home_size_gib=hub.home_size_gib,
-        shared_size_gib=hub.shared_volume_gib if hub.shared_volume_mode != "none" else 0,
+        wipe_home_allowed=hub.wipe_home_allowed,
+        shared_size_gib=hub.shared_volume_gib if shared_mode != "none" else 0,
+        shared_mode=shared_mode,
+        external_volumes=tuple(
+            ExternalVolume(
+                name=option.name,
+                kind=option.kind,
+                mount_path=option.mount_path,
+                read_only=option.read_only,
+                server=option.server,
+                path=option.path,
+                storage_class=option.storage_class,
+            )
+            for option in hub.storage_options.all()
+        ),
         idle_timeout_minutes=hub.idle_timeout_minutes,
         jobs_access=hub.jobs_access,
+        co_owners=tuple(
+            c.user.get_username() for c in collaborators if c.role == Collaborator.Role.CO_OWNER
+        ),
+        members=tuple(
+            c.user.get_username() for c in collaborators if c.role == Collaborator.Role.MEMBER
+        ),
     )

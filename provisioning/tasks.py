@@ -53,7 +53,7 @@ def _hub(hub_id: int):
 
     return (
         Hub.objects.select_related("owner", "gpu_type")
-        .prefetch_related("hardware_options", "images")
+        .prefetch_related("hardware_options", "images", "storage_options")
         .filter(pk=hub_id)
         .first()
     )
