@@ -156,6 +156,7 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
   --use-service-account-credentials=true \
   --leader-elect=false --profiling=false \
+  --enable-hostpath-provisioner \
   --concurrent-namespace-syncs 10
 start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --kubeconfig "$STATE_DIR/scheduler.kubeconfig" \
@@ -184,7 +185,8 @@ scheduler_healthy() {
 wait_for kube-controller-manager 60 controller_manager_healthy
 wait_for kube-scheduler 60 scheduler_healthy
 
-kubectl apply --server-side --field-manager devcluster -f "$DEVCLUSTER_DIR/nodes.yaml" >/dev/null
+kubectl apply --server-side --field-manager devcluster -f "$DEVCLUSTER_DIR/nodes.yaml" \
+  -f "$DEVCLUSTER_DIR/storage.yaml" >/dev/null
 nodes_ready() {
   local total ready
   total=$(kubectl get nodes -o name | wc -l)

@@ -318,3 +318,24 @@ def test_start_reports_a_taken_port_clearly(tmp_path):
     assert result.returncode != 0
     assert f"port 127.0.0.1:{port}, needed by etcd, is taken by another process" in result.stderr
     assert not (tmp_path / "state" / "pids").exists()
+
+
+def test_a_claim_of_the_default_storage_class_gets_a_volume(kube_api, namespace):
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name="home"),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"],
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "5Gi"}),
+            ),
+        ),
+    )
+    bound = eventually(
+        lambda: (c := core.read_namespaced_persistent_volume_claim("home", namespace)).status.phase
+        == "Bound"
+        and c
+    )
+    assert bound.spec.storage_class_name == "standard"
+    assert bound.status.capacity["storage"] == "5Gi"
