@@ -211,6 +211,17 @@ INGRESS_CLASS = env_str("INGRESS_CLASS", "")
 INGRESS_ANNOTATIONS = _env_annotations("INGRESS_ANNOTATIONS")
 # Namespace of the ingress controller, the only one allowed to reach a hub's proxy.
 INGRESS_NAMESPACE = env_str("INGRESS_NAMESPACE", "ingress-nginx")
+# Storage class for each hub's own volumes (hub state, shared volume); empty = the default.
+HUB_STORAGE_CLASS = env_str("HUB_STORAGE_CLASS", "")
+
+# Hubs log their users in with the portal's OpenID Connect provider. Each hub is a client
+# named <prefix><slug>; its secret is generated with the hub's other secrets.
+OIDC_AUTHORIZE_URL = env_str("OIDC_AUTHORIZE_URL", "https://sso.example.org/authorize")
+OIDC_TOKEN_URL = env_str("OIDC_TOKEN_URL", "https://sso.example.org/token")
+OIDC_USERINFO_URL = env_str("OIDC_USERINFO_URL", "https://sso.example.org/userinfo")
+OIDC_HUB_CLIENT_ID_PREFIX = env_str("OIDC_HUB_CLIENT_ID_PREFIX", "hub-")
+OIDC_SCOPES = env_list("OIDC_SCOPES", "openid,profile,email")
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
 
 # --- Celery (read by portal/celery.py through the CELERY_ namespace) ----------------------------
 

@@ -137,14 +137,18 @@ def _call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> dict[
     return json.loads(data) if data else None
 
 
-def apply(api: client.ApiClient, manifest: Manifest) -> dict[str, Any]:
+def apply(api: client.ApiClient, manifest: Manifest, dry_run: bool = False) -> dict[str, Any]:
     """Server-side apply one object with the portal's field manager, taking over fields that
-    someone else changed (the portal's record is the source of truth)."""
+    someone else changed (the portal's record is the source of truth). With `dry_run` the
+    API server validates and admits the object without storing it."""
+    query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+    if dry_run:
+        query.append(("dryRun", "All"))
     result = _call(
         api,
         "PATCH",
         object_path(manifest),
-        query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        query_params=query,
         header_params={
             "Content-Type": "application/apply-patch+yaml",
             "Accept": "application/json",
@@ -181,9 +185,9 @@ def list_objects(
     return (result or {}).get("items", [])
 
 
-def delete_namespace(api: client.ApiClient, name: str) -> bool:
-    """Ask for a namespace's deletion; False when it is already gone."""
-    manifest = {"kind": "Namespace", "metadata": {"name": name}}
+def delete(api: client.ApiClient, kind: str, name: str, namespace: str | None = None) -> bool:
+    """Delete one object (in the background); False when it is already gone."""
+    manifest = {"kind": kind, "metadata": {"name": name, "namespace": namespace}}
     try:
         _call(
             api,
@@ -197,3 +201,8 @@ def delete_namespace(api: client.ApiClient, name: str) -> bool:
             return False
         raise
     return True
+
+
+def delete_namespace(api: client.ApiClient, name: str) -> bool:
+    """Ask for a namespace's deletion; False when it is already gone."""
+    return delete(api, "Namespace", name)

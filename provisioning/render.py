@@ -6,10 +6,16 @@ list a hub's objects with one label-selected call per kind.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from provisioning import hubconfig
+from provisioning.hubconfig import OAuthSettings
 from provisioning.spec import HubSpec
 
 FIELD_MANAGER = "hub-on-demand"
@@ -17,6 +23,10 @@ MANAGED_BY = "hub-on-demand"
 LABEL_HUB_ID = "hub-on-demand.io/hub-id"
 LABEL_OWNER = "hub-on-demand.io/owner"
 ANNOTATION_OWNER = "hub-on-demand.io/owner"
+ANNOTATION_CONFIG_CHECKSUM = "hub-on-demand.io/config-checksum"
+SECRET_NAME = "hub"
+CONFIG_MAP_NAME = "hub"
+HUB_SERVICE_ACCOUNT = "hub"
 
 # Pods the hub itself runs besides user servers (hub, proxy, room for a rolling update).
 SYSTEM_PODS = 4
@@ -25,6 +35,29 @@ SYSTEM_MEM_GIB = 2.0
 HUB_DB_GIB = 1
 
 Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """The identity provider hubs log in with; each hub is a client named prefix + slug."""
+
+    authorize_url: str = "https://sso.example.org/authorize"
+    token_url: str = "https://sso.example.org/token"
+    userdata_url: str = "https://sso.example.org/userinfo"
+    client_id_prefix: str = "hub-"
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    username_claim: str = "preferred_username"
+
+    def for_hub(self, spec: HubSpec) -> OAuthSettings:
+        """The OAuth client settings of one hub."""
+        return OAuthSettings(
+            authorize_url=self.authorize_url,
+            token_url=self.token_url,
+            userdata_url=self.userdata_url,
+            client_id=f"{self.client_id_prefix}{spec.slug}",
+            scopes=self.scopes,
+            username_claim=self.username_claim,
+        )
 
 
 @dataclass(frozen=True)
@@ -37,6 +70,50 @@ class RenderSettings:
     ingress_annotations: dict[str, str] = field(default_factory=dict)
     # Namespace of the ingress controller, the only one allowed to reach a hub's proxy.
     ingress_namespace: str = "ingress-nginx"
+    # Storage class for the hub's own volumes (hub state, shared volume); "" = the default.
+    storage_class: str = ""
+    # The portal's OpenID Connect provider, which every hub logs its users in with.
+    oidc: OidcSettings = field(default_factory=lambda: OidcSettings())
+
+
+@dataclass(frozen=True)
+class HubSecrets:
+    """Secrets a hub is created with and keeps for its life: a re-apply never rotates them."""
+
+    cookie_secret: str
+    proxy_token: str
+    crypt_key: str
+    portal_token: str
+    oauth_client_secret: str
+
+    KEYS = {
+        "cookie_secret": "cookie-secret",
+        "proxy_token": "proxy-token",
+        "crypt_key": "crypt-key",
+        "portal_token": "portal-service-token",
+        "oauth_client_secret": "oauth-client-secret",
+    }
+
+    @classmethod
+    def generate(cls) -> HubSecrets:
+        return cls(**{attr: secrets.token_hex(32) for attr in cls.KEYS})
+
+    @classmethod
+    def from_secret(cls, existing: dict[str, Any] | None) -> HubSecrets:
+        """The secrets in an existing Secret object; keys it lacks are generated."""
+        data = (existing or {}).get("data") or {}
+        values = {
+            attr: base64.b64decode(data[key]).decode() if key in data else secrets.token_hex(32)
+            for attr, key in cls.KEYS.items()
+        }
+        return cls(**values)
+
+    def data(self) -> dict[str, str]:
+        """The Secret's `data`: base64 of each value, under its key."""
+        return {
+            key: base64.b64encode(getattr(self, attr).encode()).decode()
+            for attr, key in self.KEYS.items()
+        }
 
 
 def label_value(text: str) -> str:
@@ -99,6 +176,8 @@ def quota_totals(spec: HubSpec) -> dict[str, str]:
     """Namespace quota: expected users x servers each x the largest option, plus the hub."""
     servers = spec.expected_users * spec.notebooks_per_user
     options = spec.server_options
+    external_claims = [v for v in spec.external_volumes if v.kind == "pvc"]
+    external_gib = sum(v.size_gib or 1 for v in external_claims)
     cpu_request = max((o.cpu_guarantee for o in options), default=0.5)
     cpu_limit = max((o.cpu_limit for o in options), default=1.0)
     mem_request = max((o.mem_guarantee_gib for o in options), default=1.0)
@@ -109,9 +188,13 @@ def quota_totals(spec: HubSpec) -> dict[str, str]:
         "limits.cpu": _cpu(servers * cpu_limit + SYSTEM_CPU),
         "requests.memory": _mem(servers * mem_request + SYSTEM_MEM_GIB),
         "limits.memory": _mem(servers * mem_limit + SYSTEM_MEM_GIB),
-        "persistentvolumeclaims": str(spec.expected_users + 2),
+        # A home volume per user, the hub's state, the shared volume and external claims.
+        # Homes are counted per server: a user's named servers share one home, but
+        # KubeSpawner asks to create it at every start and quota admission charges that
+        # request before the API server answers that the claim exists.
+        "persistentvolumeclaims": str(servers + 2 + len(external_claims)),
         "requests.storage": (
-            f"{spec.expected_users * spec.home_size_gib + spec.shared_size_gib + HUB_DB_GIB}Gi"
+            f"{servers * spec.home_size_gib + spec.shared_size_gib + HUB_DB_GIB + external_gib}Gi"
         ),
     }
     gpus = spec.gpu.count * servers if spec.gpu else 0
@@ -148,37 +231,194 @@ def limit_range(spec: HubSpec) -> Manifest:
     }
 
 
-def network_policy(spec: HubSpec, settings: RenderSettings) -> Manifest:
-    """Isolate the namespace: pods accept traffic from their own namespace only, and the
-    proxy additionally from the ingress controller's namespace."""
+def _policy(spec: HubSpec, name: str, pod_selector: dict, ingress: list[dict]) -> Manifest:
+    body: dict[str, Any] = {"podSelector": pod_selector, "policyTypes": ["Ingress"]}
+    # No rules is written as no field: the API server drops an empty list, and applying one
+    # would count as a change on every re-apply.
+    if ingress:
+        body["ingress"] = ingress
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(spec, "hub-isolation"),
-        "spec": {
-            "podSelector": {},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": [{"podSelector": {}}]},
-                {
-                    "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {
-                                    "kubernetes.io/metadata.name": settings.ingress_namespace
-                                }
-                            }
-                        }
-                    ],
-                    "ports": [{"port": 8000, "protocol": "TCP"}],
-                },
+        "metadata": _meta(spec, name),
+        "spec": body,
+    }
+
+
+def _component(name: str) -> dict[str, Any]:
+    return {"matchLabels": {"app.kubernetes.io/component": name}}
+
+
+def _from_components(*names: str) -> list[dict[str, Any]]:
+    return [{"podSelector": _component(name)} for name in names]
+
+
+def network_policies(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
+    """Isolate the namespace (z2jh's model, per component).
+
+    Nothing outside the namespace reaches its pods, except the ingress controller's namespace,
+    which reaches the proxy's public port only. Inside, the proxy and user servers reach the
+    hub, and the proxy and the hub reach user servers. Egress stays open: user servers fetch
+    packages and data.
+    """
+    same_namespace = {"podSelector": {}}
+    ingress_controller = {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": settings.ingress_namespace}
+        }
+    }
+    return [
+        _policy(spec, "default-deny-ingress", {}, []),
+        _policy(
+            spec,
+            "proxy",
+            _component("proxy"),
+            [
+                {"from": [ingress_controller, same_namespace], "ports": [{"port": 8000}]},
+                {"from": _from_components("hub"), "ports": [{"port": 8001}]},
             ],
+        ),
+        _policy(
+            spec,
+            "hub",
+            _component("hub"),
+            [{"from": _from_components("proxy", "singleuser-server"), "ports": [{"port": 8081}]}],
+        ),
+        _policy(
+            spec,
+            "singleuser",
+            _component("singleuser-server"),
+            [{"from": _from_components("proxy", "hub"), "ports": [{"port": 8888}]}],
+        ),
+    ]
+
+
+def _rbac(spec: HubSpec, name: str, rules: list[dict]) -> list[Manifest]:
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(spec, name)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(spec, name),
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(spec, name),
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        },
+    ]
+
+
+def hub_rbac(spec: HubSpec) -> list[Manifest]:
+    """The hub's ServiceAccount with exactly what KubeSpawner needs in its own namespace:
+    user pods and their home PVCs, and events to report spawn progress."""
+    manage = ["get", "watch", "list", "create", "delete"]
+    return _rbac(
+        spec,
+        HUB_SERVICE_ACCOUNT,
+        [
+            {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims"], "verbs": manage},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
+        ],
+    )
+
+
+def jobs_rbac(spec: HubSpec) -> list[Manifest]:
+    """With jobs access: a ServiceAccount for user servers, limited to Jobs and Pods in the
+    namespace (and within its quota)."""
+    manage = ["get", "watch", "list", "create", "delete", "patch", "update"]
+    return _rbac(
+        spec,
+        hubconfig.JOBS_SERVICE_ACCOUNT,
+        [
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": manage},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "list", "delete"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        ],
+    )
+
+
+def hub_secret(spec: HubSpec, hub_secrets: HubSecrets) -> Manifest:
+    """Generated hub secrets (cookie secret, proxy token, crypt key, tokens)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(spec, SECRET_NAME),
+        "type": "Opaque",
+        "data": hub_secrets.data(),
+    }
+
+
+def hub_config_map(spec: HubSpec, settings: RenderSettings) -> Manifest:
+    """The static jupyterhub_config.py and the hub's values it reads."""
+    values = hubconfig.hub_values(spec, settings.oidc.for_hub(spec))
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, CONFIG_MAP_NAME),
+        "data": {
+            hubconfig.CONFIG_FILE_KEY: hubconfig.CONFIG_FILE.read_text(),
+            hubconfig.VALUES_FILE_KEY: json.dumps(values, indent=2, sort_keys=True),
         },
     }
 
 
-def _deployment(spec: HubSpec, component: str, container: dict[str, Any]) -> Manifest:
+def _pvc(spec: HubSpec, name: str, size_gib: int, mode: str, storage_class: str) -> Manifest:
+    body: dict[str, Any] = {
+        "accessModes": [mode],
+        "resources": {"requests": {"storage": f"{size_gib}Gi"}},
+    }
+    if storage_class:
+        body["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(spec, name),
+        "spec": body,
+    }
+
+
+def volumes(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
+    """The hub's state volume, the shared project volume and external volumes from a class."""
+    claims = [_pvc(spec, hubconfig.HUB_DB_PVC, HUB_DB_GIB, "ReadWriteOnce", settings.storage_class)]
+    if spec.shared_mode != "none" and spec.shared_size_gib:
+        claims.append(
+            _pvc(
+                spec,
+                hubconfig.SHARED_PVC,
+                spec.shared_size_gib,
+                "ReadWriteMany",
+                settings.storage_class,
+            )
+        )
+    for volume in spec.external_volumes:
+        if volume.kind == "pvc":
+            claims.append(
+                _pvc(
+                    spec,
+                    hubconfig.external_volume_name(volume.name),
+                    volume.size_gib or 1,
+                    "ReadOnlyMany" if volume.read_only else "ReadWriteMany",
+                    volume.storage_class,
+                )
+            )
+    return claims
+
+
+def _secret_env(name: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key}}}
+
+
+def _deployment(
+    spec: HubSpec, component: str, container: dict[str, Any], pod: dict[str, Any]
+) -> Manifest:
     labels = {"app.kubernetes.io/name": "jupyterhub", "app.kubernetes.io/component": component}
+    template_meta: dict[str, Any] = {"labels": {**hub_labels(spec), **labels}}
+    if "annotations" in pod:
+        template_meta["annotations"] = pod.pop("annotations")
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -188,14 +428,15 @@ def _deployment(spec: HubSpec, component: str, container: dict[str, Any]) -> Man
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": {**labels, LABEL_HUB_ID: str(spec.hub_id)}},
             "template": {
-                "metadata": {"labels": {**hub_labels(spec), **labels}},
+                "metadata": template_meta,
                 "spec": {
-                    "automountServiceAccountToken": component == "hub",
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": 1000,
+                        "fsGroup": 1000,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **pod,
                     "containers": [
                         {
                             "securityContext": {
@@ -211,21 +452,54 @@ def _deployment(spec: HubSpec, component: str, container: dict[str, Any]) -> Man
     }
 
 
-def hub_deployment(spec: HubSpec, settings: RenderSettings) -> Manifest:
-    """The JupyterHub process."""
+def hub_deployment(spec: HubSpec, settings: RenderSettings, config: Manifest) -> Manifest:
+    """The JupyterHub process, restarted whenever its configuration changes."""
+    checksum = hashlib.sha256(json.dumps(config["data"], sort_keys=True).encode()).hexdigest()[:16]
     return _deployment(
         spec,
         "hub",
         {
             "name": "hub",
             "image": settings.hub_image,
-            "args": ["jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"],
+            "args": [
+                "jupyterhub",
+                "--config",
+                f"{hubconfig.CONFIG_MOUNT_PATH}/{hubconfig.CONFIG_FILE_KEY}",
+            ],
+            "env": [
+                {
+                    "name": hubconfig.VALUES_FILE_ENV,
+                    "value": f"{hubconfig.CONFIG_MOUNT_PATH}/{hubconfig.VALUES_FILE_KEY}",
+                },
+                _secret_env(hubconfig.ENV_COOKIE_SECRET, HubSecrets.KEYS["cookie_secret"]),
+                _secret_env(hubconfig.ENV_PROXY_AUTH_TOKEN, HubSecrets.KEYS["proxy_token"]),
+                _secret_env(hubconfig.ENV_CRYPT_KEY, HubSecrets.KEYS["crypt_key"]),
+                _secret_env(hubconfig.ENV_PORTAL_SERVICE_TOKEN, HubSecrets.KEYS["portal_token"]),
+                _secret_env(
+                    hubconfig.ENV_OAUTH_CLIENT_SECRET, HubSecrets.KEYS["oauth_client_secret"]
+                ),
+            ],
             "ports": [{"name": "http", "containerPort": 8081}],
+            "volumeMounts": [
+                {"name": "config", "mountPath": hubconfig.CONFIG_MOUNT_PATH, "readOnly": True},
+                {"name": "state", "mountPath": hubconfig.HUB_STATE_MOUNT_PATH},
+            ],
             "resources": {
                 "requests": {"cpu": "200m", "memory": "512Mi"},
-                "limits": {"cpu": "500m", "memory": "1Gi"},
+                "limits": {"cpu": "1", "memory": "1Gi"},
             },
             "readinessProbe": {"httpGet": {"path": "/hub/health", "port": "http"}},
+        },
+        {
+            "annotations": {ANNOTATION_CONFIG_CHECKSUM: checksum},
+            "serviceAccountName": HUB_SERVICE_ACCOUNT,
+            "volumes": [
+                {"name": "config", "configMap": {"name": CONFIG_MAP_NAME}},
+                {
+                    "name": "state",
+                    "persistentVolumeClaim": {"claimName": hubconfig.HUB_DB_PVC},
+                },
+            ],
         },
     )
 
@@ -247,6 +521,7 @@ def proxy_deployment(spec: HubSpec, settings: RenderSettings) -> Manifest:
                 "--error-target=http://hub:8081/hub/error",
                 "--port=8000",
             ],
+            "env": [_secret_env(hubconfig.ENV_PROXY_AUTH_TOKEN, HubSecrets.KEYS["proxy_token"])],
             "ports": [
                 {"name": "http", "containerPort": 8000},
                 {"name": "api", "containerPort": 8001},
@@ -257,6 +532,7 @@ def proxy_deployment(spec: HubSpec, settings: RenderSettings) -> Manifest:
             },
             "readinessProbe": {"httpGet": {"path": "/_chp_healthz", "port": "http"}},
         },
+        {"automountServiceAccountToken": False},
     )
 
 
@@ -316,16 +592,29 @@ def ingress(spec: HubSpec, settings: RenderSettings) -> Manifest:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": body}
 
 
-def render_hub(spec: HubSpec, settings: RenderSettings | None = None) -> list[Manifest]:
-    """All objects of a hub, in the order they are applied (namespace and policy first)."""
+def render_hub(
+    spec: HubSpec, settings: RenderSettings | None = None, hub_secrets: HubSecrets | None = None
+) -> list[Manifest]:
+    """All objects of a hub, in the order they are applied: the namespace and its policies
+    first, then identities, secrets and configuration, then storage and workloads.
+
+    `hub_secrets` are the hub's existing secrets (HubSecrets.from_secret); new ones are
+    generated when it has none.
+    """
     settings = settings or RenderSettings()
+    config = hub_config_map(spec, settings)
     return [
         namespace(spec),
         resource_quota(spec),
         limit_range(spec),
-        network_policy(spec, settings),
+        *network_policies(spec, settings),
+        *hub_rbac(spec),
+        *(jobs_rbac(spec) if spec.jobs_access else []),
+        hub_secret(spec, hub_secrets or HubSecrets.generate()),
+        config,
+        *volumes(spec, settings),
         *services(spec),
-        hub_deployment(spec, settings),
+        hub_deployment(spec, settings, config),
         proxy_deployment(spec, settings),
         ingress(spec, settings),
     ]

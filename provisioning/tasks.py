@@ -17,8 +17,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from provisioning import k8s
-from provisioning.render import RenderSettings, render_hub, selector
+from provisioning.render import OidcSettings, RenderSettings, selector
 from provisioning.spec import from_hub
+from provisioning.sync import sync_hub
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +46,15 @@ def render_settings() -> RenderSettings:
         ingress_class=settings.INGRESS_CLASS,
         ingress_annotations=settings.INGRESS_ANNOTATIONS,
         ingress_namespace=settings.INGRESS_NAMESPACE,
+        storage_class=settings.HUB_STORAGE_CLASS,
+        oidc=OidcSettings(
+            authorize_url=settings.OIDC_AUTHORIZE_URL,
+            token_url=settings.OIDC_TOKEN_URL,
+            userdata_url=settings.OIDC_USERINFO_URL,
+            client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
+            scopes=tuple(settings.OIDC_SCOPES),
+            username_claim=settings.OIDC_USERNAME_CLAIM,
+        ),
     )
 
 
@@ -78,21 +88,22 @@ def provision_hub(self, hub_id: int) -> str:
         log.info("provision.skip", hub_id=hub_id, state=getattr(hub, "state", None))
         return "skipped"
 
-    api = k8s.api_client()
-    manifests = render_hub(from_hub(hub, settings.HUBS_DOMAIN), render_settings())
-    for manifest in manifests:
-        what = f"{manifest['kind']} {manifest['metadata']['name']}"
-        try:
-            k8s.apply(api, manifest)
-        except k8s.ClusterError as error:
-            if error.transient and self.request.retries < self.max_retries:
-                log.warning("provision.retry", hub_id=hub_id, object=what, error=error.message)
-                raise self.retry(countdown=_backoff(self.request.retries)) from error
-            reason = f"The cluster refused {what}: {error.message}"
-            log.error("provision.failed", hub_id=hub_id, object=what, error=error.message)
-            _fail(hub_id, State.PROVISIONING, reason)
-            return "failed"
-    log.info("provision.applied", hub_id=hub_id, namespace=hub.namespace, objects=len(manifests))
+    try:
+        result = sync_hub(k8s.api_client(), from_hub(hub, settings.HUBS_DOMAIN), render_settings())
+    except k8s.ClusterError as error:
+        if error.transient and self.request.retries < self.max_retries:
+            log.warning("provision.retry", hub_id=hub_id, error=error.message)
+            raise self.retry(countdown=_backoff(self.request.retries)) from error
+        log.error("provision.failed", hub_id=hub_id, error=error.message)
+        _fail(hub_id, State.PROVISIONING, error.message)
+        return "failed"
+    log.info(
+        "provision.applied",
+        hub_id=hub_id,
+        namespace=hub.namespace,
+        objects=result.applied,
+        pruned=list(result.pruned),
+    )
     check_hub_ready.apply_async((hub_id,), countdown=1)
     return "applied"
 

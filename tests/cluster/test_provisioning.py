@@ -1,34 +1,48 @@
-"""The rendered objects of a hub, applied to the real control plane with server-side apply."""
+"""A hub's rendered objects against the real control plane: admission, server-side apply,
+secrets that survive re-applies, pruning by label, and error classification."""
 
 from __future__ import annotations
+
+import dataclasses
+import secrets
 
 import pytest
 from kubernetes import client
 
 from provisioning import k8s
-from provisioning.render import render_hub, selector
-from provisioning.spec import GpuRequest, HubSpec, ServerOption
+from provisioning.render import RenderSettings, render_hub, selector
+from provisioning.spec import HubSpec
+from provisioning.sync import desired_objects, sync_hub
 from provisioning.tasks import deployments_available
+from tests.provisioning.examples import EXAMPLES
 from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
 
+SETTINGS = RenderSettings()
+
+
+def unique(spec: HubSpec) -> HubSpec:
+    """The example with a slug and id of its own, so tests never share a namespace."""
+    suffix = secrets.token_hex(3)
+    return dataclasses.replace(
+        spec, slug=f"{spec.slug[:30]}-{suffix}", hub_id=secrets.randbelow(10**9)
+    )
+
 
 @pytest.fixture
-def hub_spec(kube_api):
-    import secrets
+def hub_specs(kube_api):
+    """Hub specs whose namespaces are deleted after the test."""
+    made: list[HubSpec] = []
 
-    spec = HubSpec(
-        hub_id=secrets.randbelow(10**6),
-        slug=f"t{secrets.token_hex(3)}",
-        owner="ada@uni.example",
-        hubs_domain="hubs.localhost",
-        expected_users=3,
-        server_options=(ServerOption("small", "Small", 0.5, 1, 1, 2),),
-        gpu=GpuRequest("nvidia.com/gpu", "NVIDIA-A100-SXM4-80GB", 1),
-    )
-    yield spec
-    k8s.delete_namespace(kube_api, spec.namespace)
+    def make(example: str = "cpu-course", **changes) -> HubSpec:
+        spec = dataclasses.replace(unique(EXAMPLES[example]), **changes)
+        made.append(spec)
+        return spec
+
+    yield make
+    for spec in made:
+        k8s.delete_namespace(kube_api, spec.namespace)
 
 
 def wait_until_available(kube_api, spec: HubSpec) -> list[dict]:
@@ -36,78 +50,118 @@ def wait_until_available(kube_api, spec: HubSpec) -> list[dict]:
         items = k8s.list_objects(kube_api, "Deployment", spec.namespace, selector(spec))
         return deployments_available(items)[0] and items
 
-    return eventually(available)
+    return eventually(available, timeout=90)
 
 
-def test_rendered_hub_is_accepted_and_becomes_available(kube_api, hub_spec):
-    for manifest in render_hub(hub_spec):
-        k8s.apply(kube_api, manifest)
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_every_rendered_object_passes_a_server_side_dry_run(kube_api, hub_specs, example):
+    spec = hub_specs(example)
+    manifests = render_hub(spec, SETTINGS)
+    k8s.apply(kube_api, manifests[0])  # namespaced objects need their namespace to exist
+    for manifest in manifests[1:]:
+        k8s.apply(kube_api, manifest, dry_run=True)
+    # A dry run stores nothing.
+    assert not k8s.list_objects(kube_api, "ConfigMap", spec.namespace, selector(spec))
 
-    deployments = wait_until_available(kube_api, hub_spec)
+
+def test_a_synced_hub_becomes_available_and_its_pods_fit_quota_and_pod_security(
+    kube_api, hub_specs
+):
+    spec = hub_specs("gpu-research")
+    result = sync_hub(kube_api, spec, SETTINGS)
+    assert result.pruned == ()
+    deployments = wait_until_available(kube_api, spec)
     assert {d["metadata"]["name"] for d in deployments} == {"hub", "proxy"}
 
     core = client.CoreV1Api(kube_api)
-    ns = core.read_namespace(hub_spec.namespace)
-    assert ns.metadata.labels["hub-on-demand.io/hub-id"] == str(hub_spec.hub_id)
-    quota = core.read_namespaced_resource_quota("hub-quota", hub_spec.namespace)
-    assert quota.spec.hard["requests.nvidia.com/gpu"] == "3"
-    # The hub's own pods fit its quota and pass baseline Pod Security.
-    pods = core.list_namespaced_pod(hub_spec.namespace).items
-    assert len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
+    labels = core.read_namespace(spec.namespace).metadata.labels
+    assert labels["hub-on-demand.io/hub-id"] == str(spec.hub_id)
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    quota = core.read_namespaced_resource_quota("hub-quota", spec.namespace)
+    assert quota.spec.hard["requests.nvidia.com/gpu"] == str(6 * 3)
+    hub_pod = core.list_namespaced_pod(
+        spec.namespace, label_selector="app.kubernetes.io/component=hub"
+    ).items[0]
+    assert hub_pod.status.phase == "Running"
+    assert hub_pod.spec.service_account_name == "hub"
+    claim = core.read_namespaced_persistent_volume_claim("hub-db", spec.namespace)
+    assert claim.status.phase == "Bound"
 
 
-def test_applying_twice_changes_nothing(kube_api, hub_spec):
-    manifests = render_hub(hub_spec)
-    for manifest in manifests:
-        k8s.apply(kube_api, manifest)
-    # Let controllers finish writing status (quota usage, rollout) before comparing.
-    wait_until_available(kube_api, hub_spec)
+def test_re_applying_an_unchanged_hub_writes_nothing(kube_api, hub_specs):
+    spec = hub_specs("custom-image-workshop")
+    sync_hub(kube_api, spec, SETTINGS)
+    wait_until_available(kube_api, spec)
     eventually(
-        lambda: k8s.get(kube_api, "ResourceQuota", "hub-quota", hub_spec.namespace)
+        lambda: k8s.get(kube_api, "ResourceQuota", "hub-quota", spec.namespace)
         .get("status", {})
         .get("used")
     )
 
-    def versions(objects):
+    def versions() -> dict:
         return {
-            (o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"] for o in objects
+            (m["kind"], m["metadata"]["name"]): k8s.get(
+                kube_api, m["kind"], m["metadata"]["name"], m["metadata"].get("namespace")
+            )["metadata"]["resourceVersion"]
+            for m in desired_objects(kube_api, spec, SETTINGS)
         }
 
-    settled = versions(
-        k8s.get(kube_api, m["kind"], m["metadata"]["name"], m["metadata"].get("namespace"))
-        for m in manifests
-    )
-    reapplied = versions(k8s.apply(kube_api, m) for m in manifests)
-    assert reapplied == settled
+    before = versions()
+    result = sync_hub(kube_api, spec, SETTINGS)
+    assert result.pruned == ()
+    assert versions() == before
 
 
-def test_apply_takes_back_fields_changed_by_hand(kube_api, hub_spec):
-    manifests = render_hub(hub_spec)
-    for manifest in manifests:
-        k8s.apply(kube_api, manifest)
+def test_the_hub_secrets_survive_a_re_apply(kube_api, hub_specs):
+    spec = hub_specs()
+    sync_hub(kube_api, spec, SETTINGS)
+    first = k8s.get(kube_api, "Secret", "hub", spec.namespace)["data"]
+    sync_hub(kube_api, dataclasses.replace(spec, idle_timeout_minutes=120), SETTINGS)
+    assert k8s.get(kube_api, "Secret", "hub", spec.namespace)["data"] == first
+
+
+def test_objects_the_spec_no_longer_needs_are_pruned_and_nothing_else(kube_api, hub_specs):
+    spec = hub_specs("gpu-research")
+    sync_hub(kube_api, spec, SETTINGS)
     core = client.CoreV1Api(kube_api)
-    core.patch_namespaced_resource_quota(
-        "hub-quota", hub_spec.namespace, {"spec": {"hard": {"requests.nvidia.com/gpu": "99"}}}
+    # Objects the portal does not own: a user's home volume and someone's ConfigMap.
+    core.create_namespaced_persistent_volume_claim(
+        spec.namespace,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name="claim-grace", labels={"component": "singleuser"}),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"],
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+            ),
+        ),
     )
-    (quota,) = [m for m in manifests if m["kind"] == "ResourceQuota"]
-    k8s.apply(kube_api, quota)
-    restored = core.read_namespaced_resource_quota("hub-quota", hub_spec.namespace)
-    assert restored.spec.hard["requests.nvidia.com/gpu"] == "3"
+    core.create_namespaced_config_map(
+        spec.namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="notes"))
+    )
 
+    smaller = dataclasses.replace(spec, jobs_access=False, shared_mode="none", shared_size_gib=0)
+    result = sync_hub(kube_api, smaller, SETTINGS)
 
-def test_an_object_the_api_server_refuses_is_a_permanent_error_with_its_message(kube_api, hub_spec):
-    k8s.apply(kube_api, render_hub(hub_spec)[0])
-    bad_quota = {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": {"name": "broken", "namespace": hub_spec.namespace},
-        "spec": {"hard": {"requests.cpu": "-1"}},
+    assert set(result.pruned) == {
+        "ServiceAccount jobs",
+        "Role jobs",
+        "RoleBinding jobs",
+        "PersistentVolumeClaim shared",
     }
+    assert k8s.get(kube_api, "ServiceAccount", "jobs", spec.namespace) is None
+    assert k8s.get(kube_api, "PersistentVolumeClaim", "claim-grace", spec.namespace)
+    assert k8s.get(kube_api, "ConfigMap", "notes", spec.namespace)
+    assert k8s.get(kube_api, "ServiceAccount", "hub", spec.namespace)
+
+
+def test_an_object_the_api_server_refuses_is_a_permanent_error_naming_it(kube_api, hub_specs):
+    spec = hub_specs()
+    bad = RenderSettings(ingress_annotations={"not a valid key!": "x"})
     with pytest.raises(k8s.ClusterError) as refused:
-        k8s.apply(kube_api, bad_quota)
+        sync_hub(kube_api, spec, bad)
     assert refused.value.transient is False
     assert refused.value.status == 422
-    assert "must be greater than or equal to 0" in refused.value.message
+    assert refused.value.message.startswith("The cluster refused Ingress jupyterhub: ")
 
 
 def test_an_unreachable_api_server_is_a_transient_error():

@@ -103,13 +103,13 @@ def test_an_unreachable_cluster_is_retried_then_fails_the_hub(
     )
     settings.KUBECONFIG = str(kubeconfig)
     attempts = []
-    original = tasks.k8s.apply
+    original = tasks.k8s.get
 
-    def counting_apply(api, manifest):
-        attempts.append(manifest["kind"])
-        return original(api, manifest)
+    def counting_get(api, kind, name, namespace=None):
+        attempts.append(kind)  # each attempt starts by reading the hub's existing Secret
+        return original(api, kind, name, namespace)
 
-    with mock.patch.object(tasks.k8s, "apply", counting_apply):
+    with mock.patch.object(tasks.k8s, "get", counting_get):
         tasks.provision_hub.apply((approved_hub.pk,))
     # Eager retries run at once; a worker waits 2, 4, 8, ... seconds between them.
     assert len(attempts) == tasks.MAX_RETRIES + 1

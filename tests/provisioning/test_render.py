@@ -5,14 +5,18 @@ from __future__ import annotations
 import pytest
 
 from provisioning.render import (
+    ANNOTATION_CONFIG_CHECKSUM,
     LABEL_HUB_ID,
     LABEL_OWNER,
+    HubSecrets,
+    RenderSettings,
     label_value,
     quota_totals,
     render_hub,
     selector,
 )
-from provisioning.spec import GpuRequest, HubSpec, ServerOption
+from provisioning.spec import ExternalVolume, GpuRequest, HubSpec, ServerOption
+from tests.provisioning.examples import EXAMPLES, FIXED_SECRETS
 
 SMALL = ServerOption("small", "Small", 0.5, 1, 1, 2)
 LARGE = ServerOption("large", "Large", 2, 4, 8, 16)
@@ -63,7 +67,9 @@ def test_quota_covers_expected_users_with_the_largest_option_plus_the_hub():
     assert hard["requests.cpu"] == f"{servers * 2000 + 1000}m"
     assert hard["limits.cpu"] == f"{servers * 4000 + 1000}m"
     assert hard["limits.memory"] == f"{(servers * 16 + 2) * 1024}Mi"
-    assert hard["requests.storage"] == f"{40 * 10 + 1}Gi"
+    # A home volume per server (see quota_totals), plus the hub's state volume.
+    assert hard["persistentvolumeclaims"] == str(servers + 2)
+    assert hard["requests.storage"] == f"{servers * 10 + 1}Gi"
     assert hard["requests.nvidia.com/gpu"] == "0"
 
 
@@ -96,3 +102,109 @@ def test_services_select_their_own_hubs_pods_only():
 def test_label_value_is_always_a_valid_label(text, expected):
     assert label_value(text) == expected
     assert len(label_value("a" * 200)) == 63
+
+
+def names(manifests, kind):
+    return {m["metadata"]["name"] for m in manifests if m["kind"] == kind}
+
+
+def test_the_hub_gets_its_complete_object_set():
+    manifests = render_hub(EXAMPLES["cpu-course"], RenderSettings(), FIXED_SECRETS)
+    kinds = [m["kind"] for m in manifests]
+    assert kinds.index("Namespace") == 0
+    assert names(manifests, "ServiceAccount") == {"hub"}
+    assert names(manifests, "Secret") == {"hub"}
+    assert names(manifests, "ConfigMap") == {"hub"}
+    assert names(manifests, "PersistentVolumeClaim") == {"hub-db"}
+    assert names(manifests, "Deployment") == {"hub", "proxy"}
+    assert names(manifests, "NetworkPolicy") == {
+        "default-deny-ingress",
+        "proxy",
+        "hub",
+        "singleuser",
+    }
+    # Everything the hub's pods refer to is applied before the Deployments.
+    assert kinds.index("Secret") < kinds.index("Deployment")
+    assert kinds.index("PersistentVolumeClaim") < kinds.index("Deployment")
+
+
+def test_the_hub_may_manage_pods_and_volumes_in_its_namespace_and_nothing_more():
+    manifests = render_hub(EXAMPLES["cpu-course"], RenderSettings(), FIXED_SECRETS)
+    (role,) = [m for m in manifests if m["kind"] == "Role"]
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert ("pods", "create") in granted and ("persistentvolumeclaims", "delete") in granted
+    assert ("events", "list") in granted
+    assert not {r for r, _ in granted} - {"pods", "persistentvolumeclaims", "events"}
+    assert not {v for _, v in granted} & {"*", "update", "patch", "escalate", "bind"}
+
+
+def test_jobs_access_adds_a_jobs_service_account_limited_to_jobs_and_pods():
+    with_jobs = render_hub(EXAMPLES["gpu-research"], RenderSettings(), FIXED_SECRETS)
+    without = render_hub(EXAMPLES["cpu-course"], RenderSettings(), FIXED_SECRETS)
+    assert "jobs" in names(with_jobs, "ServiceAccount")
+    assert "jobs" not in names(without, "ServiceAccount")
+    (jobs_role,) = [m for m in with_jobs if m["kind"] == "Role" and m["metadata"]["name"] == "jobs"]
+    resources = {r for rule in jobs_role["rules"] for r in rule["resources"]}
+    assert resources == {"jobs", "pods", "pods/log"}
+
+
+def test_shared_and_external_claims_follow_the_spec():
+    spec = EXAMPLES["gpu-research"]
+    assert names(render_hub(spec), "PersistentVolumeClaim") == {"hub-db", "shared"}
+    no_shared = HubSpec(**{**spec.__dict__, "shared_mode": "none", "shared_size_gib": 0})
+    assert names(render_hub(no_shared), "PersistentVolumeClaim") == {"hub-db"}
+    external = HubSpec(
+        **{
+            **spec.__dict__,
+            "external_volumes": (
+                ExternalVolume("scratch", "pvc", "/mnt/scratch", read_only=False, size_gib=100),
+            ),
+        }
+    )
+    assert "ext-scratch" in names(render_hub(external), "PersistentVolumeClaim")
+
+
+def test_proxy_is_reachable_from_the_ingress_namespace_only_on_its_public_port():
+    settings = RenderSettings(ingress_namespace="traefik")
+    policies = {
+        m["metadata"]["name"]: m["spec"]
+        for m in render_hub(EXAMPLES["cpu-course"], settings)
+        if m["kind"] == "NetworkPolicy"
+    }
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    public = policies["proxy"]["ingress"][0]
+    assert public["ports"] == [{"port": 8000}]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "traefik"}}} in (
+        public["from"]
+    )
+    for name in ("hub", "singleuser"):
+        for rule in policies[name]["ingress"]:
+            assert all("namespaceSelector" not in peer for peer in rule["from"])
+
+
+def test_secrets_are_kept_from_the_existing_secret_and_only_missing_ones_generated():
+    first = render_hub(EXAMPLES["cpu-course"])
+    (secret,) = [m for m in first if m["kind"] == "Secret"]
+    kept = HubSecrets.from_secret(secret)
+    (again,) = [m for m in render_hub(EXAMPLES["cpu-course"], None, kept) if m["kind"] == "Secret"]
+    assert again["data"] == secret["data"]
+    partial = {"data": {"cookie-secret": secret["data"]["cookie-secret"]}}
+    refilled = HubSecrets.from_secret(partial)
+    assert refilled.cookie_secret == kept.cookie_secret
+    assert refilled.proxy_token != kept.proxy_token
+    assert len(HubSecrets.generate().crypt_key) == 64
+
+
+def test_hub_restarts_when_its_configuration_changes_and_only_then():
+    def checksum(spec):
+        (hub,) = [
+            m
+            for m in render_hub(spec, RenderSettings(), FIXED_SECRETS)
+            if m["kind"] == "Deployment" and m["metadata"]["name"] == "hub"
+        ]
+        return hub["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_CHECKSUM]
+
+    spec = EXAMPLES["cpu-course"]
+    assert checksum(spec) == checksum(spec)
+    longer_idle = HubSpec(**{**spec.__dict__, "idle_timeout_minutes": 90})
+    assert checksum(longer_idle) != checksum(spec)

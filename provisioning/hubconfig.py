@@ -1,0 +1,222 @@
+"""The values a hub's JupyterHub reads at start-up, and the names both sides agree on.
+
+A hub's ConfigMap holds two files: `jupyterhub/jupyterhub_config.py`, the same static file for
+every hub (`CONFIG_FILE`), and `values.json`, this hub's data (`hub_values`). The config only
+ever reads data from the JSON file, so nothing a requester typed becomes Python code.
+Secrets are not values: the hub Deployment passes them as environment variables (`ENV_*`)
+from the hub's Secret.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisioning.spec import ExternalVolume, GpuRequest, HubSpec, ServerOption
+
+CONFIG_FILE = Path(__file__).resolve().parent / "jupyterhub" / "jupyterhub_config.py"
+
+# Where the hub container finds its ConfigMap (both files) and keeps its state (the PVC).
+CONFIG_MOUNT_PATH = "/usr/local/etc/jupyterhub"
+CONFIG_FILE_KEY = "jupyterhub_config.py"
+VALUES_FILE_KEY = "values.json"
+VALUES_FILE_ENV = "HUB_VALUES_FILE"
+HUB_STATE_MOUNT_PATH = "/srv/jupyterhub"
+
+# Environment variables of the hub container, all from the hub's Secret.
+ENV_COOKIE_SECRET = "JPY_COOKIE_SECRET"  # 32 random bytes, hex-encoded
+ENV_PROXY_AUTH_TOKEN = "CONFIGPROXY_AUTH_TOKEN"  # shared with the proxy Deployment
+ENV_CRYPT_KEY = "JUPYTERHUB_CRYPT_KEY"  # 32 random bytes, hex-encoded
+ENV_OAUTH_CLIENT_SECRET = "OAUTH_CLIENT_SECRET"
+ENV_PORTAL_SERVICE_TOKEN = "PORTAL_SERVICE_TOKEN"
+SECRET_ENV_VARS = (
+    ENV_COOKIE_SECRET,
+    ENV_PROXY_AUTH_TOKEN,
+    ENV_CRYPT_KEY,
+    ENV_OAUTH_CLIENT_SECRET,
+    ENV_PORTAL_SERVICE_TOKEN,
+)
+
+# Object names inside a hub's namespace.
+HUB_DB_PVC = "hub-db"
+SHARED_PVC = "shared"
+EXTERNAL_PVC_PREFIX = "ext-"
+JOBS_SERVICE_ACCOUNT = "jobs"
+HUB_URL = "http://hub:8081"  # the `hub` Service
+PROXY_API_URL = "http://proxy-api:8001"  # the `proxy-api` Service
+# One home volume per user, shared by the user's named servers (KubeSpawner template).
+HOME_PVC_TEMPLATE = "home-{username}"
+
+# JupyterHub services (API clients of the hub).
+PORTAL_SERVICE_NAME = "hub-on-demand"
+CULLER_SERVICE_NAME = "idle-culler"
+
+# Where volumes appear in user servers (the Jupyter images' home directory).
+HOME_MOUNT_PATH = "/home/jovyan"
+SHARED_MOUNT_PATH = "/home/jovyan/shared"
+
+# A hub without hardware options gets the quota's fallback (see render.quota_totals).
+DEFAULT_OPTION = ServerOption("default", "Default", 0.5, 1.0, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """How a hub's JupyterHub logs users in through the portal's OIDC issuer."""
+
+    authorize_url: str
+    token_url: str
+    userdata_url: str
+    client_id: str
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    username_claim: str = "preferred_username"
+
+
+def dns_label(text: str) -> str:
+    """A DNS-1123 label made from catalogue text (lowercase, '-' for anything else)."""
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return label[:63].rstrip("-") or "x"
+
+
+def external_volume_name(volume_name: str) -> str:
+    """Volume name in user pods of an external volume; for kind "pvc" also the PVC's name."""
+    return dns_label(EXTERNAL_PVC_PREFIX + volume_name)
+
+
+def kubespawner_memory(gib: float) -> str:
+    """Memory in KubeSpawner's notation ('M' is MiB), matching the quota's Mi."""
+    return f"{round(gib * 1024)}M"
+
+
+def _describe(option: ServerOption, gpu: GpuRequest | None) -> str:
+    text = (
+        f"{option.cpu_limit:g} CPU ({option.cpu_guarantee:g} guaranteed), "
+        f"{option.mem_limit_gib:g} GiB memory ({option.mem_guarantee_gib:g} GiB guaranteed)"
+    )
+    if gpu:
+        text += f", {gpu.count} x {gpu.display_name or gpu.product} GPU"
+    return text
+
+
+def _profile(option: ServerOption, gpu: GpuRequest | None) -> dict[str, Any]:
+    return {
+        "slug": dns_label(option.name),
+        "display_name": option.display_name,
+        "description": _describe(option, gpu),
+        "cpu_guarantee": option.cpu_guarantee,
+        "cpu_limit": option.cpu_limit,
+        "mem_guarantee": kubespawner_memory(option.mem_guarantee_gib),
+        "mem_limit": kubespawner_memory(option.mem_limit_gib),
+    }
+
+
+def _images(spec: HubSpec) -> list[dict[str, Any]]:
+    images = [
+        {
+            "slug": dns_label(image.name),
+            "display_name": image.display_name,
+            "image": image.reference,
+            "default_url": image.default_url,
+            "interface": image.interface,
+        }
+        for image in spec.images
+    ]
+    if spec.custom_image:
+        taken = {image["slug"] for image in images}
+        slug = next(s for s in ("custom", "custom-image", "custom-2", "custom-3") if s not in taken)
+        images.append(
+            {
+                "slug": slug,
+                "display_name": f"Custom image: {spec.custom_image}",
+                "image": spec.custom_image,
+                "default_url": "/lab",
+                "interface": "jupyterlab",
+            }
+        )
+    return images
+
+
+def _external(volume: ExternalVolume) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": volume.name,
+        "volume_name": external_volume_name(volume.name),
+        "kind": volume.kind,
+        "mount_path": volume.mount_path,
+        "read_only": volume.read_only,
+    }
+    if volume.kind == "nfs":
+        entry.update(server=volume.server, path=volume.path)
+    elif volume.kind == "pvc":
+        entry.update(pvc_name=external_volume_name(volume.name))
+    else:
+        raise ValueError(f"unknown external volume kind {volume.kind!r}")
+    return entry
+
+
+def _unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def hub_values(spec: HubSpec, oauth: OAuthSettings) -> dict[str, Any]:
+    """The JSON-serialisable values `jupyterhub_config.py` configures this hub from."""
+    admins = _unique([spec.owner, *spec.co_owners])
+    options = spec.server_options or (DEFAULT_OPTION,)
+    shared = None
+    if spec.shared_mode in ("ro", "rw"):
+        shared = {
+            "pvc_name": SHARED_PVC,
+            "mount_path": SHARED_MOUNT_PATH,
+            "read_only": spec.shared_mode == "ro",
+        }
+    elif spec.shared_mode != "none":
+        raise ValueError(f"unknown shared volume mode {spec.shared_mode!r}")
+    gpu = None
+    if spec.gpu:
+        gpu = {
+            "resource_name": spec.gpu.resource_name,
+            "count": spec.gpu.count,
+            "node_label_key": spec.gpu.node_label_key,
+            "product": spec.gpu.product,
+            "display_name": spec.gpu.display_name or spec.gpu.product,
+        }
+    return {
+        "hub_id": spec.hub_id,
+        "slug": spec.slug,
+        "namespace": spec.namespace,
+        "public_url": f"https://{spec.host}/",
+        "hub_url": HUB_URL,
+        "proxy_api_url": PROXY_API_URL,
+        "admin_users": admins,
+        "allowed_users": _unique([*admins, *spec.members]),
+        "oauth": {
+            "authorize_url": oauth.authorize_url,
+            "token_url": oauth.token_url,
+            "userdata_url": oauth.userdata_url,
+            "client_id": oauth.client_id,
+            "scopes": list(oauth.scopes),
+            "username_claim": oauth.username_claim,
+            "callback_url": f"https://{spec.host}/hub/oauth_callback",
+        },
+        "portal_service_name": PORTAL_SERVICE_NAME,
+        "culler_service_name": CULLER_SERVICE_NAME,
+        "profiles": [_profile(option, spec.gpu) for option in options],
+        "gpu": gpu,
+        "images": _images(spec),
+        # Users may type an image of their own only where the hub's custom image was granted,
+        # and only from the registries the policy allows.
+        "custom_image_registries": list(spec.allowed_registries) if spec.custom_image else [],
+        "home": {
+            "pvc_name_template": HOME_PVC_TEMPLATE,
+            "size": f"{spec.home_size_gib}Gi",
+            "storage_class": "",
+            "mount_path": HOME_MOUNT_PATH,
+            "wipe_allowed": spec.wipe_home_allowed,
+        },
+        "shared": shared,
+        "external_volumes": [_external(volume) for volume in spec.external_volumes],
+        "notebooks_per_user": spec.notebooks_per_user,
+        "idle_timeout_minutes": spec.idle_timeout_minutes,
+        "jobs_access": spec.jobs_access,
+        "jobs_service_account": JOBS_SERVICE_ACCOUNT,
+    }
