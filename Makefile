@@ -18,13 +18,15 @@ throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsaf
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@# configurable-http-proxy for the real JupyterHub test (node_modules/.bin)
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(BIN)/.installed ## Create .venv with the pinned Python dependencies
+install: $(BIN)/.installed ## Create .venv and node_modules with the pinned dependencies
 
 up: $(BIN)/.installed ## Quick start: portal, worker, beat, Redis and the local cluster on this machine
 	bash scripts/dev-up.sh

@@ -1,0 +1,607 @@
+"""A real JupyterHub with KubeSpawner, configured by the shipped `jupyterhub_config.py`,
+starting user servers in a hub namespace of the local control plane.
+
+Each hub runs as a `jupyterhub` process on this machine with the static config and the hub's
+values, plus the smallest override that running outside the cluster needs: the hub binds to
+127.0.0.1 and starts its own configurable-http-proxy (from node_modules), KubeSpawner reaches
+the cluster through KUBECONFIG, a DummyAuthenticator replaces the OIDC login, and a test
+service holds an admin token for the REST API.
+
+What is NOT real here: the simulated (kwok) nodes run no containers, so a user server never
+becomes reachable and a spawn never completes. The tests stop at the pod: they check the pod
+that KubeSpawner created (admitted by the namespace's ResourceQuota and Pod Security level,
+scheduled on a matching node), then stop the server through the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from kubernetes import client
+from kubernetes.utils import parse_quantity
+
+from provisioning import hubconfig, k8s, render
+from provisioning.hubconfig import CONFIG_FILE, OAuthSettings, hub_values
+from provisioning.spec import ExternalVolume, GpuRequest, HubSpec, ImageChoice, ServerOption
+from tests.support import eventually
+
+pytestmark = pytest.mark.cluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHP = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+OAUTH = OAuthSettings(
+    authorize_url="https://sso.example.org/authorize",
+    token_url="https://sso.example.org/token",
+    userdata_url="https://sso.example.org/userinfo",
+    client_id="hub-test",
+)
+PASSWORD = "not-a-real-login"
+OWNER, CO_OWNER, MEMBER = "ada@uni.example", "grace@uni.example", "alan@uni.example"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+LAB = ImageChoice("scipy", "SciPy", "quay.io/jupyter/scipy-notebook:2025-01-06")
+RSTUDIO = ImageChoice(
+    "rstudio", "RStudio", "ghcr.io/rocker/binder:4.4", interface="rstudio", default_url="/rstudio"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+OVERRIDE = """\
+# Running outside the cluster: the smallest change to the shipped config.
+load_subconfig({static!r})
+c.JupyterHub.hub_bind_url = {hub_url!r}
+c.JupyterHub.hub_connect_url = {hub_url!r}
+c.JupyterHub.bind_url = {public_url!r}
+c.JupyterHub.public_url = {public_url!r}
+c.ConfigurableHTTPProxy.should_start = True
+c.ConfigurableHTTPProxy.api_url = {proxy_api_url!r}
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.JupyterHub.db_url = {db_url!r}
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.KubeSpawner.start_timeout = 60
+c.JupyterHub.services = [*c.JupyterHub.services, {{"name": "test-admin", "api_token": {token!r}}}]
+c.JupyterHub.load_roles = [
+    *c.JupyterHub.load_roles,
+    {{
+        "name": "test-admin",
+        "scopes": ["admin:users", "admin:servers", "read:hub"],
+        "services": ["test-admin"],
+    }},
+]
+"""
+
+
+@dataclass
+class RunningHub:
+    """A jupyterhub process for one hub spec, and how to talk to it."""
+
+    spec: HubSpec
+    api_url: str
+    admin_token: str
+    portal_token: str
+    log_path: Path
+    process: subprocess.Popen
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs):
+        headers = {"Authorization": f"token {token or self.admin_token}"}
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, self.api_url + path, headers=headers, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_hub(spec: HubSpec, workdir: Path, kubeconfig: Path) -> RunningHub:
+    if not CHP.exists():
+        pytest.fail(f"{CHP} is missing: run `npm ci` in the repository root (make install)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    values_file = workdir / "values.json"
+    values_file.write_text(json.dumps(hub_values(spec, OAUTH), indent=2, sort_keys=True))
+    hub_url = f"http://127.0.0.1:{free_port()}"
+    admin_token, portal_token = secrets.token_hex(32), secrets.token_hex(32)
+    override = workdir / "jupyterhub_config_local.py"
+    override.write_text(
+        OVERRIDE.format(
+            static=str(CONFIG_FILE),
+            hub_url=hub_url,
+            public_url=f"http://127.0.0.1:{free_port()}/",
+            proxy_api_url=f"http://127.0.0.1:{free_port()}",
+            chp=str(CHP),
+            db_url=f"sqlite:///{workdir / 'jupyterhub.sqlite'}",
+            password=PASSWORD,
+            token=admin_token,
+        )
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),  # read by kubernetes_asyncio inside KubeSpawner
+        hubconfig.VALUES_FILE_ENV: str(values_file),
+        hubconfig.ENV_COOKIE_SECRET: secrets.token_hex(32),
+        hubconfig.ENV_PROXY_AUTH_TOKEN: secrets.token_hex(32),
+        hubconfig.ENV_CRYPT_KEY: secrets.token_hex(32),
+        hubconfig.ENV_OAUTH_CLIENT_SECRET: "unused-with-the-dummy-authenticator",
+        hubconfig.ENV_PORTAL_SERVICE_TOKEN: portal_token,
+    }
+    log_path = workdir / "jupyterhub.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "--config", str(override)],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    hub = RunningHub(spec, f"{hub_url}/hub/api", admin_token, portal_token, log_path, process)
+
+    def answers():
+        if process.poll() is not None:
+            pytest.fail(f"jupyterhub exited with {process.returncode}:\n{hub.log()[-6000:]}")
+        try:
+            return hub.api("GET", "/info").status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    eventually(answers, timeout=60)
+    return hub
+
+
+def stop_hub(hub: RunningHub) -> None:
+    hub.process.send_signal(signal.SIGTERM)
+    try:
+        hub.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(hub.process.pid, signal.SIGKILL)
+        hub.process.wait()
+    print(f"---- {hub.log_path} (last lines) ----\n{hub.log()[-4000:]}")
+
+
+def prepare_namespace(kube_api, spec: HubSpec, extra: list[dict]) -> None:
+    """What provisioning applies before the hub starts (the parts this test needs)."""
+    for manifest in [
+        render.namespace(spec),
+        render.resource_quota(spec),
+        render.limit_range(spec),
+        *extra,
+    ]:
+        k8s.apply(kube_api, manifest)
+    core = client.CoreV1Api(kube_api)
+    # Pods need the namespace's default ServiceAccount, made by the controller manager.
+    eventually(
+        lambda: core.list_namespaced_service_account(
+            spec.namespace, field_selector="metadata.name=default"
+        ).items,
+        timeout=30,
+    )
+
+
+def pvc(spec: HubSpec, name: str, gib: int) -> dict:
+    # ReadWriteOnce: the local cluster's provisioner binds nothing else (see devcluster/).
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": spec.namespace},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": f"{gib}Gi"}},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def course_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningHub]:
+    """A CPU-only course: two sizes, two images and custom images from two registries,
+    two notebooks per user, a read-only shared volume, read-only NFS data and a writable
+    external PVC."""
+    spec = HubSpec(
+        hub_id=secrets.randbelow(10**6),
+        slug=f"jh{secrets.token_hex(3)}",
+        owner=OWNER,
+        hubs_domain="hubs.localhost",
+        expected_users=3,
+        notebooks_per_user=2,
+        server_options=(
+            ServerOption("small", "Small", 0.5, 1, 1, 2),
+            ServerOption("large", "Large", 1, 2, 2, 4),
+        ),
+        images=(LAB, RSTUDIO),
+        custom_image="ghcr.io/lab/analysis:1.2",
+        allowed_registries=("quay.io", "ghcr.io"),
+        home_size_gib=1,
+        shared_size_gib=2,
+        shared_mode="ro",
+        external_volumes=(
+            ExternalVolume("survey", "nfs", "/mnt/survey", True, server="nfs.example", path="/s"),
+            ExternalVolume("scratch", "pvc", "/mnt/scratch", False),
+        ),
+        idle_timeout_minutes=30,
+        co_owners=(CO_OWNER,),
+        members=(MEMBER,),
+    )
+    prepare_namespace(
+        kube_api,
+        spec,
+        [
+            pvc(spec, hubconfig.SHARED_PVC, 2),
+            pvc(spec, hubconfig.external_volume_name("scratch"), 1),
+        ],
+    )
+    hub = start_hub(spec, tmp_path_factory.mktemp("course-hub"), kubeconfig_path)
+    yield hub
+    stop_hub(hub)
+    k8s.delete_namespace(kube_api, spec.namespace)
+
+
+@pytest.fixture(scope="module")
+def gpu_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningHub]:
+    """A research group: two users expected, one server each with an H100 GPU, jobs access,
+    a writable shared volume, wiping the home allowed.
+
+    One GPU per server keeps this module's share of the simulated H100 node small while other
+    test modules (pytest-xdist workers) use it too."""
+    spec = HubSpec(
+        hub_id=secrets.randbelow(10**6),
+        slug=f"jh{secrets.token_hex(3)}",
+        owner=OWNER,
+        hubs_domain="hubs.localhost",
+        expected_users=2,
+        server_options=(ServerOption("h100", "H100 server", 2, 4, 8, 16),),
+        gpu=GpuRequest("nvidia.com/gpu", "NVIDIA-H100-80GB-HBM3", 1, display_name="H100"),
+        images=(LAB,),
+        home_size_gib=1,
+        wipe_home_allowed=True,
+        shared_size_gib=2,
+        shared_mode="rw",
+        idle_timeout_minutes=120,
+        jobs_access=True,
+        co_owners=(CO_OWNER,),
+        members=(MEMBER,),
+    )
+    jobs_account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": hubconfig.JOBS_SERVICE_ACCOUNT, "namespace": spec.namespace},
+    }
+    prepare_namespace(kube_api, spec, [jobs_account, pvc(spec, hubconfig.SHARED_PVC, 2)])
+    hub = start_hub(spec, tmp_path_factory.mktemp("gpu-hub"), kubeconfig_path)
+    yield hub
+    stop_hub(hub)
+    k8s.delete_namespace(kube_api, spec.namespace)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def server_path(user: str, server: str = "") -> str:
+    return f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+
+
+def start_server(hub: RunningHub, user: str, options: dict, server: str = ""):
+    response = hub.api("POST", server_path(user, server), json=options)
+    assert response.status_code in (201, 202), response.text
+    return response
+
+
+def server_pod(kube_api, hub: RunningHub, user: str, server: str = "") -> client.V1Pod | None:
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(
+        hub.spec.namespace, label_selector="component=singleuser-server"
+    )
+    for pod in pods.items:
+        annotations = pod.metadata.annotations or {}
+        if (
+            annotations.get("hub.jupyter.org/username") == user
+            and annotations.get("hub.jupyter.org/servername", "") == server
+            and not pod.metadata.deletion_timestamp
+        ):
+            return pod
+    return None
+
+
+def scheduled_pod(kube_api, hub: RunningHub, user: str, server: str = "") -> client.V1Pod:
+    """The server's pod once the scheduler placed it and the simulated kubelet runs it."""
+
+    def placed():
+        pod = server_pod(kube_api, hub, user, server)
+        return pod if pod and pod.spec.node_name and pod.status.phase == "Running" else None
+
+    return eventually(placed, timeout=60)
+
+
+def stop_server(kube_api, hub: RunningHub, user: str, server: str = "") -> None:
+    """Stop the server (its spawn is still pending: the pod never answers) and wait until
+    its pod is gone, so that it no longer counts against the quota."""
+    response = hub.api("DELETE", server_path(user, server))
+    assert response.status_code in (202, 204), response.text
+    eventually(lambda: server_pod(kube_api, hub, user, server) is None, timeout=60)
+    eventually(lambda: server not in hub.api("GET", f"/users/{user}").json()["servers"], timeout=60)
+
+
+def container(pod: client.V1Pod) -> client.V1Container:
+    (notebook,) = [c for c in pod.spec.containers if c.name == "notebook"]
+    return notebook
+
+
+def quantities(resources: dict[str, str] | None) -> dict[str, object]:
+    return {name: parse_quantity(value) for name, value in (resources or {}).items()}
+
+
+def node_labels(kube_api, name: str) -> dict[str, str]:
+    return client.CoreV1Api(kube_api).read_node(name).metadata.labels
+
+
+def restricted_warnings(kube_api, pod: client.V1Pod) -> list[str]:
+    """What Pod Security "restricted" (the namespace's warn level) says about this pod's spec:
+    the same spec is created again as a server-side dry run and the warnings are read."""
+    body = kube_api.sanitize_for_serialization(pod)
+    body["metadata"] = {"name": pod.metadata.name + "-check", "namespace": pod.metadata.namespace}
+    body.pop("status", None)
+    body["spec"].pop("nodeName", None)
+    _, _, headers = client.CoreV1Api(kube_api).create_namespaced_pod_with_http_info(
+        pod.metadata.namespace, body, dry_run="All"
+    )
+    warnings = [w.replace('\\"', '"') for w in headers.getlist("Warning")]
+    return [w for w in warnings if "restricted" in w]
+
+
+def mounts(pod: client.V1Pod) -> dict[str, tuple[str, bool]]:
+    return {m.name: (m.mount_path, bool(m.read_only)) for m in container(pod).volume_mounts}
+
+
+# --- the course hub (CPU) --------------------------------------------------------------------
+
+
+def test_cpu_profile_starts_a_pod_as_requested(kube_api, course_hub):
+    start_server(course_hub, MEMBER, {"profile": "small", "image": "rstudio"})
+    try:
+        pod = scheduled_pod(kube_api, course_hub, MEMBER)
+        notebook = container(pod)
+
+        assert notebook.image == RSTUDIO.reference
+        assert quantities(notebook.resources.requests) == {
+            "cpu": parse_quantity("500m"),
+            "memory": parse_quantity("1Gi"),
+        }
+        assert quantities(notebook.resources.limits) == {
+            "cpu": parse_quantity("1"),
+            "memory": parse_quantity("2Gi"),
+        }
+        env = {e.name: e.value for e in notebook.env}
+        assert env["JUPYTERHUB_DEFAULT_URL"] == "/rstudio"
+        # Placed on a CPU node: GPU nodes are tainted and this pod neither tolerates nor
+        # selects them.
+        assert GPU_PRODUCT_LABEL not in node_labels(kube_api, pod.spec.node_name)
+        assert not pod.spec.node_selector
+
+        volumes = {v.name: v for v in pod.spec.volumes}
+        home = volumes["home"].persistent_volume_claim.claim_name
+        assert home.startswith("home-alan")
+        assert volumes["shared"].persistent_volume_claim.claim_name == "shared"
+        assert volumes["shared"].persistent_volume_claim.read_only is True
+        assert volumes["ext-survey"].nfs.server == "nfs.example"
+        assert volumes["ext-survey"].nfs.read_only is True
+        assert volumes["ext-scratch"].persistent_volume_claim.claim_name == "ext-scratch"
+        assert mounts(pod) == {
+            "home": ("/home/jovyan", False),
+            "shared": ("/home/jovyan/shared", True),
+            "ext-survey": ("/mnt/survey", True),
+            "ext-scratch": ("/mnt/scratch", False),
+        }
+        # KubeSpawner made the user's home PVC, of the hub's home size.
+        claim = client.CoreV1Api(kube_api).read_namespaced_persistent_volume_claim(
+            home, course_hub.spec.namespace
+        )
+        assert claim.spec.resources.requests["storage"] == "1Gi"
+
+        # No Kubernetes API access without jobs access.
+        assert pod.spec.automount_service_account_token is False
+        assert pod.spec.service_account_name in (None, "default")
+        # Admitted under the namespace's Pod Security level; the security context is
+        # restricted-friendly.
+        namespace = client.CoreV1Api(kube_api).read_namespace(course_hub.spec.namespace)
+        assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "baseline"
+        assert pod.spec.security_context.run_as_non_root is True
+        assert pod.spec.security_context.fs_group == 100
+        assert pod.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+        assert notebook.security_context.run_as_user == 1000
+        assert notebook.security_context.allow_privilege_escalation is False
+        assert notebook.security_context.capabilities.drop == ["ALL"]
+        # Under "restricted" only the inline NFS volume would be refused.
+        (warning,) = restricted_warnings(kube_api, pod)
+        assert warning.endswith(
+            'restricted volume types (volume "ext-survey" uses restricted volume type "nfs")"'
+        )
+    finally:
+        stop_server(kube_api, course_hub, MEMBER)
+
+
+def test_custom_image_from_an_allowed_registry(kube_api, course_hub):
+    reference = "quay.io/jupyter/r-notebook:2025-01-06"
+    start_server(course_hub, CO_OWNER, {"profile": "large", "image--unlisted-choice": reference})
+    try:
+        pod = scheduled_pod(kube_api, course_hub, CO_OWNER)
+        assert container(pod).image == reference
+        assert quantities(container(pod).resources.limits) == {
+            "cpu": parse_quantity("2"),
+            "memory": parse_quantity("4Gi"),
+        }
+    finally:
+        stop_server(kube_api, course_hub, CO_OWNER)
+
+
+def test_image_from_another_registry_is_refused(kube_api, course_hub):
+    response = course_hub.api(
+        "POST",
+        server_path(OWNER),
+        json={"profile": "small", "image--unlisted-choice": "quay.io.evil.com/x:1"},
+    )
+
+    assert response.status_code >= 400, response.text
+    assert "failed validation regex" in response.text + course_hub.log()
+    assert server_pod(kube_api, course_hub, OWNER) is None
+
+
+def test_idle_culler_runs_with_its_scopes(course_hub):
+    # The hub starts the culler as a managed service with the hub's timeout (30 minutes); the
+    # culler lists users and their servers through the hub's API, as its role allows (a
+    # missing scope would show up as 403).
+    assert "'jupyterhub_idle_culler', '--timeout=1800']" in course_hub.log()
+    log = eventually(
+        lambda: "GET /hub/api/users?state=[secret] (idle-culler@" in course_hub.log()
+        and course_hub.log(),
+        timeout=60,
+    )
+    culler_requests = [line for line in log.splitlines() if "(idle-culler@" in line]
+    assert all(" 200 GET " in line for line in culler_requests), culler_requests
+
+
+def test_portal_token_reads_but_cannot_start_servers(course_hub):
+    users = course_hub.api("GET", "/users", token=course_hub.portal_token)
+    assert users.status_code == 200
+    assert {u["name"] for u in users.json()} == {OWNER, CO_OWNER, MEMBER}
+    admins = {u["name"] for u in users.json() if u["admin"]}
+    assert admins == {OWNER, CO_OWNER}
+
+    refused = course_hub.api("POST", server_path(MEMBER), token=course_hub.portal_token)
+    assert refused.status_code == 403
+
+
+def test_two_notebooks_per_user_share_the_home(kube_api, course_hub):
+    """Named servers: a user's second notebook is a named server on the same home volume;
+    a third one is refused."""
+    start_server(course_hub, MEMBER, {"profile": "small"})
+    start_server(course_hub, MEMBER, {"profile": "small"}, server="second")
+    try:
+        first = scheduled_pod(kube_api, course_hub, MEMBER)
+        second = scheduled_pod(kube_api, course_hub, MEMBER, "second")
+        assert first.metadata.name != second.metadata.name
+
+        def home(pod):
+            (volume,) = [v for v in pod.spec.volumes if v.name == "home"]
+            return volume.persistent_volume_claim.claim_name
+
+        assert home(first) == home(second)
+
+        third = course_hub.api("POST", server_path(MEMBER, "third"), json={"profile": "small"})
+        assert third.status_code == 400
+        assert "already has the maximum of 1 named servers" in third.text
+    finally:
+        stop_server(kube_api, course_hub, MEMBER, "second")
+        stop_server(kube_api, course_hub, MEMBER)
+
+
+# --- the research group hub (GPU) ------------------------------------------------------------
+
+
+def test_gpu_profile_with_jobs_access_and_wipe(kube_api, gpu_hub):
+    start_server(gpu_hub, OWNER, {"profile": "h100", "image": "scipy", "wipe_home": "wipe"})
+    try:
+        pod = scheduled_pod(kube_api, gpu_hub, OWNER)
+        notebook = container(pod)
+
+        assert notebook.image == LAB.reference
+        assert quantities(notebook.resources.limits) == {
+            "cpu": parse_quantity("4"),
+            "memory": parse_quantity("16Gi"),
+            "nvidia.com/gpu": parse_quantity("1"),
+        }
+        assert quantities(notebook.resources.requests)["nvidia.com/gpu"] == 1
+        assert pod.spec.node_selector == {GPU_PRODUCT_LABEL: "NVIDIA-H100-80GB-HBM3"}
+        assert any(
+            t.key == "nvidia.com/gpu" and t.operator == "Exists" and t.effect == "NoSchedule"
+            for t in pod.spec.tolerations
+        )
+        labels = node_labels(kube_api, pod.spec.node_name)
+        assert labels[GPU_PRODUCT_LABEL] == "NVIDIA-H100-80GB-HBM3"
+
+        # Jobs access: the jobs ServiceAccount, with its token mounted.
+        assert pod.spec.service_account_name == "jobs"
+        assert pod.spec.automount_service_account_token is True
+        assert "/var/run/secrets/kubernetes.io/serviceaccount" in {
+            path for path, _ in mounts(pod).values()
+        }
+        assert mounts(pod)["shared"] == ("/home/jovyan/shared", False)
+
+        # "Wipe my home directory on start": an init container empties the home volume.
+        (wipe,) = pod.spec.init_containers
+        assert wipe.name == "wipe-home"
+        assert wipe.image == LAB.reference
+        assert wipe.command == ["find", "/wipe/home", "-mindepth", "1", "-delete"]
+        assert [(m.name, m.mount_path) for m in wipe.volume_mounts if m.name == "home"] == [
+            ("home", "/wipe/home")
+        ]
+        # The same resources as the server: the pod needs no more quota for it.
+        assert quantities(wipe.resources.limits) == {
+            "cpu": parse_quantity("4"),
+            "memory": parse_quantity("16Gi"),
+        }
+        assert quantities(wipe.resources.requests) == {
+            "cpu": parse_quantity("2"),
+            "memory": parse_quantity("8Gi"),
+        }
+        # Nothing in this pod (no NFS) that Pod Security "restricted" would refuse.
+        assert restricted_warnings(kube_api, pod) == []
+
+        # Admitted by the quota, and counted against it.
+        def gpus_used():
+            quota = client.CoreV1Api(kube_api).read_namespaced_resource_quota(
+                "hub-quota", gpu_hub.spec.namespace
+            )
+            return (quota.status.used or {}).get("requests.nvidia.com/gpu")
+
+        eventually(lambda: gpus_used() == "1", timeout=30)
+    finally:
+        stop_server(kube_api, gpu_hub, OWNER)
+
+
+def test_named_servers_are_off_for_one_notebook_per_user(gpu_hub):
+    response = gpu_hub.api("POST", server_path(MEMBER, "second"), json={})
+    assert response.status_code == 400
+    assert "Named servers are not enabled" in response.text
+
+
+def test_a_server_beyond_the_quota_fails_with_the_quota_message(kube_api, gpu_hub):
+    """Two users are expected, with a GPU each: a third user's server does not fit the
+    namespace's GPU quota, and the spawn fails with the quota's message."""
+    start_server(gpu_hub, OWNER, {"profile": "h100"})
+    start_server(gpu_hub, CO_OWNER, {"profile": "h100"})
+    try:
+        scheduled_pod(kube_api, gpu_hub, OWNER)
+        scheduled_pod(kube_api, gpu_hub, CO_OWNER)
+
+        # The pod is refused at once, so the hub answers the start request with the failure.
+        refused = gpu_hub.api("POST", server_path(MEMBER), json={"profile": "h100"})
+        assert refused.status_code == 500, refused.text
+        progress = gpu_hub.api("GET", f"/users/{MEMBER}/server/progress", stream=True)
+        events = [
+            json.loads(line[len(b"data:") :])
+            for line in progress.iter_lines()
+            if line.startswith(b"data:")
+        ]
+        (final,) = events
+        assert final["failed"] is True
+        assert "exceeded quota: hub-quota" in final["message"], final
+        message = final["message"]
+        assert "requested: " in message and "requests.nvidia.com/gpu=1" in message, message
+        assert "limited: " in message and "requests.nvidia.com/gpu=2" in message, message
+        assert "exceeded quota: hub-quota" in gpu_hub.log()
+        assert server_pod(kube_api, gpu_hub, MEMBER) is None
+    finally:
+        stop_server(kube_api, gpu_hub, CO_OWNER)
+        stop_server(kube_api, gpu_hub, OWNER)
