@@ -49,11 +49,21 @@ def _cluster_answers(kubeconfig: Path) -> bool:
         return False
 
 
+def _local_cluster_complete() -> bool:
+    """Whether every component of the local control plane runs and the API server answers."""
+    status = subprocess.run(
+        ["bash", str(REPO_ROOT / "devcluster/scripts/status.sh")], capture_output=True, check=False
+    )
+    return status.returncode == 0 and _cluster_answers(LOCAL_KUBECONFIG)
+
+
 def _start_local_cluster() -> None:
+    """Start the local control plane, or the components of it that stopped."""
     with START_LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if LOCAL_KUBECONFIG.exists() and _cluster_answers(LOCAL_KUBECONFIG):
+        if _local_cluster_complete():
             return
+        was_running = LOCAL_KUBECONFIG.exists() and _cluster_answers(LOCAL_KUBECONFIG)
         result = subprocess.run(
             ["bash", str(REPO_ROOT / "devcluster/scripts/up.sh")],
             capture_output=True,
@@ -65,7 +75,8 @@ def _start_local_cluster() -> None:
                 "could not start the local control plane:\n" + result.stdout + result.stderr,
                 returncode=3,
             )
-        STARTED_BY_TESTS.write_text(os.environ[RUN_ID_VARIABLE])
+        if not was_running:
+            STARTED_BY_TESTS.write_text(os.environ[RUN_ID_VARIABLE])
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +84,7 @@ def kubeconfig_path() -> Path:
     """Path of the kubeconfig of the cluster this test run uses (started if needed)."""
     if os.environ.get("KUBECONFIG"):
         return Path(os.environ["KUBECONFIG"])
-    if not (LOCAL_KUBECONFIG.exists() and _cluster_answers(LOCAL_KUBECONFIG)):
+    if not _local_cluster_complete():
         _start_local_cluster()
     return LOCAL_KUBECONFIG
 
