@@ -241,6 +241,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "provisioning.tasks.sweep_stuck_hubs",
         "schedule": env_int("SWEEP_INTERVAL_SECONDS", 60),
     },
+    # Repairs hubs whose objects drifted or vanished in the cluster.
+    "reconcile-hubs": {
+        "task": "provisioning.tasks.reconcile_hubs",
+        "schedule": env_int("RECONCILE_INTERVAL_SECONDS", 300),
+    },
 }
 
 # --- REST API -----------------------------------------------------------------------------------

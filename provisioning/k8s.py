@@ -29,6 +29,7 @@ KINDS: dict[str, Kind] = {
     "ResourceQuota": Kind("/api/v1", "resourcequotas", True),
     "LimitRange": Kind("/api/v1", "limitranges", True),
     "Service": Kind("/api/v1", "services", True),
+    "Pod": Kind("/api/v1", "pods", True),
     "ServiceAccount": Kind("/api/v1", "serviceaccounts", True),
     "Secret": Kind("/api/v1", "secrets", True),
     "ConfigMap": Kind("/api/v1", "configmaps", True),
@@ -172,13 +173,19 @@ def get(api: client.ApiClient, kind: str, name: str, namespace: str | None = Non
 
 
 def list_objects(
-    api: client.ApiClient, kind: str, namespace: str | None, label_selector: str
+    api: client.ApiClient,
+    kind: str,
+    namespace: str | None,
+    label_selector: str,
+    all_namespaces: bool = False,
 ) -> list[dict[str, Any]]:
-    """List objects of one kind by label selector (one API call)."""
+    """List objects of one kind by label selector (one API call), in one namespace or, with
+    `all_namespaces`, across the cluster."""
+    path = f"{KINDS[kind].api_path}/{KINDS[kind].plural}" if all_namespaces else None
     result = _call(
         api,
         "GET",
-        collection_path(kind, namespace),
+        path or collection_path(kind, namespace),
         query_params=[("labelSelector", label_selector)],
         header_params={"Accept": "application/json"},
     )

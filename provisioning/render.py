@@ -424,7 +424,7 @@ def _deployment(
         "kind": "Deployment",
         "metadata": _meta(spec, component, **labels),
         "spec": {
-            "replicas": 1,
+            "replicas": 0 if spec.suspended else 1,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": {**labels, LABEL_HUB_ID: str(spec.hub_id)}},
             "template": {

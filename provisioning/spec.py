@@ -77,6 +77,8 @@ class HubSpec:
     jobs_access: bool = False
     co_owners: tuple[str, ...] = ()
     members: tuple[str, ...] = ()
+    # Suspended hubs keep their objects and volumes but run nothing (hub and proxy at zero).
+    suspended: bool = False
 
     @property
     def namespace(self) -> str:
@@ -87,8 +89,13 @@ class HubSpec:
         return f"{self.slug}.{self.hubs_domain}"
 
 
-def from_hub(hub, hubs_domain: str) -> HubSpec:
-    """Build the provisioning spec of a portal Hub (a `portal.hubs.models.Hub`)."""
+def from_hub(hub, hubs_domain: str, registries: tuple[str, ...] | None = None) -> HubSpec:
+    """Build the provisioning spec of a portal Hub (a `portal.hubs.models.Hub`).
+
+    `registries` are the custom-image registries the policy allows (read from the policy when
+    not given); prefetch the hub's catalogue entries and collaborators (with their users) to
+    build many specs without a query per hub (`HUB_PREFETCH`).
+    """
     from portal.hubs.models import Collaborator, SelfServicePolicy
 
     gpu = None
@@ -100,7 +107,7 @@ def from_hub(hub, hubs_domain: str) -> HubSpec:
             node_label_key=hub.gpu_type.node_label_key,
             display_name=hub.gpu_type.display_name,
         )
-    collaborators = list(hub.collaborators.select_related("user"))
+    collaborators = list(hub.collaborators.all())
     shared_mode = hub.shared_volume_mode if hub.shared_volume_gib else "none"
     return HubSpec(
         hub_id=hub.pk,
@@ -132,7 +139,9 @@ def from_hub(hub, hubs_domain: str) -> HubSpec:
             for image in hub.images.all()
         ),
         custom_image=hub.custom_image,
-        allowed_registries=tuple(SelfServicePolicy.current().registries),
+        allowed_registries=(
+            registries if registries is not None else tuple(SelfServicePolicy.current().registries)
+        ),
         home_size_gib=hub.home_size_gib,
         wipe_home_allowed=hub.wipe_home_allowed,
         shared_size_gib=hub.shared_volume_gib if shared_mode != "none" else 0,
@@ -157,4 +166,19 @@ def from_hub(hub, hubs_domain: str) -> HubSpec:
         members=tuple(
             c.user.get_username() for c in collaborators if c.role == Collaborator.Role.MEMBER
         ),
+        suspended=hub.state == "suspended",
+    )
+
+
+def hub_queryset():
+    """Hubs with everything `from_hub` reads, in a fixed number of queries."""
+    from django.db.models import Prefetch
+
+    from portal.hubs.models import Collaborator, Hub
+
+    return Hub.objects.select_related("owner", "gpu_type").prefetch_related(
+        "hardware_options",
+        "images",
+        "storage_options",
+        Prefetch("collaborators", queryset=Collaborator.objects.select_related("user")),
     )

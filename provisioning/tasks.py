@@ -17,12 +17,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from provisioning import k8s
+from provisioning.reconcile import reconcile
 from provisioning.render import OidcSettings, RenderSettings, selector
-from provisioning.spec import from_hub
+from provisioning.spec import from_hub, hub_queryset
 from provisioning.sync import sync_hub
 
 log = structlog.get_logger(__name__)
 
+# User server pods, as KubeSpawner labels them.
+USER_SERVER_SELECTOR = "app.kubernetes.io/component=singleuser-server"
 # Transient failures (API server away, 5xx, 429) are retried with exponential backoff.
 MAX_RETRIES = 8
 # How often, and how many times, a provisioning or deleting hub is checked.
@@ -59,19 +62,18 @@ def render_settings() -> RenderSettings:
 
 
 def _hub(hub_id: int):
-    from portal.hubs.models import Hub
+    return hub_queryset().filter(pk=hub_id).first()
 
-    return (
-        Hub.objects.select_related("owner", "gpu_type")
-        .prefetch_related("hardware_options", "images", "storage_options")
-        .filter(pk=hub_id)
-        .first()
-    )
+
+# States in which the cluster must be made to match the hub's record.
+SYNCED_STATES = ("provisioning", "updating", "suspended")
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def provision_hub(self, hub_id: int) -> str:
-    """Apply all objects of an approved hub to its namespace, then schedule a readiness check."""
+    """Make a hub's namespace match its record: apply its objects and prune what it no longer
+    needs. Approved hubs start provisioning; provisioning and updating hubs then get a
+    readiness check; suspended hubs are scaled to zero and their user servers stopped."""
     from portal.hubs import services
     from portal.hubs.lifecycle import LifecycleError, State
 
@@ -84,18 +86,21 @@ def provision_hub(self, hub_id: int) -> str:
         with suppress(LifecycleError):
             services.mark_provisioning(hub_id)
         hub = _hub(hub_id)
-    if hub is None or hub.state != State.PROVISIONING:
+    if hub is None or hub.state not in SYNCED_STATES:
         log.info("provision.skip", hub_id=hub_id, state=getattr(hub, "state", None))
         return "skipped"
 
+    api = k8s.api_client()
     try:
-        result = sync_hub(k8s.api_client(), from_hub(hub, settings.HUBS_DOMAIN), render_settings())
+        result = sync_hub(api, from_hub(hub, settings.HUBS_DOMAIN), render_settings())
+        if hub.state == State.SUSPENDED:
+            stopped = stop_user_servers(api, hub.namespace)
     except k8s.ClusterError as error:
         if error.transient and self.request.retries < self.max_retries:
             log.warning("provision.retry", hub_id=hub_id, error=error.message)
             raise self.retry(countdown=_backoff(self.request.retries)) from error
         log.error("provision.failed", hub_id=hub_id, error=error.message)
-        _fail(hub_id, State.PROVISIONING, error.message)
+        _fail(hub_id, hub.state, error.message)
         return "failed"
     log.info(
         "provision.applied",
@@ -104,8 +109,17 @@ def provision_hub(self, hub_id: int) -> str:
         objects=result.applied,
         pruned=list(result.pruned),
     )
+    if hub.state == State.SUSPENDED:
+        log.info("hub.suspended", hub_id=hub_id, servers_stopped=stopped)
+        return "suspended"
     check_hub_ready.apply_async((hub_id,), countdown=1)
     return "applied"
+
+
+def stop_user_servers(api, namespace: str) -> int:
+    """Delete the user server pods KubeSpawner made (their home volumes stay)."""
+    pods = k8s.list_objects(api, "Pod", namespace, USER_SERVER_SELECTOR)
+    return sum(k8s.delete(api, "Pod", pod["metadata"]["name"], namespace) for pod in pods)
 
 
 def _fail(hub_id: int, expected_state: str, reason: str) -> None:
@@ -137,12 +151,12 @@ def deployments_available(deployments: list[dict]) -> tuple[bool, str]:
 
 @shared_task(acks_late=True)
 def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
-    """Move a provisioning hub to running once its Deployments are available."""
+    """Move a provisioning or updating hub to running once its Deployments are available."""
     from portal.hubs import services
     from portal.hubs.lifecycle import LifecycleError, State
 
     hub = _hub(hub_id)
-    if hub is None or hub.state != State.PROVISIONING:
+    if hub is None or hub.state not in (State.PROVISIONING, State.UPDATING):
         return "skipped"
     spec = from_hub(hub, settings.HUBS_DOMAIN)
     try:
@@ -151,7 +165,7 @@ def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
         )
     except k8s.ClusterError as error:
         if not error.transient:
-            _fail(hub_id, State.PROVISIONING, f"Cannot read the hub's status: {error.message}")
+            _fail(hub_id, hub.state, f"Cannot read the hub's status: {error.message}")
             return "failed"
         deployments, detail = [], error.message
     else:
@@ -165,7 +179,7 @@ def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
             return "running"
     if attempt + 1 >= MAX_CHECKS:
         minutes = MAX_CHECKS * CHECK_INTERVAL_SECONDS // 60
-        _fail(hub_id, State.PROVISIONING, f"Not ready after {minutes} minutes: {detail}")
+        _fail(hub_id, hub.state, f"Not ready after {minutes} minutes: {detail}")
         return "failed"
     check_hub_ready.apply_async((hub_id, attempt + 1), countdown=CHECK_INTERVAL_SECONDS)
     return "waiting"
@@ -247,3 +261,39 @@ def sweep_stuck_hubs() -> dict[str, int]:
     if any(requeued.values()):
         log.warning("sweep.requeued", **requeued)
     return requeued
+
+
+# Hubs whose objects must exist and look as rendered.
+RECONCILED_STATES = ("running", "expiring", "suspended")
+
+
+@shared_task
+def reconcile_hubs() -> dict[str, int]:
+    """Compare every live hub with the cluster and repair drift (Celery beat).
+
+    Each repair is recorded as an event of its hub; a hub whose namespace disappeared fails
+    with that reason (owners and admins can retry it).
+    """
+    from portal.hubs.models import HubEvent, SelfServicePolicy
+
+    registries = tuple(SelfServicePolicy.current().registries)
+    hubs = {hub.pk: hub for hub in hub_queryset().filter(state__in=RECONCILED_STATES)}
+    specs = [from_hub(hub, settings.HUBS_DOMAIN, registries) for hub in hubs.values()]
+    result = reconcile(k8s.api_client(), specs, render_settings())
+    for hub_id, found in result.repaired.items():
+        hub = hubs[hub_id]
+        if found.namespace_missing:
+            _fail(hub_id, hub.state, f"Namespace {hub.namespace} disappeared")
+            continue
+        changes = found.repaired + [f"{what} (no longer needed)" for what in found.pruned]
+        HubEvent.objects.create(
+            hub_id=hub_id,
+            from_state=hub.state,
+            to_state=hub.state,
+            reason="Repaired: " + "; ".join(changes),
+            created=timezone.now(),
+        )
+        log.warning("reconcile.repaired", hub_id=hub_id, changes=changes)
+    summary = {"hubs": result.hubs, "repaired": len(result.repaired), "api_calls": result.api_calls}
+    log.info("reconcile.pass", **summary)
+    return summary

@@ -164,3 +164,36 @@ def test_the_sweeper_requeues_hubs_whose_task_got_lost():
         assert tasks.sweep_stuck_hubs() == {"provision": 1, "deprovision": 1}
     assert sorted(queued) == [("d", (leaving.pk,)), ("p", (lost.pk,))]
     assert fresh.pk not in [args[0] for _, args in queued]
+
+
+def test_a_suspended_hub_runs_nothing_but_keeps_its_volumes(approved_hub, kube_api, scheduled):
+    tasks.provision_hub.apply((approved_hub.pk,))
+    core = client.CoreV1Api(kube_api)
+    # A user server KubeSpawner started, with its home volume.
+    core.create_namespaced_pod(
+        approved_hub.namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(
+                name="jupyter-ada",
+                labels={"app.kubernetes.io/component": "singleuser-server"},
+            ),
+            spec=client.V1PodSpec(
+                containers=[client.V1Container(name="notebook", image="quay.io/jupyter/base")]
+            ),
+        ),
+    )
+    Hub.objects.filter(pk=approved_hub.pk).update(state=State.SUSPENDED)
+
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "suspended"
+
+    apps = client.AppsV1Api(kube_api)
+    for name in ("hub", "proxy"):
+        assert apps.read_namespaced_deployment(name, approved_hub.namespace).spec.replicas == 0
+    eventually(
+        lambda: not core.list_namespaced_pod(
+            approved_hub.namespace, label_selector="app.kubernetes.io/component=singleuser-server"
+        ).items
+    )
+    assert core.read_namespaced_persistent_volume_claim("hub-db", approved_hub.namespace)
+    assert state(approved_hub) == State.SUSPENDED
+    assert ("ready", (approved_hub.pk,)) not in scheduled[1:]

@@ -1,0 +1,149 @@
+"""Keep every live hub as approved: compare the desired objects of all hubs with the cluster
+and repair what drifted or vanished.
+
+One pass reads the cluster with one label-selected, cluster-wide list call per kind (a
+fixed number of API calls, whatever the number of hubs), compares in memory, and writes only
+what differs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import InvalidOperation
+from typing import Any
+
+from kubernetes import client
+from kubernetes.utils.quantity import parse_quantity
+
+from provisioning import k8s
+from provisioning.render import (
+    MANAGED_BY,
+    SECRET_NAME,
+    HubSecrets,
+    Manifest,
+    RenderSettings,
+    render_hub,
+)
+from provisioning.spec import HubSpec
+from provisioning.sync import PRUNABLE_KINDS
+
+# Every kind a hub has, in the order they are applied.
+KINDS = ("Namespace", "ResourceQuota", "LimitRange", *PRUNABLE_KINDS)
+ALL_HUBS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+LABEL_HUB_ID = "hub-on-demand.io/hub-id"
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+@dataclass
+class HubReport:
+    """What a pass found and did for one hub."""
+
+    hub_id: int
+    repaired: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    namespace_missing: bool = False
+
+
+@dataclass
+class PassReport:
+    """What one reconcile pass did, with the API calls it made."""
+
+    hubs: int = 0
+    api_calls: int = 0
+    repaired: dict[int, HubReport] = field(default_factory=dict)
+
+
+def _same_scalar(want: Any, have: Any) -> bool:
+    if want == have:
+        return True
+    if isinstance(want, bool) or isinstance(have, bool):
+        return False
+    if isinstance(want, str | int | float) and isinstance(have, str | int | float):
+        # Quantities are stored in canonical form: "1024Mi" reads back as "1Gi".
+        try:
+            return parse_quantity(want) == parse_quantity(have)
+        except (ValueError, InvalidOperation, TypeError):
+            return False
+    return False
+
+
+def contains(have: Any, want: Any) -> bool:
+    """Whether the live value `have` holds everything the desired value `want` says; fields
+    the API server added (defaults, status, its own labels) do not count as drift."""
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return not want and have is None
+        return all(contains(have.get(key), value) for key, value in want.items())
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(have) != len(want):
+            return not want and have is None
+        return all(contains(h, w) for h, w in zip(have, want, strict=True))
+    if want is None:
+        return True
+    return _same_scalar(want, have)
+
+
+def _key(manifest: dict[str, Any]) -> Key:
+    meta = manifest["metadata"]
+    return manifest["kind"], meta.get("namespace", ""), meta["name"]
+
+
+def drifted(desired: Manifest, live: dict[str, Any]) -> bool:
+    """Whether a live object lost or changed anything of its desired state."""
+    comparable = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
+    return not contains(live, comparable)
+
+
+def read_cluster(api: client.ApiClient, report: PassReport) -> dict[Key, dict[str, Any]]:
+    """Every object of every hub, by key: one list call per kind."""
+    live: dict[Key, dict[str, Any]] = {}
+    for kind in KINDS:
+        items = k8s.list_objects(api, kind, None, ALL_HUBS, all_namespaces=True)
+        report.api_calls += 1
+        for item in items:
+            item["kind"] = kind
+            live[_key(item)] = item
+    return live
+
+
+def reconcile(api: client.ApiClient, specs: list[HubSpec], settings: RenderSettings) -> PassReport:
+    """One pass over all live hubs: repair drift, re-create what vanished, prune leftovers.
+
+    Hubs whose namespace is gone are reported (`namespace_missing`) and not re-created: the
+    portal decides what happens to them.
+    """
+    report = PassReport(hubs=len(specs))
+    live = read_cluster(api, report)
+    by_hub: dict[str, set[Key]] = defaultdict(set)
+    for key, item in live.items():
+        hub_id = (item["metadata"].get("labels") or {}).get(LABEL_HUB_ID)
+        if hub_id:
+            by_hub[hub_id].add(key)
+
+    for spec in specs:
+        hub = HubReport(spec.hub_id)
+        if ("Namespace", "", spec.namespace) not in live:
+            hub.namespace_missing = True
+            report.repaired[spec.hub_id] = hub
+            continue
+        secret = live.get(("Secret", spec.namespace, SECRET_NAME))
+        desired = render_hub(spec, settings, HubSecrets.from_secret(secret))
+        wanted = set()
+        for manifest in desired:
+            key = _key(manifest)
+            wanted.add(key)
+            current = live.get(key)
+            if current is None or drifted(manifest, current):
+                k8s.apply(api, manifest)
+                report.api_calls += 1
+                state = "missing" if current is None else "changed"
+                hub.repaired.append(f"{manifest['kind']} {manifest['metadata']['name']} ({state})")
+        for kind, namespace, name in sorted(by_hub[str(spec.hub_id)] - wanted):
+            if kind in PRUNABLE_KINDS and k8s.delete(api, kind, name, namespace):
+                report.api_calls += 1
+                hub.pruned.append(f"{kind} {name}")
+        if hub.repaired or hub.pruned:
+            report.repaired[spec.hub_id] = hub
+    return report

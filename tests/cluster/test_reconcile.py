@@ -1,0 +1,101 @@
+"""Reconciliation against the real control plane: a fixed number of list calls per pass,
+repairs of what drifted or vanished, and nothing written when nothing drifted."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+
+import pytest
+from kubernetes import client
+
+from portal.hubs.lifecycle import State
+from portal.hubs.models import HubEvent
+from provisioning import k8s, tasks
+from provisioning.reconcile import KINDS, reconcile
+from provisioning.render import RenderSettings
+from provisioning.sync import sync_hub
+from tests.factories import HubFactory
+from tests.provisioning.examples import EXAMPLES
+
+pytestmark = pytest.mark.cluster
+
+SETTINGS = RenderSettings()
+
+
+@pytest.fixture
+def synced_hubs(kube_api):
+    made = []
+    for example in ("cpu-course", "gpu-research"):
+        spec = dataclasses.replace(
+            EXAMPLES[example],
+            slug=f"rec-{secrets.token_hex(3)}",
+            hub_id=secrets.randbelow(10**9),
+        )
+        sync_hub(kube_api, spec, SETTINGS)
+        made.append(spec)
+    yield made
+    for spec in made:
+        k8s.delete_namespace(kube_api, spec.namespace)
+
+
+def test_a_pass_without_drift_reads_once_per_kind_and_writes_nothing(kube_api, synced_hubs):
+    report = reconcile(kube_api, synced_hubs, SETTINGS)
+    assert report.hubs == 2
+    assert report.repaired == {}
+    assert report.api_calls == len(KINDS)
+
+
+def test_a_deleted_deployment_and_an_edited_quota_are_restored(kube_api, synced_hubs):
+    spec = synced_hubs[1]
+    apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
+    apps.delete_namespaced_deployment("hub", spec.namespace)
+    core.patch_namespaced_resource_quota(
+        "hub-quota", spec.namespace, {"spec": {"hard": {"requests.nvidia.com/gpu": "99"}}}
+    )
+
+    report = reconcile(kube_api, synced_hubs, SETTINGS)
+
+    assert set(report.repaired) == {spec.hub_id}
+    assert sorted(report.repaired[spec.hub_id].repaired) == [
+        "Deployment hub (missing)",
+        "ResourceQuota hub-quota (changed)",
+    ]
+    assert report.api_calls == len(KINDS) + 2
+    assert apps.read_namespaced_deployment("hub", spec.namespace).spec.replicas == 1
+    quota = core.read_namespaced_resource_quota("hub-quota", spec.namespace)
+    assert quota.spec.hard["requests.nvidia.com/gpu"] == "18"
+    # The next pass finds nothing left to do.
+    assert reconcile(kube_api, synced_hubs, SETTINGS).repaired == {}
+
+
+def test_a_hub_whose_namespace_vanished_is_reported_not_recreated(kube_api, synced_hubs):
+    gone = synced_hubs[0]
+    missing = dataclasses.replace(gone, slug=f"never-{secrets.token_hex(3)}")
+    report = reconcile(kube_api, [missing, synced_hubs[1]], SETTINGS)
+    assert report.repaired[missing.hub_id].namespace_missing
+    assert k8s.get(kube_api, "Namespace", missing.namespace) is None
+
+
+@pytest.mark.django_db
+def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
+    kube_api, kubeconfig_path, settings
+):
+    settings.KUBECONFIG = str(kubeconfig_path)
+    drifting = HubFactory(slug=f"task-rec-{secrets.token_hex(3)}", state=State.RUNNING)
+    vanished = HubFactory(slug=f"task-gone-{secrets.token_hex(3)}", state=State.RUNNING)
+    try:
+        sync_hub(kube_api, tasks.from_hub(drifting, settings.HUBS_DOMAIN), tasks.render_settings())
+        client.CoreV1Api(kube_api).delete_namespaced_service("proxy-public", drifting.namespace)
+
+        summary = tasks.reconcile_hubs()
+
+        assert summary["repaired"] >= 2
+        event = HubEvent.objects.filter(hub=drifting).latest("created")
+        assert event.reason == "Repaired: Service proxy-public (missing)"
+        assert event.from_state == event.to_state == State.RUNNING
+        vanished.refresh_from_db()
+        assert vanished.state == State.FAILED
+        assert vanished.state_reason == f"Namespace {vanished.namespace} disappeared"
+    finally:
+        k8s.delete_namespace(kube_api, drifting.namespace)
