@@ -116,11 +116,13 @@ def reconcile(api: client.ApiClient, specs: list[HubSpec], settings: RenderSetti
     """
     report = PassReport(hubs=len(specs))
     live = read_cluster(api, report)
-    by_hub: dict[str, set[Key]] = defaultdict(set)
+    # A hub's objects are those in its namespace that carry its id: hub ids are only unique
+    # within one portal, and nothing outside a hub's namespace is ever its to prune.
+    by_hub: dict[tuple[str, str], set[Key]] = defaultdict(set)
     for key, item in live.items():
         hub_id = (item["metadata"].get("labels") or {}).get(LABEL_HUB_ID)
-        if hub_id:
-            by_hub[hub_id].add(key)
+        if hub_id and key[1]:
+            by_hub[(key[1], hub_id)].add(key)
 
     for spec in specs:
         hub = HubReport(spec.hub_id)
@@ -140,7 +142,7 @@ def reconcile(api: client.ApiClient, specs: list[HubSpec], settings: RenderSetti
                 report.api_calls += 1
                 state = "missing" if current is None else "changed"
                 hub.repaired.append(f"{manifest['kind']} {manifest['metadata']['name']} ({state})")
-        for kind, namespace, name in sorted(by_hub[str(spec.hub_id)] - wanted):
+        for kind, namespace, name in sorted(by_hub[(spec.namespace, str(spec.hub_id))] - wanted):
             if kind in PRUNABLE_KINDS and k8s.delete(api, kind, name, namespace):
                 report.api_calls += 1
                 hub.pruned.append(f"{kind} {name}")

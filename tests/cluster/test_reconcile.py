@@ -99,3 +99,16 @@ def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
         assert vanished.state_reason == f"Namespace {vanished.namespace} disappeared"
     finally:
         k8s.delete_namespace(kube_api, drifting.namespace)
+
+
+def test_objects_of_another_namespace_with_the_same_hub_id_are_never_pruned(kube_api, synced_hubs):
+    spec, other = synced_hubs
+    # Another portal (or a test database) may number its hubs the same way.
+    twin = dataclasses.replace(other, hub_id=spec.hub_id, slug=f"twin-{secrets.token_hex(3)}")
+    sync_hub(kube_api, twin, SETTINGS)
+    try:
+        report = reconcile(kube_api, [spec], SETTINGS)
+        assert report.repaired == {}
+        assert k8s.get(kube_api, "Deployment", "hub", twin.namespace)
+    finally:
+        k8s.delete_namespace(kube_api, twin.namespace)
