@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://%2Fvar%2Frun%2Fpostgresql/hubondemand
 # Checks and tests run with a throwaway key; the portal itself refuses to start without one.
 throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
-.PHONY: help install up test lint format cluster cluster-down cluster-status services services-down bench-cluster
+.PHONY: help install up test lint format cluster cluster-down cluster-status services services-down bench-cluster bench-reconcile
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,7 +34,9 @@ up: $(BIN)/.installed ## Quick start: portal, worker, beat, Redis and the local 
 test: export SECRET_KEY ?= $(throwaway_key)
 test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
 test: $(BIN)/.installed services ## Run the whole test suite (starts the local cluster if none runs)
-	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not faults" $(PYTEST_ARGS)
+	@# Fault injection stops shared services (kube-apiserver, workers): alone, afterwards.
+	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 lint: export SECRET_KEY ?= $(throwaway_key)
 lint: $(BIN)/.installed ## ruff lint and format check, migrations check
@@ -63,3 +65,6 @@ services-down: ## Stop local PostgreSQL and Redis
 
 bench-cluster: $(BIN)/.installed ## Measure cluster start-up (cached) and Deployment-to-Ready time
 	$(BIN)/python benchmarks/devcluster.py
+
+bench-reconcile: $(BIN)/.installed ## Time reconcile passes over 100 and 1,000 hubs
+	$(BIN)/python benchmarks/reconcile.py

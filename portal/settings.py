@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "portal.accounts",
     "portal.hubs",
+    "portal.notifications",
 ]
 
 MIDDLEWARE = [
@@ -223,7 +224,47 @@ OIDC_HUB_CLIENT_ID_PREFIX = env_str("OIDC_HUB_CLIENT_ID_PREFIX", "hub-")
 OIDC_SCOPES = env_list("OIDC_SCOPES", "openid,profile,email")
 OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
 
+# Absolute address of the portal, for links in e-mails (sent from workers, without a request).
+PORTAL_URL = env_str("PORTAL_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# Expiry: warnings this many days before a hub's end date, then suspension at the end, then
+# deletion after the grace period (portal/hubs/expiry.py).
+EXPIRY_WARNING_DAYS = env_str("EXPIRY_WARNING_DAYS", "14,3,1")
+EXPIRY_GRACE_DAYS = env_int("EXPIRY_GRACE_DAYS", 14)
+try:
+    _warning_days = [int(d) for d in EXPIRY_WARNING_DAYS.split(",") if d.strip()]
+except ValueError as exc:
+    raise ImproperlyConfigured(
+        f"EXPIRY_WARNING_DAYS={EXPIRY_WARNING_DAYS!r} must be whole days, e.g. 14,3,1"
+    ) from exc
+if any(days < 1 for days in _warning_days) or EXPIRY_GRACE_DAYS < 0:
+    raise ImproperlyConfigured("EXPIRY_WARNING_DAYS must be >= 1 and EXPIRY_GRACE_DAYS >= 0")
+
+# --- E-mail: SMTP from the environment; printed to the console in development -------------------
+
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 587 if env_bool("EMAIL_USE_TLS", False) else 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD", required=False)
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Set only one of EMAIL_USE_TLS (STARTTLS) and EMAIL_USE_SSL.")
+# A slow mail server must not hold a worker or a request for long; failures are only logged.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Hub on Demand <hubs@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG and not env_str("EMAIL_HOST")
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+
 # --- Celery (read by portal/celery.py through the CELERY_ namespace) ----------------------------
+
+# The sweeper re-queues an approved hub whose task got lost after this many seconds.
+SWEEP_APPROVED_AFTER_SECONDS = env_int("SWEEP_APPROVED_AFTER_SECONDS", 180)
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
@@ -231,6 +272,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task a worker took but never acknowledged (the worker was killed) is delivered again after
+# this many seconds. Longer than any countdown the tasks schedule (at most 120 s), so a
+# scheduled check is not delivered twice while its worker still holds it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600)}
 CELERY_TASK_ROUTES = {"provisioning.tasks.*": {"queue": "provisioning"}}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -245,6 +290,12 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-hubs": {
         "task": "provisioning.tasks.reconcile_hubs",
         "schedule": env_int("RECONCILE_INTERVAL_SECONDS", 300),
+    },
+    # Warns owners before their hub's end date, suspends it at the end, deletes it after the
+    # grace period (portal/hubs/expiry.py). Idempotent, so the interval is only about latency.
+    "expire-hubs": {
+        "task": "portal.hubs.tasks.run_expiry",
+        "schedule": env_int("EXPIRY_INTERVAL_SECONDS", 3600),
     },
 }
 

@@ -32,8 +32,7 @@ MAX_RETRIES = 8
 CHECK_INTERVAL_SECONDS = 3
 MAX_CHECKS = 200  # 10 minutes
 # Hubs whose task was lost (a worker died, the broker restarted) are re-queued: approved
-# ones after a few minutes, watched ones once their checks would have ended.
-STUCK_APPROVED = timedelta(minutes=3)
+# ones after SWEEP_APPROVED_AFTER_SECONDS, watched ones once their checks would have ended.
 STUCK_WATCHED = timedelta(seconds=MAX_CHECKS * CHECK_INTERVAL_SECONDS + 120)
 
 
@@ -245,7 +244,10 @@ def sweep_stuck_hubs() -> dict[str, int]:
 
     now = timezone.now()
     provision = Hub.objects.filter(
-        Q(state=State.APPROVED, state_changed__lt=now - STUCK_APPROVED)
+        Q(
+            state=State.APPROVED,
+            state_changed__lt=now - timedelta(seconds=settings.SWEEP_APPROVED_AFTER_SECONDS),
+        )
         | Q(state=State.PROVISIONING, state_changed__lt=now - STUCK_WATCHED)
     ).values_list("pk", flat=True)
     deprovision = Hub.objects.filter(

@@ -132,3 +132,13 @@ def queued():
         ),
     ):
         yield calls
+
+
+@pytest.fixture
+def running_hub(alice):
+    """alice's hub, approved and running (the state a change starts from)."""
+    from portal.hubs.lifecycle import State
+
+    return HubFactory(
+        owner=alice, slug="alice-course", display_name="Alice's course", state=State.RUNNING
+    )

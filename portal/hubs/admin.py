@@ -10,6 +10,7 @@ from portal.hubs.models import (
     HardwareOption,
     Hub,
     HubEvent,
+    HubRevision,
     Image,
     SelfServicePolicy,
     StorageOption,
@@ -78,6 +79,45 @@ class HubEventInline(admin.TabularInline):
         return False
 
 
+class HubRevisionInline(admin.TabularInline):
+    model = HubRevision
+    extra = 0
+    can_delete = False
+    fields = ["number", "state", "changed_fields", "author", "approver", "created", "applied"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(HubRevision)
+class HubRevisionAdmin(admin.ModelAdmin):
+    """Changes to hubs; decided through the services, like in the portal's approval queue."""
+
+    list_display = ["hub", "number", "state", "author", "approver", "created", "applied"]
+    list_filter = ["state"]
+    search_fields = ["hub__slug", "author__username"]
+    readonly_fields = [field.name for field in HubRevision._meta.fields]
+    actions = ["approve_selected"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Approve and apply selected changes")
+    def approve_selected(self, request, queryset) -> None:
+        for revision in queryset.select_related("hub"):
+            try:
+                services.approve_change(revision, request.user)
+            except LifecycleError as error:
+                self.message_user(request, f"{revision}: {error}", messages.WARNING)
+            else:
+                self.message_user(request, f"{revision.hub.slug} #{revision.number}: applied.")
+
+
 @admin.register(Hub)
 class HubAdmin(admin.ModelAdmin):
     list_display = ["slug", "display_name", "owner", "state", "start_date", "end_date", "created"]
@@ -86,7 +126,7 @@ class HubAdmin(admin.ModelAdmin):
     readonly_fields = ["state", "state_reason", "state_changed", "created", "updated"]
     autocomplete_fields = ["owner"]
     filter_horizontal = ["hardware_options", "images", "storage_options"]
-    inlines = [CollaboratorInline, HubEventInline]
+    inlines = [CollaboratorInline, HubRevisionInline, HubEventInline]
     actions = ["approve_selected", "delete_selected_hubs"]
 
     def get_actions(self, request):

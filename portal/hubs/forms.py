@@ -5,6 +5,7 @@ import re
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 from django.utils import timezone
 
 from portal.hubs.models import (
@@ -176,6 +177,46 @@ class HubRequestForm(forms.ModelForm):
         return [(u, Collaborator.Role.CO_OWNER) for u in self.cleaned_data.get("co_owners", [])] + [
             (u, Collaborator.Role.MEMBER) for u in self.cleaned_data.get("members", [])
         ]
+
+
+class HubChangeForm(HubRequestForm):
+    """Validate a change to an existing hub: the request's rules, except that the slug stays,
+    dates already in the past may stay, and entries the hub uses may stay after being
+    disabled in a catalogue."""
+
+    def __init__(self, *args, hub: Hub, **kwargs):
+        super().__init__(*args, owner=hub.owner, **kwargs)
+        self.hub = hub
+        for name in ("hardware_options", "images", "storage_options"):
+            field = self.fields[name]
+            model = field.queryset.model
+            field.queryset = model.objects.filter(Q(enabled=True) | Q(hubs=hub)).distinct()
+        self.fields["gpu_type"].queryset = GpuType.objects.filter(
+            Q(enabled=True) | Q(hubs=hub)
+        ).distinct()
+        self.fields["slug"].widget.attrs["readonly"] = True
+        self.fields["slug"].help_text = "The slug of a hub cannot change."
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data["slug"]
+        if slug != self.hub.slug:
+            raise forms.ValidationError(
+                "The slug of a hub cannot change (it names the namespace and the URL).",
+                code="slug_fixed",
+            )
+        return slug
+
+    def clean_start_date(self) -> datetime.date:
+        start = self.cleaned_data["start_date"]
+        if start != self.hub.start_date and start < timezone.localdate():
+            raise forms.ValidationError("The start date cannot move into the past.", code="past")
+        return start
+
+    def clean_end_date(self) -> datetime.date:
+        end = self.cleaned_data["end_date"]
+        if end != self.hub.end_date and end < timezone.localdate():
+            raise forms.ValidationError("The end date cannot move into the past.", code="past")
+        return end
 
 
 class RejectForm(forms.Form):

@@ -381,3 +381,79 @@ class HubEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hub.slug}: {self.from_state or '—'} → {self.to_state}"
+
+
+class HubRevision(models.Model):
+    """One version of a hub's spec: requested, decided by policy or an admin, then applied.
+
+    States: pending (waits for an admin) -> approved -> applied -> superseded (a later revision
+    was applied); pending -> rejected. Revision 1 is the spec the hub was approved with. Its
+    spec holds every field of Hub.SPEC_FIELDS (catalogue entries by name, dates as ISO strings)
+    plus co_owners and members (usernames).
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending approval"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        APPLIED = "applied", "Applied"
+        SUPERSEDED = "superseded", "Superseded"
+
+    # A change that is waiting or being applied; a hub has at most one.
+    OPEN_STATES = (State.PENDING, State.APPROVED)
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField()
+    changed_fields = models.JSONField(
+        default=list, blank=True, help_text="Spec fields that differ from the spec it replaced."
+    )
+    violations = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="How the change exceeds the policy: [{field, message}].",
+    )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    reason = models.TextField(blank=True, help_text="Why the revision is in its state.")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="hub_revisions",
+    )
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="approved_hub_revisions",
+        help_text="Empty for changes inside the self-service policy.",
+    )
+    rollback_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rollbacks"
+    )
+    created = models.DateTimeField()
+    decided = models.DateTimeField(null=True, blank=True)
+    applied = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["hub", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["hub", "number"], name="hub_revision_number_unique"),
+            # The database, not a check-then-save, keeps a hub to one open change.
+            models.UniqueConstraint(
+                fields=["hub"],
+                condition=Q(state__in=["pending", "approved"]),
+                name="hub_revision_one_open_change",
+                violation_error_message="This hub already has a change waiting.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hub.slug} #{self.number} ({self.get_state_display()})"
+
+    @property
+    def is_open(self) -> bool:
+        """Waiting for an admin or being applied."""
+        return self.state in self.OPEN_STATES

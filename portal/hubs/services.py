@@ -6,16 +6,18 @@ hub id. They raise InvalidSpec (with the bound form and its field errors) or a L
 """
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from portal.hubs.forms import HubRequestForm
-from portal.hubs.lifecycle import State, StateConflict, sources, transition
-from portal.hubs.models import Collaborator, Hub, HubEvent, SelfServicePolicy
+from portal.hubs import revisions
+from portal.hubs.forms import HubChangeForm, HubRequestForm
+from portal.hubs.lifecycle import LifecycleError, State, StateConflict, sources, transition
+from portal.hubs.models import Collaborator, Hub, HubEvent, HubRevision, SelfServicePolicy
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser as User
@@ -26,7 +28,7 @@ log = structlog.get_logger(__name__)
 class InvalidSpec(Exception):
     """A hub request failed validation; `form.errors` holds the messages per field."""
 
-    def __init__(self, form: HubRequestForm):
+    def __init__(self, form: HubRequestForm | HubChangeForm):
         self.form = form
         super().__init__(form.errors.as_text())
 
@@ -239,3 +241,351 @@ def mark_failed(hub_id: int, reason: str) -> bool:
 def mark_deleted(hub_id: int) -> bool:
     """deprovisioning -> deleted once the namespace is gone; the record stays."""
     return _mark(hub_id, (State.DEPROVISIONING,), State.DELETED, "Namespace removed")
+
+
+# --- Expiry and the admin's actions on suspended hubs -------------------------------------------
+# Called by portal.hubs.expiry (the periodic pass), the web views and the API alike.
+
+
+def expire(hub: Hub, reason: str) -> Hub:
+    """running -> expiring: the hub is inside its first warning window."""
+    transition(hub.pk, State.RUNNING, State.EXPIRING, None, reason)
+    hub.refresh_from_db()
+    return hub
+
+
+def unexpire(hub: Hub, reason: str) -> Hub:
+    """expiring -> running: the end date moved out of the warning window (an extension)."""
+    transition(hub.pk, State.EXPIRING, State.RUNNING, None, reason)
+    hub.refresh_from_db()
+    return hub
+
+
+def suspend(hub: Hub, reason: str, actor: "User | None" = None) -> Hub:
+    """expiring -> suspended and queue provisioning, which scales the hub to zero (volumes kept)."""
+    transition(hub.pk, State.EXPIRING, State.SUSPENDED, actor, reason)
+    _enqueue_after_commit("provision_hub", hub.pk)
+    hub.refresh_from_db()
+    return hub
+
+
+def resume(hub: Hub, actor: "User", reason: str = "") -> Hub:
+    """suspended -> provisioning and queue provisioning, which scales the hub back up (admins)."""
+    from portal.hubs import expiry  # expiry calls these services
+
+    expiry.check_resumable(hub)
+    transition(hub.pk, State.SUSPENDED, State.PROVISIONING, actor, reason or "Resumed")
+    _enqueue_after_commit("provision_hub", hub.pk)
+    hub.refresh_from_db()
+    return hub
+
+
+def delete_now(hub: Hub, actor: "User", reason: str = "") -> Hub:
+    """suspended -> deprovisioning before the grace period ends (admins)."""
+    reason = reason or "Deleted by an admin before the end of the grace period"
+    transition(hub.pk, State.SUSPENDED, State.DEPROVISIONING, actor, reason)
+    _enqueue_after_commit("deprovision_hub", hub.pk)
+    hub.refresh_from_db()
+    return hub
+
+
+def delete_expired(hub: Hub, reason: str) -> Hub:
+    """suspended -> deprovisioning once the grace period is over (the expiry pass)."""
+    transition(hub.pk, State.SUSPENDED, State.DEPROVISIONING, None, reason)
+    _enqueue_after_commit("deprovision_hub", hub.pk)
+    hub.refresh_from_db()
+    return hub
+
+
+# --- Changes to a running hub (revisions) -------------------------------------------------------
+# A change is a HubRevision. Inside the policy it is approved and applied at once; beyond it, it
+# waits for an admin. Applying writes the spec onto the hub row, moves the hub running ->
+# updating and queues provision_hub, which re-applies the objects and moves it back to running.
+
+# States in which a hub takes a change. An expiring hub is still running; an approved change
+# (typically an extension) brings it back to running before it updates.
+CHANGEABLE_STATES = (State.RUNNING, State.EXPIRING)
+# A hub whose request went through approval has a spec worth a revision 1.
+_NEVER_APPROVED = (State.PENDING, State.REJECTED, State.CANCELLED)
+
+
+class ChangeNotAllowed(LifecycleError):
+    """A change cannot be requested, decided or rolled back now; the message says why."""
+
+
+def _changeable(hub: Hub) -> None:
+    if hub.state not in CHANGEABLE_STATES:
+        if hub.state == State.UPDATING:
+            message = "The hub is applying a change; request the next one once it is running."
+        else:
+            message = (
+                f"The hub is {hub.get_state_display().lower()}; only a running hub can be changed."
+            )
+        raise ChangeNotAllowed(message)
+
+
+def ensure_initial_revision(hub: Hub) -> HubRevision | None:
+    """Revision 1 of an approved hub: the spec it was approved with, recorded from its row.
+
+    Created lazily, the first time a hub's revisions are needed: until a change is applied the
+    hub's row is exactly its approved spec, and hubs approved before revisions existed (or by
+    any other path) need no migration or hook to get one. Returns None for hubs never approved.
+    """
+    if hub.state in _NEVER_APPROVED:
+        return None
+    existing = hub.revisions.filter(number=1).first()
+    if existing is not None:
+        return existing
+    approval = hub.events.filter(to_state=State.APPROVED).order_by("created", "pk").first()
+    decided = approval.created if approval else hub.created
+    try:
+        with transaction.atomic():
+            return HubRevision.objects.create(
+                hub=hub,
+                number=1,
+                spec=revisions.spec_of_hub(hub),
+                state=HubRevision.State.APPLIED,
+                reason=(approval.reason if approval else "") or "The approved request",
+                author=hub.owner,
+                approver=approval.actor if approval else None,
+                created=hub.created,
+                decided=decided,
+                applied=decided,
+            )
+    except IntegrityError:  # created at the same moment by another request
+        return hub.revisions.get(number=1)
+
+
+def hub_revisions(hub: Hub) -> list[HubRevision]:
+    """A hub's revisions, newest first (revision 1 recorded first if needed)."""
+    ensure_initial_revision(hub)
+    return list(
+        hub.revisions.select_related("author", "approver", "rollback_of").order_by("-number")
+    )
+
+
+@dataclass
+class ChangePlan:
+    """A validated change that is not saved: the spec before and after, and the policy."""
+
+    hub: Hub
+    form: HubChangeForm
+    old_spec: dict[str, Any]
+    new_spec: dict[str, Any]
+    changed: list[str]
+    violations: list[Violation]
+
+    def diff(self) -> revisions.Diff:
+        """The spec diff and the rendered objects' diff."""
+        return revisions.diff(self.hub, self.old_spec, self.new_spec)
+
+
+def change_policy_checks(
+    hub: Hub, old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]
+) -> list[Violation]:
+    """How a new spec exceeds the policy in ways the current spec does not.
+
+    An admin already approved what the hub has: keeping, say, 80 users that were approved
+    once does not send an unrelated change (a longer idle timeout) back to the queue, while
+    raising them to 90 does.
+    """
+    before = {v.message for v in policy_checks(revisions.ProposedHub(hub, old_spec))}
+    after = policy_checks(revisions.ProposedHub(hub, new_spec))
+    return [violation for violation in after if violation.message not in before]
+
+
+def plan_change(hub: Hub, spec_data: Mapping) -> ChangePlan:
+    """Validate a change with the request form's rules and compare it with the hub's spec.
+
+    `spec_data` is form-shaped, like submit()'s. Raises InvalidSpec (also when nothing changes).
+    """
+    form = HubChangeForm(data=spec_data, hub=hub)
+    if not form.is_valid():
+        raise InvalidSpec(form)
+    old_spec = revisions.spec_of_hub(hub)
+    new_spec = revisions.spec_from_cleaned(form.cleaned_data)
+    changed = revisions.changed_fields(old_spec, new_spec)
+    if not changed:
+        form.add_error(None, "This change is the hub's current spec; there is nothing to change.")
+        raise InvalidSpec(form)
+    violations = change_policy_checks(hub, old_spec, new_spec)
+    return ChangePlan(hub, form, old_spec, new_spec, changed, violations)
+
+
+def preview_change(hub: Hub, spec_data: Mapping) -> tuple[ChangePlan, revisions.Diff]:
+    """Validate a change and return it with its diffs, saving nothing."""
+    plan = plan_change(hub, spec_data)
+    return plan, plan.diff()
+
+
+def revision_diff(revision: HubRevision) -> revisions.Diff:
+    """What an open revision would change on its hub as the hub is now."""
+    return revisions.diff(revision.hub, revisions.spec_of_hub(revision.hub), revision.spec)
+
+
+def _lock(hub_id: int) -> Hub:
+    # Serialises everything that creates, decides or applies a hub's revisions.
+    hub = Hub.objects.select_for_update().select_related("owner").filter(pk=hub_id).first()
+    if hub is None:
+        raise StateConflict(hub_id, None, State.UPDATING)
+    return hub
+
+
+def request_change(
+    hub: Hub, actor: "User", spec_data: Mapping, *, rollback_of: HubRevision | None = None
+) -> HubRevision:
+    """Store a change to a running hub as a new revision; inside the policy it is approved and
+    applied at once, beyond it waits for an admin. Who may ask is the caller's check
+    (Hub.can_manage). Raises InvalidSpec or ChangeNotAllowed."""
+    with transaction.atomic():
+        locked = _lock(hub.pk)
+        _changeable(locked)
+        ensure_initial_revision(locked)
+        if locked.revisions.filter(state__in=HubRevision.OPEN_STATES).exists():
+            raise ChangeNotAllowed(
+                "A change to this hub is already waiting for approval; "
+                "wait for the decision before asking for another."
+            )
+        plan = plan_change(locked, spec_data)
+        now = timezone.now()
+        last = locked.revisions.order_by("-number").values_list("number", flat=True).first()
+        try:
+            with transaction.atomic():
+                revision = HubRevision.objects.create(
+                    hub=locked,
+                    number=(last or 0) + 1,
+                    spec=plan.new_spec,
+                    changed_fields=plan.changed,
+                    violations=[asdict(v) for v in plan.violations],
+                    state=HubRevision.State.PENDING,
+                    reason=(
+                        "Waiting for an admin: "
+                        + "; ".join(v.message for v in plan.violations)
+                        + "."
+                        if plan.violations
+                        else ""
+                    ),
+                    author=actor,
+                    rollback_of=rollback_of,
+                    created=now,
+                )
+        except IntegrityError:
+            # The partial unique index on open revisions: another change slipped in.
+            raise ChangeNotAllowed("A change to this hub is already waiting.") from None
+        if not plan.violations:
+            _decide(revision, None, "Inside the self-service policy")
+            _apply(revision, actor)
+    revision.refresh_from_db()
+    log.info(
+        "hub_change_requested",
+        hub_id=hub.pk,
+        revision=revision.number,
+        state=revision.state,
+        fields=plan.changed,
+    )
+    return revision
+
+
+def _decide(revision: HubRevision, approver: "User | None", reason: str) -> None:
+    """pending -> approved, as one conditional UPDATE."""
+    won = HubRevision.objects.filter(pk=revision.pk, state=HubRevision.State.PENDING).update(
+        state=HubRevision.State.APPROVED, approver=approver, decided=timezone.now(), reason=reason
+    )
+    if not won:
+        _lost(revision, "approved")
+
+
+def _lost(revision: HubRevision, verb: str) -> None:
+    state = HubRevision.objects.filter(pk=revision.pk).values_list("state", flat=True).first()
+    label = HubRevision.State(state).label.lower() if state else "gone"
+    raise ChangeNotAllowed(f"Change #{revision.number} is {label} now; it cannot be {verb}.")
+
+
+def _apply(revision: HubRevision, actor: "User | None") -> None:
+    """Write an approved revision onto its (locked) hub, move the hub to updating and queue
+    provisioning; StateConflict when the hub is no longer running."""
+    hub_id, number = revision.hub_id, revision.number
+    summary = ", ".join(revision.changed_fields)
+    current = Hub.objects.filter(pk=hub_id).values_list("state", flat=True).first()
+    if current == State.EXPIRING:
+        transition(hub_id, State.EXPIRING, State.RUNNING, actor, f"Change #{number} approved")
+    reason = f"Applying change #{number}: {summary}"
+    transition(hub_id, State.RUNNING, State.UPDATING, actor, reason)
+    _write_spec(Hub.objects.get(pk=hub_id), revision.spec)
+    now = timezone.now()
+    HubRevision.objects.filter(hub_id=hub_id, state=HubRevision.State.APPLIED).update(
+        state=HubRevision.State.SUPERSEDED
+    )
+    won = HubRevision.objects.filter(pk=revision.pk, state=HubRevision.State.APPROVED).update(
+        state=HubRevision.State.APPLIED, applied=now
+    )
+    if not won:
+        _lost(revision, "applied")
+    _enqueue_after_commit("provision_hub", hub_id)
+
+
+def _write_spec(hub: Hub, spec: Mapping[str, Any]) -> None:
+    """Make the hub row, its catalogue links and its collaborators say what `spec` says."""
+    proposed = revisions.ProposedHub(hub, spec)
+    scalars = {
+        name: getattr(proposed, name)
+        for name in Hub.SPEC_FIELDS
+        if name not in revisions.M2M_FIELDS and name != "gpu_type"
+    }
+    Hub.objects.filter(pk=hub.pk).update(
+        **scalars, gpu_type=proposed.gpu_type, updated=timezone.now()
+    )
+    for name in revisions.M2M_FIELDS:
+        getattr(hub, name).set(getattr(proposed, name))
+    wanted = {person.user.pk: person.role for person in proposed.collaborators}
+    hub.collaborators.exclude(user_id__in=wanted).delete()
+    existing = dict(hub.collaborators.values_list("user_id", "role"))
+    for user_id, role in wanted.items():
+        if user_id not in existing:
+            Collaborator.objects.create(hub=hub, user_id=user_id, role=role)
+        elif existing[user_id] != role:
+            hub.collaborators.filter(user_id=user_id).update(role=role)
+
+
+def approve_change(revision: HubRevision, actor: "User", reason: str = "") -> HubRevision:
+    """Approve a pending change (admins) and apply it; a second approval is a conflict."""
+    with transaction.atomic():
+        _lock(revision.hub_id)
+        _decide(revision, actor, (reason or "").strip() or "Approved")
+        _apply(revision, actor)
+    revision.refresh_from_db()
+    log.info("hub_change_approved", hub_id=revision.hub_id, revision=revision.number)
+    return revision
+
+
+def reject_change(revision: HubRevision, actor: "User", reason: str) -> HubRevision:
+    """Reject a pending change (admins); the reason is required and shown to the requester."""
+    if not (reason or "").strip():
+        raise ReasonRequired("Give a reason for the rejection.")
+    won = HubRevision.objects.filter(pk=revision.pk, state=HubRevision.State.PENDING).update(
+        state=HubRevision.State.REJECTED,
+        approver=actor,
+        decided=timezone.now(),
+        reason=reason.strip(),
+    )
+    if not won:
+        _lost(revision, "rejected")
+    revision.refresh_from_db()
+    log.info("hub_change_rejected", hub_id=revision.hub_id, revision=revision.number)
+    return revision
+
+
+def rollback(hub: Hub, actor: "User", revision_number: int) -> HubRevision:
+    """Request a change back to an earlier applied revision's spec; decided like any change."""
+    ensure_initial_revision(hub)
+    target = hub.revisions.filter(number=revision_number).first()
+    if target is None:
+        raise ChangeNotAllowed(f"The hub has no revision #{revision_number}.")
+    if target.applied is None:
+        raise ChangeNotAllowed(
+            f"Revision #{target.number} was never applied; only applied revisions can be "
+            "rolled back to."
+        )
+    if target.state == HubRevision.State.APPLIED:
+        raise ChangeNotAllowed(f"Revision #{target.number} is the hub's current spec.")
+    return request_change(hub, actor, revisions.form_data(target.spec), rollback_of=target)

@@ -16,5 +16,25 @@ urlpatterns = [
     path("hubs/<int:pk>/delete/", views.hub_delete, name="delete"),
     path("hubs/<int:pk>/approve/", views.hub_approve, name="approve"),
     path("hubs/<int:pk>/reject/", views.hub_reject, name="reject"),
+    path("hubs/<int:pk>/resume/", views.hub_resume, name="resume"),
+    path("hubs/<int:pk>/delete-now/", views.hub_delete_now, name="delete-now"),
+    path("hubs/<int:pk>/change/", views.hub_change, name="change"),
+    path("hubs/<int:pk>/change/preview/", views.hub_change_preview, name="change_preview"),
+    path("hubs/<int:pk>/revisions/<int:number>/", views.revision_detail, name="revision"),
+    path(
+        "hubs/<int:pk>/revisions/<int:number>/rollback/",
+        views.revision_rollback,
+        name="revision_rollback",
+    ),
+    path(
+        "hubs/<int:pk>/revisions/<int:number>/approve/",
+        views.revision_approve,
+        name="revision_approve",
+    ),
+    path(
+        "hubs/<int:pk>/revisions/<int:number>/reject/",
+        views.revision_reject,
+        name="revision_reject",
+    ),
     path("approvals/", views.approval_queue, name="queue"),
 ]

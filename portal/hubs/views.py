@@ -11,10 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.hubs import services
-from portal.hubs.forms import HubRequestForm, RejectForm
+from portal.hubs import expiry, revisions, services
+from portal.hubs.forms import HubChangeForm, HubRequestForm, RejectForm
 from portal.hubs.lifecycle import LifecycleError, State, sources
-from portal.hubs.models import Hub
+from portal.hubs.models import Hub, HubRevision
 
 
 def staff_required(view: Callable) -> Callable:
@@ -79,14 +79,21 @@ def hub_create(request: HttpRequest) -> HttpResponse:
 
 def _detail_context(request: HttpRequest, hub: Hub) -> dict:
     can_manage = hub.can_manage(request.user)
+    hub_revisions = services.hub_revisions(hub)
+    open_change = next((r for r in hub_revisions if r.is_open), None)
+    can_change = can_manage and hub.state in services.CHANGEABLE_STATES and open_change is None
     return {
         "hub": hub,
+        "revisions": hub_revisions,
+        "open_change": open_change,
+        "can_change": can_change,
         "events": hub.events.select_related("actor"),
         "can_manage": can_manage,
         "can_cancel": can_manage and hub.state == State.PENDING,
         "can_delete": can_manage and hub.state in sources(State.DEPROVISIONING),
         "violations": services.policy_checks(hub) if hub.state == State.PENDING else [],
         "collaborators": hub.collaborators.select_related("user"),
+        "data_kept_until": expiry.data_kept_until(hub),
     }
 
 
@@ -149,7 +156,14 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
     for hub in pending:
         checks = services.policy_checks(hub)
         rows.append({"hub": hub, "violations": checks, "fields": {c.field for c in checks}})
-    return render(request, "hubs/approval_queue.html", {"rows": rows})
+    changes = []
+    for revision in (
+        HubRevision.objects.filter(state=HubRevision.State.PENDING)
+        .select_related("hub__owner", "author")
+        .order_by("created", "pk")
+    ):
+        changes.append({"revision": revision, **_revision_diff_context(revision)})
+    return render(request, "hubs/approval_queue.html", {"rows": rows, "changes": changes})
 
 
 @staff_required
@@ -181,3 +195,225 @@ def hub_reject(request: HttpRequest, pk: int) -> HttpResponse:
         )
         return redirect("hubs:queue")
     return render(request, "hubs/hub_reject.html", {"hub": hub, "form": form})
+
+
+@staff_required
+@require_POST
+def hub_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resume a suspended hub: scale it back up (admins)."""
+    hub = get_object_or_404(Hub, pk=pk)
+    _run(
+        request,
+        lambda: services.resume(hub, request.user, request.POST.get("reason", "")),
+        f"{hub.display_name} is being resumed.",
+    )
+    return redirect("hubs:detail", pk=hub.pk)
+
+
+@staff_required
+@require_POST
+def hub_delete_now(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete a suspended hub before its grace period ends (admins)."""
+    hub = get_object_or_404(Hub, pk=pk)
+    _run(
+        request,
+        lambda: services.delete_now(hub, request.user, request.POST.get("reason", "")),
+        f"{hub.display_name} is being deleted.",
+    )
+    return redirect("hubs:detail", pk=hub.pk)
+
+
+# --- Changes to a running hub -------------------------------------------------------------------
+
+
+def _revision(hub: Hub, number: int) -> HubRevision:
+    return get_object_or_404(
+        HubRevision.objects.select_related("hub__owner", "author", "approver", "rollback_of"),
+        hub=hub,
+        number=number,
+    )
+
+
+def _revision_diff_context(revision: HubRevision) -> dict:
+    """An open revision's diff against the hub as it is, with what exceeds the policy."""
+    diff = services.revision_diff(revision)
+    exceeds = {v["field"] for v in revision.violations}
+    return {"diff": diff, "exceeds": exceeds}
+
+
+def _posted_fields(request: HttpRequest) -> list[tuple[str, str]]:
+    """The posted spec as (name, value) pairs, to carry through the preview page."""
+    return [
+        (name, value)
+        for name, values in request.POST.lists()
+        if name in revisions.SPEC_KEYS
+        for value in values
+    ]
+
+
+def _change_initial(hub: Hub, query: dict) -> dict:
+    """The hub's spec as the form's initial values, overridden by query parameters
+    (the expiry e-mails link to ?end_date=... to ask for an extension)."""
+    initial = revisions.form_initial(revisions.spec_of_hub(hub))
+    for key in revisions.SPEC_KEYS:
+        if key not in query or key == "slug":
+            continue
+        if key in revisions.M2M_FIELDS:
+            initial[key] = query.getlist(key)
+        elif key in revisions.BOOLEAN_FIELDS:
+            initial[key] = query[key].lower() in ("1", "true", "on", "yes")
+        else:
+            initial[key] = query[key]
+    return initial
+
+
+def _refuse_change(request: HttpRequest, hub: Hub, error: LifecycleError) -> HttpResponse:
+    messages.error(request, str(error))
+    return redirect("hubs:detail", pk=hub.pk)
+
+
+def _render_change_form(request: HttpRequest, hub: Hub, form: HubChangeForm) -> HttpResponse:
+    return render(request, "hubs/hub_change_form.html", {"hub": hub, "form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def hub_change(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the change form, prefilled with the hub's spec. POST: submit the previewed change
+    (or, with "edit", return to the form with the posted values)."""
+    hub = _managed_hub(request, pk)
+    if hub.state not in services.CHANGEABLE_STATES:
+        return _refuse_change(
+            request, hub, services.ChangeNotAllowed("Only a running hub can be changed.")
+        )
+    if request.method == "GET":
+        form = HubChangeForm(initial=_change_initial(hub, request.GET), hub=hub)
+        return _render_change_form(request, hub, form)
+    if "edit" in request.POST:
+        return _render_change_form(request, hub, HubChangeForm(data=request.POST, hub=hub))
+    try:
+        revision = services.request_change(hub, request.user, request.POST)
+    except services.InvalidSpec as invalid:
+        return _render_change_form(request, hub, invalid.form)
+    except LifecycleError as error:
+        return _refuse_change(request, hub, error)
+    if revision.state == HubRevision.State.PENDING:
+        messages.info(request, f"Change #{revision.number} is waiting for a portal admin.")
+    else:
+        messages.success(request, f"Change #{revision.number} is inside the policy and applied.")
+    return redirect("hubs:detail", pk=hub.pk)
+
+
+@login_required
+@require_POST
+def hub_change_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """Validate the change form and show its diffs, with a button that submits it."""
+    hub = _managed_hub(request, pk)
+    try:
+        plan, diff = services.preview_change(hub, request.POST)
+    except services.InvalidSpec as invalid:
+        return _render_change_form(request, hub, invalid.form)
+    return render(
+        request,
+        "hubs/change_preview.html",
+        {
+            "hub": hub,
+            "diff": diff,
+            "violations": plan.violations,
+            "exceeds": {v.field for v in plan.violations},
+            "hidden": _posted_fields(request),
+            "action": "hubs:change",
+            "title": f"Review the change to {hub.display_name}",
+        },
+    )
+
+
+@login_required
+@require_GET
+def revision_detail(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """One revision: its state, who asked and decided, and (while open) its diff."""
+    hub = _visible_hub(request, pk)
+    services.ensure_initial_revision(hub)
+    revision = _revision(hub, number)
+    context = {"hub": hub, "revision": revision, "spec_rows": _spec_rows(revision.spec)}
+    if revision.state == HubRevision.State.PENDING:
+        context.update(_revision_diff_context(revision))
+    return render(request, "hubs/revision_detail.html", context)
+
+
+def _spec_rows(spec: dict) -> list[tuple[str, str]]:
+    return [
+        (revisions._label(key), revisions._display(spec.get(key))) for key in revisions.SPEC_KEYS
+    ]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def revision_rollback(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """GET: the diff of going back to an earlier applied revision. POST: request it."""
+    hub = _managed_hub(request, pk)
+    services.ensure_initial_revision(hub)
+    revision = _revision(hub, number)
+    if request.method == "POST":
+        try:
+            new = services.rollback(hub, request.user, revision.number)
+        except services.InvalidSpec as invalid:
+            messages.error(request, f"Revision #{number} cannot be restored: {invalid}")
+        except LifecycleError as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(
+                request,
+                f"Rollback to #{number} is change #{new.number}: {new.get_state_display()}.",
+            )
+        return redirect("hubs:detail", pk=hub.pk)
+    diff = revisions.diff(hub, revisions.spec_of_hub(hub), revision.spec)
+    return render(
+        request,
+        "hubs/change_preview.html",
+        {
+            "hub": hub,
+            "diff": diff,
+            "violations": [],
+            "exceeds": set(),
+            "hidden": [],
+            "action": "hubs:revision_rollback",
+            "revision": revision,
+            "title": f"Roll {hub.display_name} back to revision #{number}",
+        },
+    )
+
+
+@staff_required
+@require_POST
+def revision_approve(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """Approve and apply a pending change (admins)."""
+    hub = get_object_or_404(Hub, pk=pk)
+    revision = _revision(hub, number)
+    _run(
+        request,
+        lambda: services.approve_change(revision, request.user, request.POST.get("reason", "")),
+        f"Change #{number} to {hub.display_name} was approved and is being applied.",
+    )
+    if request.POST.get("next") == "queue":
+        return redirect("hubs:queue")
+    return redirect("hubs:detail", pk=hub.pk)
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def revision_reject(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """Reject a pending change with a required reason (admins)."""
+    hub = get_object_or_404(Hub.objects.select_related("owner"), pk=pk)
+    revision = _revision(hub, number)
+    form = RejectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        _run(
+            request,
+            lambda: services.reject_change(revision, request.user, form.cleaned_data["reason"]),
+            f"Change #{number} to {hub.display_name} was rejected.",
+        )
+        return redirect("hubs:queue")
+    return render(
+        request, "hubs/revision_reject.html", {"hub": hub, "revision": revision, "form": form}
+    )

@@ -48,48 +48,85 @@ def use_current_broker(app) -> None:
     app.amqp._producer_pool = None
 
 
+class Workers:
+    """Starts real `celery worker` processes for one test and stops them afterwards."""
+
+    def __init__(self, broker: str, env: dict[str, str], logs: Path):
+        self.broker = broker
+        self.env = env
+        self.logs = logs
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, **extra_env: str) -> subprocess.Popen:
+        """Start a worker on the provisioning queue; `extra_env` adds settings."""
+        log_path = self.logs / f"worker-{len(self.processes)}.log"
+        with log_path.open("w") as log:
+            worker = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "portal", "worker",
+                    "--queues", "provisioning,celery", "--pool", "solo", "--loglevel", "INFO",
+                    "--without-gossip", "--without-mingle", "--without-heartbeat",
+                ],
+                cwd=REPO_ROOT,
+                env={**self.env, **extra_env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.processes.append(worker)
+        return worker
+
+    def log(self, index: int = -1) -> str:
+        return (self.logs / f"worker-{index % len(self.processes)}.log").read_text()
+
+    def stop_all(self) -> None:
+        for worker in self.processes:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in self.processes:
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
 @pytest.fixture
-def celery_worker(kubeconfig_path, tmp_path, monkeypatch):
-    """A real `celery worker` process consuming the provisioning queue of this test's broker
-    database and writing to this test's database."""
+def broker_url() -> str:
+    """The broker this test's tasks go through (a Redis database per xdist worker)."""
+    return redis_url_for_this_worker()
+
+
+@pytest.fixture
+def workers(kubeconfig_path, tmp_path, monkeypatch, broker_url):
+    """Start real Celery workers that consume `broker_url` and write to this test's
+    database; this process's tasks are sent to the same broker."""
     if connection.vendor != "postgresql":
         pytest.skip("the worker process needs a shared database: set DATABASE_URL to PostgreSQL")
     import redis
 
     from portal.celery import app
 
-    broker = redis_url_for_this_worker()
-    redis.Redis.from_url(broker).flushdb()
+    redis.Redis.from_url(broker_url).flushdb()
     # Celery reads CELERY_BROKER_URL from the environment before any setting.
-    monkeypatch.setenv("CELERY_BROKER_URL", broker)
+    monkeypatch.setenv("CELERY_BROKER_URL", broker_url)
     use_current_broker(app)
-    assert app.conf.broker_url == broker
-    log_path = tmp_path / "worker.log"
+    assert app.conf.broker_url == broker_url
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
-        "REDIS_URL": broker,
+        "REDIS_URL": broker_url,
         "KUBECONFIG": str(kubeconfig_path),
         "DJANGO_SETTINGS_MODULE": "portal.settings",
     }
-    with log_path.open("w") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "portal", "worker",
-                "--queues", "provisioning,celery", "--pool", "solo", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    yield worker
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
+    started = Workers(broker_url, env, tmp_path)
+    yield started
+    started.stop_all()
     monkeypatch.delenv("CELERY_BROKER_URL")
     use_current_broker(app)
-    print(log_path.read_text()[-4000:])
+    for index in range(len(started.processes)):
+        print(started.log(index)[-3000:])
+
+
+@pytest.fixture
+def celery_worker(workers):
+    """One real Celery worker for this test."""
+    return workers.start()

@@ -12,6 +12,7 @@ from portal.hubs.models import (
     HardwareOption,
     Hub,
     HubEvent,
+    HubRevision,
     Image,
     StorageOption,
 )
@@ -184,3 +185,94 @@ class ApproveSerializer(serializers.Serializer):
 
 class RejectSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000)
+
+
+# --- Revisions (changes to a running hub) -------------------------------------------------------
+
+
+class HubRevisionSerializer(serializers.ModelSerializer):
+    """A version of a hub's spec and its decision."""
+
+    hub = serializers.IntegerField(source="hub_id", read_only=True)
+    author = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    approver = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, help_text="The admin who decided; null: policy."
+    )
+    rollback_of = serializers.SlugRelatedField(
+        slug_field="number", read_only=True, help_text="The revision this one restores."
+    )
+    spec = serializers.JSONField(read_only=True)
+    changed_fields = serializers.ListField(child=serializers.CharField(), read_only=True)
+    violations = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()), read_only=True
+    )
+
+    class Meta:
+        model = HubRevision
+        fields = [
+            "hub",
+            "number",
+            "state",
+            "reason",
+            "spec",
+            "changed_fields",
+            "violations",
+            "author",
+            "approver",
+            "rollback_of",
+            "created",
+            "decided",
+            "applied",
+        ]
+        read_only_fields = fields
+
+
+class HubChangeSerializer(HubRequestSerializer):
+    """A change to a hub: only the fields given change; the others keep their current value.
+
+    `collaborators`, when given, replaces the hub's co-owners and members.
+    """
+
+    def form_data(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The hub's current spec (form-shaped) with the given fields put over it."""
+        from portal.hubs import revisions
+
+        data = revisions.form_data(current or {})
+        given = super().form_data()
+        for name in HubRequestForm.Meta.fields:
+            if name in self.validated_data:
+                data[name] = given[name]
+        if "collaborators" in self.validated_data:
+            data["co_owners"], data["members"] = given["co_owners"], given["members"]
+        return data
+
+
+class FieldChangeSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    label = serializers.CharField()
+    old = serializers.CharField()
+    new = serializers.CharField()
+
+
+class ObjectChangeSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    namespace = serializers.CharField()
+    change = serializers.ChoiceField(choices=["added", "removed", "changed"])
+    diff = serializers.CharField(help_text="Unified diff of the object's YAML.")
+
+
+class ViolationSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ChangePreviewSerializer(serializers.Serializer):
+    """What a change would do, without saving it."""
+
+    changed_fields = serializers.ListField(child=serializers.CharField())
+    spec_diff = FieldChangeSerializer(many=True)
+    object_diff = ObjectChangeSerializer(many=True)
+    violations = ViolationSerializer(
+        many=True, help_text="Empty: applied at once when submitted; else waits for an admin."
+    )

@@ -8,6 +8,9 @@ from portal.hubs.api import views
 
 router = DefaultRouter()
 router.register("hubs", views.HubViewSet, basename="hub")
+router.register(
+    r"hubs/(?P<hub_pk>[0-9]+)/revisions", views.HubRevisionViewSet, basename="hub-revision"
+)
 router.register("hardware-options", views.HardwareOptionViewSet, basename="hardware-option")
 router.register("gpu-types", views.GpuTypeViewSet, basename="gpu-type")
 router.register("images", views.ImageViewSet, basename="image")

@@ -2,9 +2,10 @@
 
 import django_filters
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from drf_spectacular.generators import SchemaGenerator
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -14,7 +15,7 @@ from rest_framework.response import Response
 from portal.hubs import services
 from portal.hubs.api import serializers as s
 from portal.hubs.lifecycle import State
-from portal.hubs.models import GpuType, HardwareOption, Hub, Image, StorageOption
+from portal.hubs.models import GpuType, HardwareOption, Hub, HubRevision, Image, StorageOption
 
 
 class HubFilter(django_filters.FilterSet):
@@ -107,6 +108,176 @@ class HubViewSet(
         body.is_valid(raise_exception=True)
         hub = services.reject(hub, request.user, body.validated_data["reason"])
         return Response(s.HubSerializer(hub).data)
+
+    @extend_schema(
+        request=s.ApproveSerializer,
+        responses={
+            202: s.HubSerializer,
+            409: OpenApiResponse(description="Not suspended, or its end date has passed"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        """Resume a suspended hub (scale it back up); portal admins only."""
+        hub = self.get_object()
+        self._require_staff()
+        body = s.ApproveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        hub = services.resume(hub, request.user, body.validated_data.get("reason", ""))
+        return Response(s.HubSerializer(hub).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=s.ApproveSerializer,
+        responses={202: s.HubSerializer, 409: OpenApiResponse(description="Not suspended")},
+    )
+    @action(detail=True, methods=["post"], url_path="delete-now")
+    def delete_now(self, request: Request, pk: str | None = None) -> Response:
+        """Delete a suspended hub before its grace period ends; portal admins only."""
+        hub = self.get_object()
+        self._require_staff()
+        body = s.ApproveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        hub = services.delete_now(hub, request.user, body.validated_data.get("reason", ""))
+        return Response(s.HubSerializer(hub).data, status=status.HTTP_202_ACCEPTED)
+
+
+_CONFLICT = OpenApiResponse(description="The hub or the change is not in a state for this")
+_BAD = OpenApiResponse(description="Field messages")
+
+
+@extend_schema(
+    tags=["revisions"],
+    parameters=[
+        OpenApiParameter("hub_pk", OpenApiTypes.INT, OpenApiParameter.PATH, description="Hub id"),
+    ],
+)
+class HubRevisionViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Versions of a hub's spec: changes to a running hub, their decisions and rollbacks.
+
+    Callers see the revisions of the hubs they may see (others' hubs are 404); the owner,
+    co-owners and admins may request changes and roll back; admins approve and reject.
+    """
+
+    serializer_class = s.HubRevisionSerializer
+    lookup_field = "number"
+    lookup_value_regex = "[0-9]+"
+    filter_backends = []
+
+    def get_hub(self) -> Hub:
+        if not hasattr(self, "_hub"):
+            hubs = Hub.objects.visible_to(self.request.user).select_related("owner")
+            self._hub = get_object_or_404(hubs, pk=self.kwargs["hub_pk"])
+        return self._hub
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return HubRevision.objects.none()
+        hub = self.get_hub()
+        services.ensure_initial_revision(hub)
+        return hub.revisions.select_related("author", "approver", "rollback_of").order_by("-number")
+
+    def _managed_hub(self) -> Hub:
+        hub = self.get_hub()
+        if not hub.can_manage(self.request.user):
+            raise PermissionDenied("Only the owner, co-owners and admins may change this hub.")
+        return hub
+
+    def _require_staff(self) -> None:
+        if not self.request.user.is_staff:
+            raise PermissionDenied("Only portal admins may do this.")
+
+    def _change_data(self, hub: Hub) -> dict:
+        body = s.HubChangeSerializer(data=self.request.data)
+        body.is_valid(raise_exception=True)
+        from portal.hubs import revisions
+
+        return body.form_data(revisions.spec_of_hub(hub))
+
+    @extend_schema(
+        request=s.HubChangeSerializer,
+        responses={201: s.HubRevisionSerializer, 400: _BAD, 409: _CONFLICT},
+    )
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        """Request a change; inside the self-service policy it is approved and applied at once,
+        beyond it the revision waits for an admin. Fields not given keep their value."""
+        hub = self._managed_hub()
+        data = self._change_data(hub)
+        try:
+            revision = services.request_change(hub, request.user, data)
+        except services.InvalidSpec as invalid:
+            raise ValidationError(s.form_errors_for_api(invalid.errors)) from None
+        return Response(s.HubRevisionSerializer(revision).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=s.HubChangeSerializer,
+        responses={200: s.ChangePreviewSerializer, 400: _BAD},
+    )
+    @action(detail=False, methods=["post"])
+    def preview(self, request: Request, hub_pk: str | None = None) -> Response:
+        """What a change would do (spec diff, rendered objects' diff, policy), saving nothing."""
+        hub = self._managed_hub()
+        data = self._change_data(hub)
+        try:
+            plan, diff = services.preview_change(hub, data)
+        except services.InvalidSpec as invalid:
+            raise ValidationError(s.form_errors_for_api(invalid.errors)) from None
+        body = {
+            "changed_fields": plan.changed,
+            "spec_diff": [vars(change) for change in diff.fields],
+            "object_diff": [vars(change) for change in diff.objects],
+            "violations": [vars(violation) for violation in plan.violations],
+        }
+        return Response(s.ChangePreviewSerializer(body).data)
+
+    @extend_schema(
+        request=s.ApproveSerializer,
+        responses={200: s.HubRevisionSerializer, 409: _CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, hub_pk: str | None = None, number: str | None = None):
+        """Approve a pending change and apply it; portal admins only."""
+        revision = self.get_object()
+        self._require_staff()
+        body = s.ApproveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        revision = services.approve_change(
+            revision, request.user, body.validated_data.get("reason", "")
+        )
+        return Response(s.HubRevisionSerializer(revision).data)
+
+    @extend_schema(
+        request=s.RejectSerializer,
+        responses={200: s.HubRevisionSerializer, 400: _BAD, 409: _CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, hub_pk: str | None = None, number: str | None = None):
+        """Reject a pending change with a reason; portal admins only."""
+        revision = self.get_object()
+        self._require_staff()
+        body = s.RejectSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        revision = services.reject_change(revision, request.user, body.validated_data["reason"])
+        return Response(s.HubRevisionSerializer(revision).data)
+
+    @extend_schema(
+        request=None,
+        responses={201: s.HubRevisionSerializer, 400: _BAD, 409: _CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, hub_pk: str | None = None, number: str | None = None):
+        """Request a new revision restoring this earlier applied one; decided like any change."""
+        revision = self.get_object()
+        hub = self._managed_hub()
+        try:
+            new = services.rollback(hub, request.user, revision.number)
+        except services.InvalidSpec as invalid:
+            raise ValidationError(s.form_errors_for_api(invalid.errors)) from None
+        return Response(s.HubRevisionSerializer(new).data, status=status.HTTP_201_CREATED)
 
 
 class CatalogueViewSet(viewsets.ReadOnlyModelViewSet):

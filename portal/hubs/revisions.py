@@ -1,0 +1,307 @@
+"""A hub's spec as plain JSON, and the diffs a change shows before it is submitted.
+
+A revision's spec holds every field of Hub.SPEC_FIELDS (catalogue entries by name, dates as
+ISO strings) plus co_owners and members (usernames). `ProposedHub` lets the self-service
+policy and provisioning's `from_hub` read a spec that is not (yet) the hub's, without writing
+it anywhere; the rendered objects of both sides are compared as YAML.
+"""
+
+import datetime
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from portal.hubs.models import (
+    Collaborator,
+    GpuType,
+    HardwareOption,
+    Hub,
+    Image,
+    StorageOption,
+)
+
+M2M_FIELDS = {"hardware_options": HardwareOption, "images": Image, "storage_options": StorageOption}
+PEOPLE_FIELDS = ("co_owners", "members")
+SPEC_KEYS = (*Hub.SPEC_FIELDS, *PEOPLE_FIELDS)
+DATE_FIELDS = ("start_date", "end_date")
+BOOLEAN_FIELDS = ("wipe_home_allowed", "jobs_access")
+ROLE_OF = {"co_owners": Collaborator.Role.CO_OWNER, "members": Collaborator.Role.MEMBER}
+
+# Fixed stand-ins: diffs are rendered with these, so no real secret can ever reach a page.
+REDACTED = "<redacted>"
+
+
+# --- The spec as JSON ---------------------------------------------------------------------------
+
+
+def spec_of_hub(hub: Hub) -> dict[str, Any]:
+    """The spec a hub row holds now."""
+    spec: dict[str, Any] = {}
+    for name in Hub.SPEC_FIELDS:
+        if name in M2M_FIELDS:
+            spec[name] = sorted(getattr(hub, name).values_list("name", flat=True))
+        elif name == "gpu_type":
+            spec[name] = hub.gpu_type.name if hub.gpu_type_id else None
+        else:
+            spec[name] = _plain(getattr(hub, name))
+    people = hub.collaborators.select_related("user")
+    for key, role in ROLE_OF.items():
+        spec[key] = sorted(c.user.get_username() for c in people if c.role == role)
+    return spec
+
+
+def spec_from_cleaned(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec of a valid HubRequestForm's cleaned_data."""
+    spec: dict[str, Any] = {}
+    for name in Hub.SPEC_FIELDS:
+        value = data.get(name)
+        if name in M2M_FIELDS:
+            spec[name] = sorted(entry.name for entry in value or [])
+        elif name == "gpu_type":
+            spec[name] = value.name if value else None
+        else:
+            spec[name] = _plain(value)
+    for key in PEOPLE_FIELDS:
+        spec[key] = sorted(user.get_username() for user in data.get(key) or [])
+    return spec
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+def form_data(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec as the HTML form posts it (for HubChangeForm(data=...))."""
+    data: dict[str, Any] = {}
+    for key in SPEC_KEYS:
+        value = spec.get(key)
+        if key in M2M_FIELDS:
+            data[key] = list(value or [])
+        elif key in PEOPLE_FIELDS:
+            data[key] = " ".join(value or [])
+        elif key in BOOLEAN_FIELDS:
+            data[key] = "true" if value else "false"
+        elif value is None:
+            data[key] = ""
+        else:
+            data[key] = str(value)
+    return data
+
+
+def form_initial(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec as initial values of an unbound HubChangeForm."""
+    initial = dict(form_data(spec))
+    for key in BOOLEAN_FIELDS:
+        initial[key] = bool(spec.get(key))
+    return initial
+
+
+def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Spec keys whose values differ, in form order."""
+    return [key for key in SPEC_KEYS if old.get(key) != new.get(key)]
+
+
+# --- A spec that is not the hub's (yet) ---------------------------------------------------------
+
+
+class _Related(list):
+    """A list that answers the manager calls from_hub and policy_checks make."""
+
+    def all(self) -> "_Related":
+        return self
+
+    def select_related(self, *fields: str) -> "_Related":
+        return self
+
+    def prefetch_related(self, *lookups: str) -> "_Related":
+        return self
+
+    def exists(self) -> bool:
+        return bool(self)
+
+
+@dataclass
+class _Person:
+    user: Any
+    role: str
+
+
+class ProposedHub:
+    """A hub with another spec, read-only and in memory: what it would be after a change."""
+
+    def __init__(self, hub: Hub, spec: Mapping[str, Any]):
+        values = {
+            name: spec.get(name)
+            for name in Hub.SPEC_FIELDS
+            if name not in M2M_FIELDS and name != "gpu_type"
+        }
+        for name in DATE_FIELDS:
+            values[name] = datetime.date.fromisoformat(values[name])
+        self._hub = Hub(pk=hub.pk, owner=hub.owner, state=hub.state, **values)
+        gpu = spec.get("gpu_type")
+        self._hub.gpu_type = GpuType.objects.filter(name=gpu).first() if gpu else None
+        for name, model in M2M_FIELDS.items():
+            entries = model.objects.filter(name__in=spec.get(name) or []).order_by("pk")
+            setattr(self, name, _Related(entries))
+        users = {
+            u.get_username(): u
+            for u in get_user_model().objects.filter(
+                username__in=[*spec.get("co_owners", []), *spec.get("members", [])]
+            )
+        }
+        self.collaborators = _Related(
+            _Person(users[name], ROLE_OF[key])
+            for key in PEOPLE_FIELDS
+            for name in spec.get(key) or []
+            if name in users
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        # Scalar fields, gpu_type, owner, period_days, get_*_display come from the unsaved Hub.
+        return getattr(self._hub, name)
+
+
+# --- Diffs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One spec field before and after, as shown to people."""
+
+    field: str
+    label: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class ObjectChange:
+    """One rendered Kubernetes object that a change adds, removes or modifies."""
+
+    kind: str
+    name: str
+    namespace: str
+    change: str  # "added", "removed" or "changed"
+    diff: str  # unified diff of the object's YAML
+
+
+def _label(key: str) -> str:
+    from portal.hubs.forms import HubRequestForm
+
+    return str(HubRequestForm.base_fields[key].label or key.replace("_", " ").capitalize())
+
+
+def _display(value: Any) -> str:
+    if value is None or value == [] or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldChange]:
+    """The fields a change modifies: field, label, old and new value."""
+    return [
+        FieldChange(key, _label(key), _display(old.get(key)), _display(new.get(key)))
+        for key in changed_fields(old, new)
+    ]
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """SafeDumper that writes multi-line strings (jupyterhub_config.py) as literal blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def _yaml(manifest: Mapping[str, Any]) -> str:
+    return yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=True, default_flow_style=False)
+
+
+def rendered_objects(hub_like: Any) -> dict[tuple[str, str, str], str]:
+    """The objects provisioning would apply for a hub (or ProposedHub), as YAML by
+    (kind, namespace, name); secrets are fixed stand-ins and their values redacted."""
+    # Imported here: only pages that show a diff need provisioning's renderer.
+    from provisioning.render import HubSecrets, render_hub
+    from provisioning.spec import from_hub
+    from provisioning.tasks import render_settings
+
+    stand_ins = HubSecrets(**{attr: REDACTED for attr in HubSecrets.KEYS})
+    objects = render_hub(from_hub(hub_like, settings.HUBS_DOMAIN), render_settings(), stand_ins)
+    rendered: dict[tuple[str, str, str], str] = {}
+    for manifest in objects:
+        if manifest.get("kind") == "Secret":
+            manifest = {
+                **manifest,
+                **{
+                    key: {name: REDACTED for name in manifest[key]}
+                    for key in ("data", "stringData")
+                    if key in manifest
+                },
+            }
+        meta = manifest.get("metadata", {})
+        key = (manifest["kind"], meta.get("namespace", ""), meta["name"])
+        rendered[key] = _yaml(manifest)
+    return rendered
+
+
+def _unified(old: str, new: str, label: str) -> str:
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=f"a/{label}",
+        tofile=f"b/{label}",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def object_diff(
+    old: Mapping[tuple[str, str, str], str], new: Mapping[tuple[str, str, str], str]
+) -> list[ObjectChange]:
+    """Objects that differ between two renderings, in apply order (removed ones last)."""
+    changes: list[ObjectChange] = []
+    keys: Iterable[tuple[str, str, str]] = [*new, *(key for key in old if key not in new)]
+    for key in keys:
+        kind, namespace, name = key
+        before, after = old.get(key, ""), new.get(key, "")
+        if before == after:
+            continue
+        change = "added" if key not in old else "removed" if key not in new else "changed"
+        label = "/".join(part for part in (namespace, kind, name) if part)
+        changes.append(ObjectChange(kind, name, namespace, change, _unified(before, after, label)))
+    return changes
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What a change does: to the spec and to the rendered objects."""
+
+    fields: list[FieldChange]
+    objects: list[ObjectChange]
+
+    @property
+    def empty(self) -> bool:
+        return not self.fields
+
+
+def diff(hub: Hub, old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> Diff:
+    """Compare two specs of one hub, field by field and object by object."""
+    return Diff(
+        fields=spec_diff(old_spec, new_spec),
+        objects=object_diff(
+            rendered_objects(ProposedHub(hub, old_spec)),
+            rendered_objects(ProposedHub(hub, new_spec)),
+        ),
+    )

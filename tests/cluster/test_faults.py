@@ -1,0 +1,192 @@
+"""Fault injection with real processes: a Celery worker killed mid-task, Redis down while
+people submit and approve, kube-apiserver stopped during provisioning. Each test ends with
+the hub in the state it should be in and no duplicate objects.
+
+These tests stop shared services, so `make test` runs them on their own, after the rest
+(marker `faults`). They use a Redis server of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from portal.hubs.lifecycle import State
+from portal.hubs.models import Hub
+from provisioning import tasks
+from tests.support import eventually
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.faults,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RedisServer:
+    """A redis-server of this test's own, which the test may stop and start again."""
+
+    def __init__(self, directory: Path):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        eventually(lambda: _answers(redis.Redis.from_url(self.url)), timeout=10, interval=0.05)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def _answers(server) -> bool:
+    try:
+        return server.ping()
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def broker_url(redis_server) -> str:
+    """Tasks of these tests go through their own Redis server."""
+    return redis_server.url
+
+
+def state_of(hub_id: int) -> str:
+    return Hub.objects.values_list("state", flat=True).get(pk=hub_id)
+
+
+def running(hub_id: int) -> bool:
+    state = state_of(hub_id)
+    assert state != State.FAILED, Hub.objects.get(pk=hub_id).state_reason
+    return state == State.RUNNING
+
+
+def request_hub(api, owner, payload, slug: str, **changes) -> int:
+    api.force_authenticate(owner)
+    response = api.post("/api/v1/hubs/", payload(slug=slug, **changes), format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def assert_one_of_each(kube_api, namespace: str) -> None:
+    apps = client.AppsV1Api(kube_api)
+    assert sorted(d.metadata.name for d in apps.list_namespaced_deployment(namespace).items) == [
+        "hub",
+        "proxy",
+    ]
+    # One ReplicaSet per Deployment: nothing was rolled out twice.
+    assert len(apps.list_namespaced_replica_set(namespace).items) == 2
+
+
+def test_a_worker_killed_while_provisioning_is_replaced_and_the_hub_runs(
+    api, alice, charlie, payload, kube_api, workers
+):
+    first = workers.start()
+    slug = f"kill-{os.getpid() % 10000}-{int(time.time()) % 100000}"
+    hub_id = request_hub(api, alice, payload, slug, gpu_type="a100", gpus_per_user=1)
+    api.force_authenticate(charlie)
+    assert api.post(f"/api/v1/hubs/{hub_id}/approve/", {}, format="json").status_code == 200
+
+    eventually(lambda: state_of(hub_id) == State.PROVISIONING, timeout=60, interval=0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert state_of(hub_id) == State.PROVISIONING
+
+    # The task the killed worker held was never acknowledged: the broker hands it out again
+    # once its visibility timeout (shortened here from 600 s) has passed.
+    workers.start(CELERY_VISIBILITY_TIMEOUT="2")
+    eventually(lambda: running(hub_id), timeout=120)
+    assert_one_of_each(kube_api, f"hub-{slug}")
+
+
+def test_requests_made_while_redis_is_down_are_provisioned_once_it_is_back(
+    api, alice, charlie, payload, kube_api, workers, redis_server, settings
+):
+    workers.start()
+    redis_server.stop()
+
+    inside = request_hub(api, alice, payload, f"nored-a-{int(time.time()) % 100000}")
+    beyond = request_hub(
+        api, alice, payload, f"nored-b-{int(time.time()) % 100000}", gpu_type="h100",
+        gpus_per_user=1,
+    )  # fmt: skip
+    api.force_authenticate(charlie)
+    approved = api.post(f"/api/v1/hubs/{beyond}/approve/", {}, format="json")
+    assert approved.status_code == 200
+    # Saved, and shown as approved (queued), though no task could be sent.
+    assert approved.json()["state"] == State.APPROVED
+    assert state_of(inside) == State.APPROVED
+
+    redis_server.start()
+    settings.SWEEP_APPROVED_AFTER_SECONDS = 0
+    assert tasks.sweep_stuck_hubs()["provision"] == 2
+
+    eventually(lambda: running(inside) and running(beyond), timeout=120)
+    for hub_id in (inside, beyond):
+        assert_one_of_each(kube_api, Hub.objects.get(pk=hub_id).namespace)
+
+
+def test_provisioning_retries_while_the_api_server_is_down_and_converges(
+    api, alice, payload, kube_api, kubeconfig_path, workers
+):
+    pid_file = kubeconfig_path.parent / "pids" / "kube-apiserver.pid"
+    if not pid_file.exists():
+        pytest.skip("needs the local control plane (it stops and restarts its kube-apiserver)")
+    worker = workers.start()
+    apiserver = int(pid_file.read_text())
+    # Killed, not asked to stop: a graceful shutdown drains for a long while.
+    os.kill(apiserver, signal.SIGKILL)
+    eventually(lambda: not _alive(apiserver), timeout=30)
+    try:
+        hub_id = request_hub(api, alice, payload, f"noapi-{int(time.time()) % 100000}")
+        eventually(lambda: "provision.retry" in workers.log(), timeout=60)
+        assert state_of(hub_id) == State.PROVISIONING
+    finally:
+        restarted = subprocess.run(
+            ["bash", str(REPO_ROOT / "devcluster/scripts/up.sh")], capture_output=True, text=True
+        )
+        assert restarted.returncode == 0, restarted.stderr
+    eventually(lambda: running(hub_id), timeout=180)
+    assert worker.poll() is None
+    assert_one_of_each(kube_api, Hub.objects.get(pk=hub_id).namespace)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
