@@ -125,7 +125,7 @@ start etcd "$ETCD_BIN/etcd" \
   --initial-cluster "devcluster=http://127.0.0.1:$ETCD_PEER_PORT" \
   --listen-metrics-urls "" \
   --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
-wait_for etcd 30 curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
+wait_for etcd 30 curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
