@@ -265,6 +265,8 @@ EMAIL_BACKEND = env_str(
 
 # The sweeper re-queues an approved hub whose task got lost after this many seconds.
 SWEEP_APPROVED_AFTER_SECONDS = env_int("SWEEP_APPROVED_AFTER_SECONDS", 180)
+# Hubs stuck provisioning, updating or deprovisioning are re-queued this often, then fail.
+SWEEP_MAX_REQUEUES = env_int("SWEEP_MAX_REQUEUES", 3)
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL

@@ -7,13 +7,12 @@ nothing to do. Tasks never sleep waiting for the cluster: they schedule a check 
 
 from __future__ import annotations
 
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 import structlog
 from celery import shared_task
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from provisioning import k8s
@@ -60,6 +59,34 @@ def render_settings() -> RenderSettings:
     )
 
 
+# Advisory lock namespace of "a worker works on this hub" (PostgreSQL).
+HUB_LOCK_CLASS = 4711
+
+
+@contextmanager
+def hub_lock(hub_id: int):
+    """Hold the hub for this worker; yields False when another worker holds it.
+
+    A PostgreSQL session advisory lock, so that two workers never work on the same hub at once
+    (a task delivered twice, a delete racing a provision). SQLite, the single-user quick
+    start's database, has one writer anyway: there it always yields True.
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [HUB_LOCK_CLASS, hub_id])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [HUB_LOCK_CLASS, hub_id])
+
+
 def _hub(hub_id: int):
     return hub_queryset().filter(pk=hub_id).first()
 
@@ -73,6 +100,21 @@ def provision_hub(self, hub_id: int) -> str:
     """Make a hub's namespace match its record: apply its objects and prune what it no longer
     needs. Approved hubs start provisioning; provisioning and updating hubs then get a
     readiness check; suspended hubs are scaled to zero and their user servers stopped."""
+    with hub_lock(hub_id) as mine:
+        if not mine:
+            return _busy(self, hub_id)
+        return _provision(self, hub_id)
+
+
+def _busy(task, hub_id: int) -> str:
+    """Another worker works on this hub: try again shortly; the sweeper catches the rest."""
+    log.info("hub.busy", hub_id=hub_id, task=task.name)
+    if task.request.retries < task.max_retries:
+        raise task.retry(countdown=2)
+    return "busy"
+
+
+def _provision(self, hub_id: int) -> str:
     from portal.hubs import services
     from portal.hubs.lifecycle import LifecycleError, State
 
@@ -187,6 +229,13 @@ def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def deprovision_hub(self, hub_id: int) -> str:
     """Delete a hub's namespace (and with it every object in it), then watch it go."""
+    with hub_lock(hub_id) as mine:
+        if not mine:
+            return _busy(self, hub_id)
+        return _deprovision(self, hub_id)
+
+
+def _deprovision(self, hub_id: int) -> str:
     from portal.hubs.lifecycle import State
 
     hub = _hub(hub_id)
@@ -235,34 +284,73 @@ def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
     return "waiting"
 
 
+REQUEUED = "Re-queued"
+
+
 @shared_task
 def sweep_stuck_hubs() -> dict[str, int]:
-    """Re-queue work that got lost: hubs that stayed approved, provisioning or deprovisioning
-    longer than their checks could take (every step is idempotent, so this is safe)."""
+    """Re-queue work that got lost (every step is idempotent, so this is safe).
+
+    Approved hubs no task picked up (the broker was down) are queued again after
+    SWEEP_APPROVED_AFTER_SECONDS. Hubs that stayed provisioning, updating or deprovisioning
+    longer than their checks could take are re-queued up to SWEEP_MAX_REQUEUES times, each
+    recorded as an event, and then fail with the reason; owners and admins can retry them.
+    """
     from portal.hubs.lifecycle import State
-    from portal.hubs.models import Hub
+    from portal.hubs.models import Hub, HubEvent
 
     now = timezone.now()
-    provision = Hub.objects.filter(
-        Q(
-            state=State.APPROVED,
-            state_changed__lt=now - timedelta(seconds=settings.SWEEP_APPROVED_AFTER_SECONDS),
-        )
-        | Q(state=State.PROVISIONING, state_changed__lt=now - STUCK_WATCHED)
+    counts = {"provision": 0, "deprovision": 0, "failed": 0}
+    approved = Hub.objects.filter(
+        state=State.APPROVED,
+        state_changed__lt=now - timedelta(seconds=settings.SWEEP_APPROVED_AFTER_SECONDS),
     ).values_list("pk", flat=True)
-    deprovision = Hub.objects.filter(
-        state=State.DEPROVISIONING, state_changed__lt=now - STUCK_WATCHED
-    ).values_list("pk", flat=True)
-    requeued = {"provision": 0, "deprovision": 0}
-    for hub_id in provision:
+    for hub_id in approved:
         provision_hub.apply_async((hub_id,))
-        requeued["provision"] += 1
-    for hub_id in deprovision:
-        deprovision_hub.apply_async((hub_id,))
-        requeued["deprovision"] += 1
-    if any(requeued.values()):
-        log.warning("sweep.requeued", **requeued)
-    return requeued
+        counts["provision"] += 1
+
+    watched = Hub.objects.filter(
+        state__in=[State.PROVISIONING, State.UPDATING, State.DEPROVISIONING],
+        state_changed__lt=now - STUCK_WATCHED,
+    )
+    for hub in watched:
+        requeues = list(
+            HubEvent.objects.filter(
+                hub=hub,
+                from_state=hub.state,
+                to_state=hub.state,
+                reason__startswith=REQUEUED,
+                created__gte=hub.state_changed,
+            ).values_list("created", flat=True)
+        )
+        if requeues and max(requeues) > now - STUCK_WATCHED:
+            continue  # the last re-queue still has time to finish
+        minutes = int((now - hub.state_changed).total_seconds() // 60)
+        if len(requeues) >= settings.SWEEP_MAX_REQUEUES:
+            _fail(
+                hub.pk,
+                hub.state,
+                f"Stuck {hub.get_state_display().lower()} for {minutes} minutes; "
+                f"re-queued {len(requeues)} times without progress",
+            )
+            counts["failed"] += 1
+            continue
+        HubEvent.objects.create(
+            hub=hub,
+            from_state=hub.state,
+            to_state=hub.state,
+            reason=f"{REQUEUED}: no progress for {minutes} minutes",
+            created=now,
+        )
+        if hub.state == State.DEPROVISIONING:
+            deprovision_hub.apply_async((hub.pk,))
+            counts["deprovision"] += 1
+        else:
+            provision_hub.apply_async((hub.pk,))
+            counts["provision"] += 1
+    if any(counts.values()):
+        log.warning("sweep.requeued", **counts)
+    return counts
 
 
 # Hubs whose objects must exist and look as rendered.

@@ -553,6 +553,7 @@ def approve_change(revision: HubRevision, actor: "User", reason: str = "") -> Hu
         _lock(revision.hub_id)
         _decide(revision, actor, (reason or "").strip() or "Approved")
         _apply(revision, actor)
+        _notify_change(revision, "approved", (reason or "").strip())
     revision.refresh_from_db()
     log.info("hub_change_approved", hub_id=revision.hub_id, revision=revision.number)
     return revision
@@ -570,9 +571,17 @@ def reject_change(revision: HubRevision, actor: "User", reason: str) -> HubRevis
     )
     if not won:
         _lost(revision, "rejected")
+    _notify_change(revision, "rejected", reason.strip())
     revision.refresh_from_db()
     log.info("hub_change_rejected", hub_id=revision.hub_id, revision=revision.number)
     return revision
+
+
+def _notify_change(revision: HubRevision, decision: str, reason: str) -> None:
+    """Mail the owner and co-owners an admin's decision on their change, after commit."""
+    from portal.notifications.mail import notify_change
+
+    notify_change(revision, decision, reason)
 
 
 def rollback(hub: Hub, actor: "User", revision_number: int) -> HubRevision:

@@ -6,12 +6,10 @@ Kubernetes call is real.
 
 from __future__ import annotations
 
-import datetime
 import secrets
 from unittest import mock
 
 import pytest
-from django.utils import timezone
 from kubernetes import client
 
 from portal.hubs.lifecycle import State
@@ -144,26 +142,6 @@ def test_a_task_for_a_missing_or_moved_on_hub_does_nothing(task, scheduled):
     assert task.apply((rejected.pk,)).get() == "skipped"
     assert state(rejected) == State.REJECTED
     assert scheduled == []
-
-
-def test_the_sweeper_requeues_hubs_whose_task_got_lost():
-    long_ago = timezone.now() - datetime.timedelta(hours=1)
-    lost = HubFactory(state=State.APPROVED)
-    fresh = HubFactory(state=State.APPROVED)
-    leaving = HubFactory(state=State.DEPROVISIONING)
-    Hub.objects.filter(pk__in=[lost.pk, leaving.pk]).update(state_changed=long_ago)
-    queued = []
-    with (
-        mock.patch.object(
-            tasks.provision_hub, "apply_async", lambda args: queued.append(("p", args))
-        ),
-        mock.patch.object(
-            tasks.deprovision_hub, "apply_async", lambda args: queued.append(("d", args))
-        ),
-    ):
-        assert tasks.sweep_stuck_hubs() == {"provision": 1, "deprovision": 1}
-    assert sorted(queued) == [("d", (leaving.pk,)), ("p", (lost.pk,))]
-    assert fresh.pk not in [args[0] for _, args in queued]
 
 
 def test_a_suspended_hub_runs_nothing_but_keeps_its_volumes(approved_hub, kube_api, scheduled):
