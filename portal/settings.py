@@ -214,6 +214,14 @@ INGRESS_ANNOTATIONS = _env_annotations("INGRESS_ANNOTATIONS")
 INGRESS_NAMESPACE = env_str("INGRESS_NAMESPACE", "ingress-nginx")
 # Storage class for each hub's own volumes (hub state, shared volume); empty = the default.
 HUB_STORAGE_CLASS = env_str("HUB_STORAGE_CLASS", "")
+# Egress of user servers and proxies: "open", or "restricted" (own namespace, DNS, and
+# addresses outside private ranges).
+HUB_EGRESS = env_str("HUB_EGRESS", "open")
+if HUB_EGRESS not in ("open", "restricted"):
+    raise ImproperlyConfigured(f"HUB_EGRESS={HUB_EGRESS!r} must be 'open' or 'restricted'")
+# Ceilings on every hub's ResourceQuota, as a JSON object of quota resource to quantity,
+# e.g. {"requests.nvidia.com/gpu": "16", "limits.cpu": "256"}.
+HUB_QUOTA_CAPS = _env_annotations("HUB_QUOTA_CAPS")
 
 # Hubs log their users in with the portal's OpenID Connect provider. Each hub is a client
 # named <prefix><slug>; its secret is generated with the hub's other secrets.

@@ -14,6 +14,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.utils.quantity import parse_quantity
+
 from provisioning import hubconfig
 from provisioning.hubconfig import OAuthSettings
 from provisioning.spec import HubSpec
@@ -72,6 +74,12 @@ class RenderSettings:
     ingress_namespace: str = "ingress-nginx"
     # Storage class for the hub's own volumes (hub state, shared volume); "" = the default.
     storage_class: str = ""
+    # Egress of user servers and the proxy: "open", or "restricted" to their own namespace,
+    # the cluster's DNS and addresses outside private ranges (the hub itself keeps talking
+    # to the Kubernetes API).
+    egress: str = "open"
+    # Installation-wide ceilings on any hub's quota, e.g. {"requests.nvidia.com/gpu": "16"}.
+    quota_caps: dict[str, str] = field(default_factory=dict)
     # The portal's OpenID Connect provider, which every hub logs its users in with.
     oidc: OidcSettings = field(default_factory=lambda: OidcSettings())
 
@@ -203,13 +211,27 @@ def quota_totals(spec: HubSpec) -> dict[str, str]:
     return hard
 
 
-def resource_quota(spec: HubSpec) -> Manifest:
-    """ResourceQuota derived from the spec (see `quota_totals`)."""
+def capped(hard: dict[str, str], caps: dict[str, str]) -> dict[str, str]:
+    """The quota with every resource held to its installation-wide ceiling."""
+    return {
+        resource: (
+            caps[resource]
+            if resource in caps and parse_quantity(caps[resource]) < parse_quantity(value)
+            else value
+        )
+        for resource, value in hard.items()
+    }
+
+
+def resource_quota(spec: HubSpec, settings: RenderSettings | None = None) -> Manifest:
+    """ResourceQuota derived from the spec (see `quota_totals`), capped by the installation's
+    ceilings."""
+    caps = settings.quota_caps if settings else {}
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
         "metadata": _meta(spec, "hub-quota"),
-        "spec": {"hard": quota_totals(spec)},
+        "spec": {"hard": capped(quota_totals(spec), caps)},
     }
 
 
@@ -291,6 +313,45 @@ def network_policies(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
             [{"from": _from_components("proxy", "hub"), "ports": [{"port": 8888}]}],
         ),
     ]
+
+
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
+
+
+def egress_policy(spec: HubSpec) -> Manifest:
+    """With restricted egress: user servers and the proxy reach their own namespace, the
+    cluster's DNS and addresses outside private ranges only."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(spec, "egress"),
+        "spec": {
+            "podSelector": {
+                "matchExpressions": [
+                    {
+                        "key": "app.kubernetes.io/component",
+                        "operator": "In",
+                        "values": ["proxy", "singleuser-server"],
+                    }
+                ]
+            },
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": [{"podSelector": {}}]},
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                            }
+                        }
+                    ],
+                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+                },
+                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}]},
+            ],
+        },
+    }
 
 
 def _rbac(spec: HubSpec, name: str, rules: list[dict]) -> list[Manifest]:
@@ -605,9 +666,10 @@ def render_hub(
     config = hub_config_map(spec, settings)
     return [
         namespace(spec),
-        resource_quota(spec),
+        resource_quota(spec, settings),
         limit_range(spec),
         *network_policies(spec, settings),
+        *([egress_policy(spec)] if settings.egress == "restricted" else []),
         *hub_rbac(spec),
         *(jobs_rbac(spec) if spec.jobs_access else []),
         hub_secret(spec, hub_secrets or HubSecrets.generate()),

@@ -48,6 +48,8 @@ def render_settings() -> RenderSettings:
         ingress_annotations=settings.INGRESS_ANNOTATIONS,
         ingress_namespace=settings.INGRESS_NAMESPACE,
         storage_class=settings.HUB_STORAGE_CLASS,
+        egress=settings.HUB_EGRESS,
+        quota_caps=settings.HUB_QUOTA_CAPS,
         oidc=OidcSettings(
             authorize_url=settings.OIDC_AUTHORIZE_URL,
             token_url=settings.OIDC_TOKEN_URL,

@@ -54,9 +54,16 @@ def wait_until_available(kube_api, spec: HubSpec) -> list[dict]:
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
-def test_every_rendered_object_passes_a_server_side_dry_run(kube_api, hub_specs, example):
+@pytest.mark.parametrize(
+    "rendering",
+    [SETTINGS, RenderSettings(egress="restricted", quota_caps={"limits.cpu": "100"})],
+    ids=["default", "restricted-egress-capped-quota"],
+)
+def test_every_rendered_object_passes_a_server_side_dry_run(
+    kube_api, hub_specs, example, rendering
+):
     spec = hub_specs(example)
-    manifests = render_hub(spec, SETTINGS)
+    manifests = render_hub(spec, rendering)
     k8s.apply(kube_api, manifests[0])  # namespaced objects need their namespace to exist
     for manifest in manifests[1:]:
         k8s.apply(kube_api, manifest, dry_run=True)

@@ -175,3 +175,47 @@ def test_a_suspended_hub_runs_nothing_but_keeps_its_volumes(approved_hub, kube_a
     assert core.read_namespaced_persistent_volume_claim("hub-db", approved_hub.namespace)
     assert state(approved_hub) == State.SUSPENDED
     assert ("ready", (approved_hub.pk,)) not in scheduled[1:]
+
+
+def test_a_change_is_applied_in_place_and_a_rollback_restores_the_previous_objects(
+    approved_hub, kube_api, scheduled, django_capture_on_commit_callbacks
+):
+    """Through the portal's own services: revision 2 turns on jobs access (a jobs
+    ServiceAccount appears), rolling back to revision 1 removes it again."""
+    from portal.hubs import revisions, services
+
+    owner = approved_hub.owner
+
+    def run_queued_provisioning(callbacks_block):
+        with (
+            mock.patch.object(tasks.provision_hub, "apply_async") as enqueue,
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            result = callbacks_block()
+        for call in enqueue.call_args_list:
+            assert tasks.provision_hub.apply(call.args[0]).get() == "applied"
+        eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
+        return result
+
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
+    eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
+    approved_hub.refresh_from_db()
+    assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api) is None
+
+    data = revisions.form_data(revisions.spec_of_hub(approved_hub))
+    data["jobs_access"] = "on"
+    change = run_queued_provisioning(lambda: services.request_change(approved_hub, owner, data))
+    assert change.state == "applied"
+    assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api)
+
+    approved_hub.refresh_from_db()
+    rollback = run_queued_provisioning(lambda: services.rollback(approved_hub, owner, 1))
+    assert rollback.state == "applied"
+    assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api) is None
+    assert state(approved_hub) == State.RUNNING
+
+
+def k8s_get(kind, name, namespace, kube_api):
+    from provisioning import k8s
+
+    return k8s.get(kube_api, kind, name, namespace)

@@ -208,3 +208,28 @@ def test_hub_restarts_when_its_configuration_changes_and_only_then():
     assert checksum(spec) == checksum(spec)
     longer_idle = HubSpec(**{**spec.__dict__, "idle_timeout_minutes": 90})
     assert checksum(longer_idle) != checksum(spec)
+
+
+def test_quota_is_held_to_the_installations_ceilings():
+    spec = EXAMPLES["gpu-research"]
+    uncapped = quota_totals(spec)
+    assert uncapped["requests.nvidia.com/gpu"] == "18"
+    settings = RenderSettings(quota_caps={"requests.nvidia.com/gpu": "8", "pods": "1000"})
+    (quota,) = [m for m in render_hub(spec, settings) if m["kind"] == "ResourceQuota"]
+    hard = quota["spec"]["hard"]
+    assert hard["requests.nvidia.com/gpu"] == "8"  # capped
+    assert hard["pods"] == uncapped["pods"]  # below its ceiling: unchanged
+    assert hard["limits.cpu"] == uncapped["limits.cpu"]  # no ceiling
+
+
+def test_restricted_egress_limits_user_servers_and_the_proxy_but_not_the_hub():
+    open_egress = render_hub(EXAMPLES["cpu-course"], RenderSettings())
+    assert "egress" not in names(open_egress, "NetworkPolicy")
+    restricted = render_hub(EXAMPLES["cpu-course"], RenderSettings(egress="restricted"))
+    (policy,) = [m for m in restricted if m["metadata"]["name"] == "egress"]
+    selector = policy["spec"]["podSelector"]["matchExpressions"][0]
+    assert selector["values"] == ["proxy", "singleuser-server"]  # the hub keeps the API
+    rules = policy["spec"]["egress"]
+    assert {"to": [{"podSelector": {}}]} in rules
+    (internet,) = [r for r in rules if "ipBlock" in r["to"][0]]
+    assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
