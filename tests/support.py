@@ -22,3 +22,56 @@ def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 
             return last
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def race(*attempts: Callable[[], Any], losing: tuple[type[BaseException], ...]) -> list[Any]:
+    """Run the attempts at the same moment, each in its own thread and database connection.
+
+    Returns, in the attempts' order, "won" for each that returned and the exception for each
+    that raised one of `losing` (anything else fails the test when it is re-raised).
+    """
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(len(attempts))
+    outcomes: list[Any] = [None] * len(attempts)
+    errors: list[BaseException] = []
+
+    def run(index: int, attempt: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            attempt()
+            outcomes[index] = "won"
+        except losing as lost:
+            outcomes[index] = lost
+        except BaseException as error:  # re-raised in the test's thread below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=item) for item in enumerate(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return outcomes
+
+
+def won_or_lost(outcomes: list[Any]) -> list[str]:
+    """The outcomes of `race` as "won" and "lost", sorted."""
+    return sorted("won" if outcome == "won" else "lost" for outcome in outcomes)
+
+
+def _on_postgresql() -> bool:
+    from django.db import connection
+
+    return connection.vendor == "postgresql"
+
+
+# Races between transactions need a database that runs writers at once.
+needs_postgresql = pytest.mark.skipif(
+    not _on_postgresql(), reason="SQLite serialises writers; race needs PostgreSQL"
+)

@@ -1,9 +1,8 @@
 """The transitions table, transition() as a conditional update, and the mark_* services."""
 
-import threading
+from functools import partial
 
 import pytest
-from django.db import connection
 
 from portal.hubs import services
 from portal.hubs.lifecycle import (
@@ -17,6 +16,7 @@ from portal.hubs.lifecycle import (
 )
 from portal.hubs.models import Hub, HubEvent
 from tests.factories import HubFactory
+from tests.support import needs_postgresql, race, won_or_lost
 
 ALLOWED = [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)]
 FORBIDDEN = [(a, b) for a in State for b in State if b not in TRANSITIONS[a]]
@@ -96,32 +96,16 @@ def test_transition_of_a_missing_hub_is_a_conflict():
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="SQLite serialises writers; race needs PostgreSQL"
-)
+@needs_postgresql
 def test_concurrent_transitions_exactly_one_wins():
     hub = HubFactory(state=State.PENDING)
-    barrier = threading.Barrier(4)
-    outcomes: list[str] = []
-
-    def attempt(to_state):
-        barrier.wait()
-        try:
-            transition(hub.pk, State.PENDING, to_state)
-            outcomes.append("won")
-        except StateConflict:
-            outcomes.append("lost")
-        finally:
-            connection.close()
-
     targets = [State.APPROVED, State.REJECTED, State.CANCELLED, State.APPROVED]
-    threads = [threading.Thread(target=attempt, args=(t,)) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = race(
+        *[partial(transition, hub.pk, State.PENDING, to_state) for to_state in targets],
+        losing=(StateConflict,),
+    )
 
-    assert sorted(outcomes) == ["lost", "lost", "lost", "won"]
+    assert won_or_lost(outcomes) == ["lost", "lost", "lost", "won"]
     assert HubEvent.objects.filter(hub=hub).count() == 1
 
 

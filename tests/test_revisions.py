@@ -5,15 +5,14 @@ change queues; tests/cluster/ applies what provision_hub does against the real c
 """
 
 import datetime
-import threading
 
 import pytest
-from django.db import connection
 
 from portal.hubs import revisions, services
 from portal.hubs.lifecycle import State
 from portal.hubs.models import Collaborator, Hub, HubEvent, HubRevision, SelfServicePolicy
 from tests.factories import AdminFactory, GpuTypeFactory, HubFactory, UserFactory
+from tests.support import needs_postgresql, race, won_or_lost
 
 pytestmark = pytest.mark.django_db
 
@@ -370,66 +369,42 @@ class TestDiffs:
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="SQLite serialises writers; race needs PostgreSQL"
-)
+@needs_postgresql
 def test_two_admins_approving_a_change_at_once_apply_it_once(queued):
     owner = UserFactory(username="owner")
     hub = HubFactory(owner=owner, state=State.RUNNING)
     revision = services.request_change(hub, owner, change(hub, expected_users=80))
     admins = [AdminFactory(username="admin1"), AdminFactory(username="admin2")]
-    barrier = threading.Barrier(2)
-    outcomes = []
+    outcomes = race(
+        *[
+            lambda admin=admin: services.approve_change(
+                HubRevision.objects.get(pk=revision.pk), admin
+            )
+            for admin in admins
+        ],
+        losing=(services.ChangeNotAllowed,),
+    )
 
-    def approve(admin):
-        barrier.wait()
-        try:
-            services.approve_change(HubRevision.objects.get(pk=revision.pk), admin)
-            outcomes.append("won")
-        except services.ChangeNotAllowed:
-            outcomes.append("lost")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=approve, args=(a,)) for a in admins]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert sorted(outcomes) == ["lost", "won"]
+    assert won_or_lost(outcomes) == ["lost", "won"]
     assert queued == provisioned(hub)
     assert HubEvent.objects.filter(hub=hub, to_state=State.UPDATING).count() == 1
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="SQLite serialises writers; race needs PostgreSQL"
-)
+@needs_postgresql
 def test_two_changes_at_once_leave_one(queued):
     owner = UserFactory(username="owner")
     hub = HubFactory(owner=owner, state=State.RUNNING)
     services.ensure_initial_revision(hub)
-    barrier = threading.Barrier(2)
-    outcomes = []
-
-    def ask(users):
-        barrier.wait()
-        try:
-            services.request_change(
+    outcomes = race(
+        *[
+            lambda users=users: services.request_change(
                 Hub.objects.get(pk=hub.pk), owner, change(hub, expected_users=users)
             )
-            outcomes.append("won")
-        except services.ChangeNotAllowed:
-            outcomes.append("lost")
-        finally:
-            connection.close()
+            for users in (80, 90)
+        ],
+        losing=(services.ChangeNotAllowed,),
+    )
 
-    threads = [threading.Thread(target=ask, args=(n,)) for n in (80, 90)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert sorted(outcomes) == ["lost", "won"]
+    assert won_or_lost(outcomes) == ["lost", "won"]
     assert HubRevision.objects.filter(hub=hub).count() == 2

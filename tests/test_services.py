@@ -1,16 +1,15 @@
 """submit/approve/reject/cancel/delete and the self-service policy."""
 
 import datetime
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from portal.hubs import services
 from portal.hubs.lifecycle import State, StateConflict
 from portal.hubs.models import Collaborator, Hub, SelfServicePolicy
 from tests.factories import HardwareOptionFactory, HubFactory, UserFactory
+from tests.support import needs_postgresql, race, won_or_lost
 
 pytestmark = pytest.mark.django_db
 
@@ -195,32 +194,19 @@ class TestCancelAndDelete:
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="SQLite serialises writers; race needs PostgreSQL"
-)
+@needs_postgresql
 def test_two_admins_approving_at_once_provision_once(queued):
     from tests.factories import AdminFactory
 
     hub = HubFactory(state=State.PENDING)
     admins = [AdminFactory(username="admin1"), AdminFactory(username="admin2")]
-    barrier = threading.Barrier(2)
-    outcomes = []
+    outcomes = race(
+        *[
+            lambda admin=admin: services.approve(Hub.objects.get(pk=hub.pk), admin)
+            for admin in admins
+        ],
+        losing=(StateConflict,),
+    )
 
-    def approve(admin):
-        barrier.wait()
-        try:
-            services.approve(Hub.objects.get(pk=hub.pk), admin)
-            outcomes.append("won")
-        except StateConflict:
-            outcomes.append("lost")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=approve, args=(a,)) for a in admins]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert sorted(outcomes) == ["lost", "won"]
+    assert won_or_lost(outcomes) == ["lost", "won"]
     assert queued == [("provision", (hub.pk,), {"queue": "provisioning"})]

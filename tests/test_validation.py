@@ -2,11 +2,9 @@
 
 import datetime
 import json
-import threading
 from unittest import mock
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 
 from portal.hubs import services
@@ -14,6 +12,7 @@ from portal.hubs.forms import HubRequestForm
 from portal.hubs.lifecycle import State
 from portal.hubs.models import Hub
 from tests.factories import HardwareOptionFactory, HubFactory
+from tests.support import needs_postgresql, race
 
 pytestmark = pytest.mark.django_db
 
@@ -186,28 +185,12 @@ def test_duplicate_slug_that_slipped_past_validation_is_a_field_error(alice, spe
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="SQLite serialises writers; race needs PostgreSQL"
-)
+@needs_postgresql
 def test_concurrent_requests_for_one_slug_create_one_hub(alice, spec, queued):
-    barrier = threading.Barrier(4)
-    outcomes = []
-
-    def submit():
-        barrier.wait()
-        try:
-            services.submit(alice, spec(slug="race"))
-            outcomes.append("created")
-        except services.InvalidSpec as invalid:
-            outcomes.append(str(invalid.errors))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=submit) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = race(
+        *[lambda: services.submit(alice, spec(slug="race"))] * 4, losing=(services.InvalidSpec,)
+    )
+    outcomes = ["created" if result == "won" else str(result.errors) for result in results]
 
     assert sorted(outcomes) == ["created"] + [str({"slug": ["This slug is already taken."]})] * 3
     assert Hub.objects.filter(slug="race").count() == 1
