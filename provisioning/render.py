@@ -139,9 +139,9 @@ def hub_labels(spec: HubSpec) -> dict[str, str]:
     }
 
 
-def selector(spec: HubSpec) -> str:
-    """Label selector that finds all objects of this hub."""
-    return f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_HUB_ID}={spec.hub_id}"
+def selector(hub_id: int) -> str:
+    """Label selector that finds all objects of one hub."""
+    return f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_HUB_ID}={hub_id}"
 
 
 def _meta(spec: HubSpec, name: str, namespaced: bool = True, **labels: str) -> dict[str, Any]:

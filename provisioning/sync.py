@@ -55,7 +55,7 @@ def prune(api: client.ApiClient, spec: HubSpec, desired: list[Manifest]) -> tupl
     wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
     deleted = []
     for kind in PRUNABLE_KINDS:
-        for item in k8s.list_objects(api, kind, spec.namespace, selector(spec)):
+        for item in k8s.list_objects(api, kind, spec.namespace, selector(spec.hub_id)):
             name = item["metadata"]["name"]
             if (kind, name) not in wanted and k8s.delete(api, kind, name, spec.namespace):
                 deleted.append(f"{kind} {name}")

@@ -90,7 +90,15 @@ def hub_lock(hub_id: int):
 
 
 def _hub(hub_id: int):
+    """A hub with everything rendering reads."""
     return hub_queryset().filter(pk=hub_id).first()
+
+
+def _hub_state(hub_id: int):
+    """A hub's state and slug only: what the frequent checks need."""
+    from portal.hubs.models import Hub
+
+    return Hub.objects.only("state", "slug").filter(pk=hub_id).first()
 
 
 # States in which the cluster must be made to match the hub's record.
@@ -198,13 +206,12 @@ def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
     from portal.hubs import services
     from portal.hubs.lifecycle import LifecycleError, State
 
-    hub = _hub(hub_id)
+    hub = _hub_state(hub_id)
     if hub is None or hub.state not in (State.PROVISIONING, State.UPDATING):
         return "skipped"
-    spec = from_hub(hub, settings.HUBS_DOMAIN)
     try:
         deployments = k8s.list_objects(
-            k8s.api_client(), "Deployment", hub.namespace, selector(spec)
+            k8s.api_client(), "Deployment", hub.namespace, selector(hub.pk)
         )
     except k8s.ClusterError as error:
         if not error.transient:
@@ -260,7 +267,7 @@ def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
     from portal.hubs import services
     from portal.hubs.lifecycle import LifecycleError, State
 
-    hub = _hub(hub_id)
+    hub = _hub_state(hub_id)
     if hub is None or hub.state != State.DEPROVISIONING:
         return "skipped"
     try:

@@ -47,7 +47,7 @@ def hub_specs(kube_api):
 
 def wait_until_available(kube_api, spec: HubSpec) -> list[dict]:
     def available():
-        items = k8s.list_objects(kube_api, "Deployment", spec.namespace, selector(spec))
+        items = k8s.list_objects(kube_api, "Deployment", spec.namespace, selector(spec.hub_id))
         return deployments_available(items)[0] and items
 
     return eventually(available, timeout=90)
@@ -68,7 +68,7 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
     for manifest in manifests[1:]:
         k8s.apply(kube_api, manifest, dry_run=True)
     # A dry run stores nothing.
-    assert not k8s.list_objects(kube_api, "ConfigMap", spec.namespace, selector(spec))
+    assert not k8s.list_objects(kube_api, "ConfigMap", spec.namespace, selector(spec.hub_id))
 
 
 def test_a_synced_hub_becomes_available_and_its_pods_fit_quota_and_pod_security(

@@ -51,7 +51,9 @@ def test_every_object_lives_in_the_hub_namespace_and_carries_the_portal_labels()
         assert labels[LABEL_OWNER] == "ada-uni.example"
         if manifest["kind"] != "Namespace":
             assert manifest["metadata"]["namespace"] == "hub-astro-101"
-    assert selector(spec()) == f"app.kubernetes.io/managed-by=hub-on-demand,{LABEL_HUB_ID}=42"
+    assert (
+        selector(spec().hub_id) == f"app.kubernetes.io/managed-by=hub-on-demand,{LABEL_HUB_ID}=42"
+    )
 
 
 def test_namespace_enforces_baseline_pod_security_and_warns_restricted():
