@@ -17,10 +17,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def redis_url_for_this_worker() -> str:
-    """A Redis database of its own per pytest-xdist worker, so queues never mix."""
+    """A Redis database of its own per pytest-xdist worker, so queues never mix.
+
+    TEST_REDIS_DB_BASE moves the block, so two test runs on one Redis do not share queues."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw-1")
     base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    return f"{base}/{10 + int(worker.removeprefix('gw')) + 1}"
+    first = int(os.environ.get("TEST_REDIS_DB_BASE", "10"))
+    return f"{base}/{first + int(worker.removeprefix('gw')) + 1}"
 
 
 def database_url() -> str:

@@ -1,0 +1,49 @@
+"""Who a user is beyond Django's User: the IdP groups they bring, and their API tokens."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class IdentityProfile(models.Model):
+    """The groups a user's identity provider says they belong to, refreshed at each sign-in."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="identity"
+    )
+    idp_groups = models.JSONField(
+        default=list, blank=True, help_text="Group or entitlement names from the IdP's claim."
+    )
+    groups_refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"identity of {self.user}"
+
+
+class ApiToken(models.Model):
+    """A personal API token: shown once, stored as a hash, scoped, expiring and revocable."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "read"
+        WRITE = "write", "write"
+        ADMIN = "admin", "admin"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    # The first characters of the token, kept in clear to find the row and to show in lists.
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64, help_text="SHA-256 of the whole token, hex.")
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.READ)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
