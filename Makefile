@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://%2Fvar%2Frun%2Fpostgresql/hubondemand
 # Checks and tests run with a throwaway key; the portal itself refuses to start without one.
 throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
-.PHONY: help install up test lint format cluster cluster-down cluster-status services services-down bench-cluster bench-reconcile
+.PHONY: help install up test lint format cluster cluster-down cluster-status services services-down bench-cluster bench-reconcile bench-usage
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -68,3 +68,6 @@ bench-cluster: $(BIN)/.installed ## Measure cluster start-up (cached) and Deploy
 
 bench-reconcile: $(BIN)/.installed ## Time reconcile passes over 100 and 1,000 hubs
 	$(BIN)/python benchmarks/reconcile.py
+
+bench-usage: $(BIN)/.installed ## Time a usage pass over 1,000 hubs x 20 pods and a 90-day query
+	$(BIN)/python benchmarks/usage.py

@@ -97,12 +97,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "social_django",
     "portal.accounts",
     "portal.hubs",
     "portal.notifications",
+    "portal.audit",
+    "portal.usage",
 ]
 
 MIDDLEWARE = [
@@ -112,8 +114,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.audit.middleware.AuditContextMiddleware",
+    "portal.ratelimit.LoginRateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -223,14 +228,61 @@ if HUB_EGRESS not in ("open", "restricted"):
 # e.g. {"requests.nvidia.com/gpu": "16", "limits.cpu": "256"}.
 HUB_QUOTA_CAPS = _env_annotations("HUB_QUOTA_CAPS")
 
-# Hubs log their users in with the portal's OpenID Connect provider. Each hub is a client
-# named <prefix><slug>; its secret is generated with the hub's other secrets.
-OIDC_AUTHORIZE_URL = env_str("OIDC_AUTHORIZE_URL", "https://sso.example.org/authorize")
-OIDC_TOKEN_URL = env_str("OIDC_TOKEN_URL", "https://sso.example.org/token")
-OIDC_USERINFO_URL = env_str("OIDC_USERINFO_URL", "https://sso.example.org/userinfo")
+# --- SSO: the institution's OpenID Connect issuer, for the portal and every hub ------------------
+
+# The portal signs users in with this issuer (portal/accounts/auth.py), and every hub's
+# GenericOAuthenticator is rendered with the same issuer's endpoints and username claim, so a
+# user has one name everywhere. Endpoints come from the issuer's discovery document
+# (<OIDC_ISSUER>/.well-known/openid-configuration) unless OIDC_*_URL set them explicitly.
+OIDC_ISSUER = env_str("OIDC_ISSUER").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_CLIENT_SECRET = env_secret("OIDC_CLIENT_SECRET", required=False)
+OIDC_AUTHORIZE_URL = env_str("OIDC_AUTHORIZE_URL")
+OIDC_TOKEN_URL = env_str("OIDC_TOKEN_URL")
+OIDC_USERINFO_URL = env_str("OIDC_USERINFO_URL")
+# Each hub is a client of the issuer named <prefix><slug>; its secret is generated with the
+# hub's other secrets.
 OIDC_HUB_CLIENT_ID_PREFIX = env_str("OIDC_HUB_CLIENT_ID_PREFIX", "hub-")
 OIDC_SCOPES = env_list("OIDC_SCOPES", "openid,profile,email")
 OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+# The claim that lists a user's groups, e.g. "groups" or "eduperson_entitlement".
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+# Members of any of these IdP groups are portal admins (and stop being admins when they leave).
+OIDC_ADMIN_GROUPS = env_list("OIDC_ADMIN_GROUPS")
+OIDC_DISPLAY_NAME = env_str("OIDC_DISPLAY_NAME", "Institutional sign-in")
+# Signing out of the portal also ends the session at the issuer, when it offers that.
+OIDC_LOGOUT_AT_IDP = env_bool("OIDC_LOGOUT_AT_IDP", True)
+if OIDC_ISSUER and not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
+    raise ImproperlyConfigured("OIDC_ISSUER needs OIDC_CLIENT_ID and OIDC_CLIENT_SECRET(_FILE).")
+# Sign-in with GitHub as well, when both are set.
+SOCIAL_AUTH_GITHUB_KEY = env_str("GITHUB_CLIENT_ID")
+SOCIAL_AUTH_GITHUB_SECRET = env_secret("GITHUB_CLIENT_SECRET", required=False)
+SOCIAL_AUTH_GITHUB_SCOPE = ["read:user", "user:email"]
+# Username and password sign-in, for development and break-glass admins.
+LOCAL_LOGIN_ENABLED = env_bool("LOCAL_LOGIN_ENABLED", True)
+
+AUTHENTICATION_BACKENDS = [
+    "portal.accounts.auth.LocalPasswordBackend",
+    "portal.accounts.auth.OidcBackend",
+    "social_core.backends.github.GithubOAuth2",
+]
+SOCIAL_AUTH_URL_NAMESPACE = "social"
+SOCIAL_AUTH_LOGIN_REDIRECT_URL = "/hubs/"
+SOCIAL_AUTH_REQUESTS_TIMEOUT = 10
+SOCIAL_AUTH_PIPELINE = (
+    "social_core.pipeline.social_auth.social_details",
+    "social_core.pipeline.social_auth.social_names",
+    "social_core.pipeline.social_auth.social_uid",
+    "social_core.pipeline.social_auth.auth_allowed",
+    "social_core.pipeline.social_auth.social_user",
+    "portal.accounts.pipeline.idp_username",
+    "social_core.pipeline.user.get_username",
+    "social_core.pipeline.user.create_user",
+    "social_core.pipeline.social_auth.associate_user",
+    "social_core.pipeline.social_auth.load_extra_data",
+    "social_core.pipeline.user.user_details",
+    "portal.accounts.pipeline.store_idp_groups",
+)
 
 # Absolute address of the portal, for links in e-mails (sent from workers, without a request).
 PORTAL_URL = env_str("PORTAL_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -247,6 +299,11 @@ except ValueError as exc:
     ) from exc
 if any(days < 1 for days in _warning_days) or EXPIRY_GRACE_DAYS < 0:
     raise ImproperlyConfigured("EXPIRY_WARNING_DAYS must be >= 1 and EXPIRY_GRACE_DAYS >= 0")
+
+# How long an e-mail invitation to a hub stays valid (portal/hubs/members.py).
+HUB_INVITATION_DAYS = env_int("HUB_INVITATION_DAYS", 14)
+if HUB_INVITATION_DAYS < 1:
+    raise ImproperlyConfigured("HUB_INVITATION_DAYS must be >= 1")
 
 # --- E-mail: SMTP from the environment; printed to the console in development -------------------
 
@@ -275,6 +332,17 @@ EMAIL_BACKEND = env_str(
 SWEEP_APPROVED_AFTER_SECONDS = env_int("SWEEP_APPROVED_AFTER_SECONDS", 180)
 # Hubs stuck provisioning, updating or deprovisioning are re-queued this often, then fail.
 SWEEP_MAX_REQUEUES = env_int("SWEEP_MAX_REQUEUES", 3)
+
+# --- Usage, cost and capacity (portal/usage/) ---------------------------------------------------
+
+USAGE_COLLECT_INTERVAL_SECONDS = env_int("USAGE_COLLECT_INTERVAL_SECONDS", 300)
+# A pass later than this after the previous one records a gap instead of charging across it.
+USAGE_MAX_INTERVAL_SECONDS = env_int(
+    "USAGE_MAX_INTERVAL_SECONDS", 2 * USAGE_COLLECT_INTERVAL_SECONDS
+)
+USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 120)
+USAGE_HOURLY_RETENTION_DAYS = env_int("USAGE_HOURLY_RETENTION_DAYS", 14)
+USAGE_CURRENCY = env_str("USAGE_CURRENCY", "CZK")
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
@@ -307,6 +375,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "portal.hubs.tasks.run_expiry",
         "schedule": env_int("EXPIRY_INTERVAL_SECONDS", 3600),
     },
+    # Usage: what every hub's pods and volumes hold, charged per interval (portal/usage/).
+    "collect-usage": {
+        "task": "portal.usage.tasks.collect_usage",
+        "schedule": USAGE_COLLECT_INTERVAL_SECONDS,
+    },
+    "prune-usage": {"task": "portal.usage.tasks.prune_usage", "schedule": 24 * 3600},
 }
 
 # --- REST API -----------------------------------------------------------------------------------
@@ -314,10 +388,17 @@ CELERY_BEAT_SCHEDULE = {
 REST_FRAMEWORK = {
     # Token first: anonymous callers get 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "portal.accounts.tokens.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Keep TokenScopePermission in any view's own permission_classes: it refuses (403) a
+    # token outside its scope (read: safe methods; write: changes; admin: admin actions).
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "portal.accounts.tokens.TokenScopePermission",
+    ],
+    # Unsafe methods only, per user (or IP), at API_WRITE_RATE; over it: 429 JSON.
+    "DEFAULT_THROTTLE_CLASSES": ["portal.ratelimit.ApiWriteThrottle"],
     "DEFAULT_PARSER_CLASSES": ["portal.hubs.api.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -332,6 +413,59 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"HubState": "portal.hubs.lifecycle.State"},
+    # Every operation documents the error answers it can give (400/401/403/404/409/429).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.hubs.api.schema.add_error_responses",
+    ],
+}
+
+# --- Security: cookies, HSTS, CSP, proxies, rate limits, cache --------------------------------
+
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", SESSION_COOKIE_SECURE)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = env_str("SECURE_REFERRER_POLICY", "same-origin")
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+# Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is believed, e.g.
+# "10.0.0.0/8"; the audit log's source IP is REMOTE_ADDR otherwise.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+
+# django-csp 4: no inline scripts or styles anywhere; everything comes from /static/.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# Sign-in: at most LOGIN_RATE_LIMIT_ATTEMPTS failed POSTs per IP and username in
+# LOGIN_RATE_LIMIT_WINDOW seconds, then 429 until the window ends (0 attempts = no limit).
+LOGIN_RATE_LIMIT_ATTEMPTS = env_int("LOGIN_RATE_LIMIT_ATTEMPTS", 10)
+LOGIN_RATE_LIMIT_WINDOW = env_int("LOGIN_RATE_LIMIT_WINDOW", 300)
+# API changes (POST, PUT, PATCH, DELETE) per user, in DRF's notation; empty = no limit.
+API_WRITE_RATE = env_str("API_WRITE_RATE", "120/min")
+
+# Rate limits are counted in the cache: Redis when CACHE_URL (or REDIS_URL) is set, so all
+# processes share the counts; memory of the process otherwise (development, tests).
+_CACHE_URL = env_str("CACHE_URL") or env_str("REDIS_URL")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _CACHE_URL,
+        "KEY_PREFIX": "hod",
+    }
+    if _CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
 
 # --- Logging: structlog on top of the standard library, JSON unless DEBUG -----------------------

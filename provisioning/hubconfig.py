@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisioning.spec import ExternalVolume, GpuRequest, HubSpec, ServerOption
+from provisioning.spec import (
+    DEFAULT_TIER,
+    ExternalVolume,
+    GpuRequest,
+    HubSpec,
+    ServerOption,
+    TierSpec,
+)
 
 CONFIG_FILE = Path(__file__).resolve().parent / "jupyterhub" / "jupyterhub_config.py"
 
@@ -24,6 +31,13 @@ CONFIG_FILE_KEY = "jupyterhub_config.py"
 VALUES_FILE_KEY = "values.json"
 VALUES_FILE_ENV = "HUB_VALUES_FILE"
 HUB_STATE_MOUNT_PATH = "/srv/jupyterhub"
+# Members and tiers live in their own ConfigMap, mounted as a directory (not subPath) so that
+# the kubelet refreshes the file in place; the hub reads it at every login and spawn, and it
+# is not part of the hub Deployment's config checksum: a change restarts nothing.
+MEMBERS_CONFIG_MAP = "hub-members"
+MEMBERS_FILE_KEY = "members.json"
+MEMBERS_MOUNT_PATH = "/usr/local/etc/hub-members"
+MEMBERS_FILE_ENV = "HUB_MEMBERS_FILE"
 
 # Environment variables of the hub container, all from the hub's Secret.
 ENV_COOKIE_SECRET = "JPY_COOKIE_SECRET"  # 32 random bytes, hex-encoded
@@ -71,6 +85,8 @@ class OAuthSettings:
     client_id: str
     scopes: tuple[str, ...] = ("openid", "profile", "email")
     username_claim: str = "preferred_username"
+    # The userinfo claim that lists the user's IdP groups (for group grants).
+    groups_claim: str = "groups"
 
 
 def dns_label(text: str) -> str:
@@ -99,16 +115,32 @@ def _describe(option: ServerOption, gpu: GpuRequest | None) -> str:
     return text
 
 
-def _profile(option: ServerOption, gpu: GpuRequest | None) -> dict[str, Any]:
+NO_GPU_SUFFIX = "-no-gpu"
+
+
+def _profile(option: ServerOption, gpu: GpuRequest | None, variant: bool = False) -> dict:
+    slug = dns_label(option.name)
     return {
-        "slug": dns_label(option.name),
-        "display_name": option.display_name,
+        "slug": dns_label(slug[: 63 - len(NO_GPU_SUFFIX)] + NO_GPU_SUFFIX) if variant else slug,
+        "option": option.name,
+        "display_name": f"{option.display_name} (no GPU)" if variant else option.display_name,
         "description": _describe(option, gpu),
+        "gpu": gpu is not None,
         "cpu_guarantee": option.cpu_guarantee,
         "cpu_limit": option.cpu_limit,
         "mem_guarantee": kubespawner_memory(option.mem_guarantee_gib),
         "mem_limit": kubespawner_memory(option.mem_limit_gib),
     }
+
+
+def _profiles(spec: HubSpec) -> list[dict[str, Any]]:
+    """One profile per server option; with GPUs, each option also without a GPU, for tiers
+    without GPU access (and for anyone who does not need one)."""
+    options = spec.server_options or (DEFAULT_OPTION,)
+    profiles = [_profile(option, spec.gpu) for option in options]
+    if spec.gpu:
+        profiles += [_profile(option, None, variant=True) for option in options]
+    return profiles
 
 
 def _images(spec: HubSpec) -> list[dict[str, Any]]:
@@ -160,8 +192,6 @@ def _unique(names: list[str]) -> list[str]:
 
 def hub_values(spec: HubSpec, oauth: OAuthSettings) -> dict[str, Any]:
     """The JSON-serialisable values `jupyterhub_config.py` configures this hub from."""
-    admins = _unique([spec.owner, *spec.co_owners])
-    options = spec.server_options or (DEFAULT_OPTION,)
     shared = None
     if spec.shared_mode in ("ro", "rw"):
         shared = {
@@ -187,8 +217,6 @@ def hub_values(spec: HubSpec, oauth: OAuthSettings) -> dict[str, Any]:
         "public_url": f"https://{spec.host}/",
         "hub_url": HUB_URL,
         "proxy_api_url": PROXY_API_URL,
-        "admin_users": admins,
-        "allowed_users": _unique([*admins, *spec.members]),
         "oauth": {
             "authorize_url": oauth.authorize_url,
             "token_url": oauth.token_url,
@@ -196,11 +224,12 @@ def hub_values(spec: HubSpec, oauth: OAuthSettings) -> dict[str, Any]:
             "client_id": oauth.client_id,
             "scopes": list(oauth.scopes),
             "username_claim": oauth.username_claim,
+            "groups_claim": oauth.groups_claim,
             "callback_url": f"https://{spec.host}/hub/oauth_callback",
         },
         "portal_service_name": PORTAL_SERVICE_NAME,
         "culler_service_name": CULLER_SERVICE_NAME,
-        "profiles": [_profile(option, spec.gpu) for option in options],
+        "profiles": _profiles(spec),
         "gpu": gpu,
         "images": _images(spec),
         # Users may type an image of their own only where the hub's custom image was granted,
@@ -219,4 +248,59 @@ def hub_values(spec: HubSpec, oauth: OAuthSettings) -> dict[str, Any]:
         "idle_timeout_minutes": spec.idle_timeout_minutes,
         "jobs_access": spec.jobs_access,
         "jobs_service_account": JOBS_SERVICE_ACCOUNT,
+    }
+
+
+def _access(
+    spec: HubSpec, tier: TierSpec, profiles: list[dict], images: list[dict]
+) -> dict[str, Any]:
+    """What one tier may use, in the names the hub's config knows (profile and image slugs)."""
+    allowed_options = set(tier.server_options)
+    allowed_images = {dns_label(name) for name in tier.images}
+    return {
+        "profiles": [
+            p["slug"]
+            for p in profiles
+            if (not allowed_options or p["option"] in allowed_options)
+            and (tier.gpu or not p["gpu"])
+        ],
+        # Listed images of the hub; with no selection also the custom image and, where the hub
+        # has one, images of the user's own from the allowed registries.
+        "images": [i["slug"] for i in images if not tier.images or i["slug"] in allowed_images],
+        "custom_images": not tier.images and bool(spec.custom_image),
+        "shared": tier.shared if spec.shared_mode != "none" else None,
+        "jobs": spec.jobs_access and tier.jobs,
+    }
+
+
+def members_values(spec: HubSpec) -> dict[str, Any]:
+    """The hub's members and tiers (`members.json` in the members ConfigMap), which the hub
+    reads at every login and spawn: who may log in (users, IdP groups), who is admin, and
+    which profiles, images, shared volume access and jobs role each user's tier gives."""
+    admins = _unique([spec.owner, *spec.co_owners])
+    profiles, images = _profiles(spec), _images(spec)
+    tiers = list(spec.tiers) or [DEFAULT_TIER]
+    default = next((t for t in tiers if t.default), tiers[0])
+    everything = TierSpec("owners", shared="rw", jobs=True)
+    known = {tier.name for tier in tiers}
+    member_tiers = dict(spec.member_tiers)
+    return {
+        "admin_users": admins,
+        "allowed_users": _unique([*admins, *spec.members]),
+        "admin_groups": sorted({g.group for g in spec.group_grants if g.role == "co-owner"}),
+        "allowed_groups": sorted({g.group for g in spec.group_grants}),
+        "default_tier": default.name,
+        "tiers": {tier.name: _access(spec, tier, profiles, images) for tier in tiers},
+        # Owner and co-owners (also through a group): everything, the shared volume writable.
+        "owner_access": _access(spec, everything, profiles, images),
+        "user_tiers": {
+            name: tier if tier in known else default.name
+            for name, tier in sorted((m, member_tiers.get(m, default.name)) for m in spec.members)
+            if name not in admins
+        },
+        "group_tiers": {
+            g.group: g.tier if g.tier in known else default.name
+            for g in spec.group_grants
+            if g.role != "co-owner"
+        },
     }

@@ -427,6 +427,21 @@ def hub_config_map(spec: HubSpec, settings: RenderSettings) -> Manifest:
     }
 
 
+def members_config_map(spec: HubSpec) -> Manifest:
+    """The hub's members and tiers, which the hub reads at each login and spawn; kept apart
+    from `hub_config_map` (and its checksum) so that a change restarts nothing."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, hubconfig.MEMBERS_CONFIG_MAP),
+        "data": {
+            hubconfig.MEMBERS_FILE_KEY: json.dumps(
+                hubconfig.members_values(spec), indent=2, sort_keys=True
+            ),
+        },
+    }
+
+
 def _pvc(spec: HubSpec, name: str, size_gib: int, mode: str, storage_class: str) -> Manifest:
     body: dict[str, Any] = {
         "accessModes": [mode],
@@ -514,7 +529,8 @@ def _deployment(
 
 
 def hub_deployment(spec: HubSpec, settings: RenderSettings, config: Manifest) -> Manifest:
-    """The JupyterHub process, restarted whenever its configuration changes."""
+    """The JupyterHub process, restarted whenever its configuration changes (not when its
+    members change: see `members_config_map`)."""
     checksum = hashlib.sha256(json.dumps(config["data"], sort_keys=True).encode()).hexdigest()[:16]
     return _deployment(
         spec,
@@ -532,6 +548,10 @@ def hub_deployment(spec: HubSpec, settings: RenderSettings, config: Manifest) ->
                     "name": hubconfig.VALUES_FILE_ENV,
                     "value": f"{hubconfig.CONFIG_MOUNT_PATH}/{hubconfig.VALUES_FILE_KEY}",
                 },
+                {
+                    "name": hubconfig.MEMBERS_FILE_ENV,
+                    "value": f"{hubconfig.MEMBERS_MOUNT_PATH}/{hubconfig.MEMBERS_FILE_KEY}",
+                },
                 _secret_env(hubconfig.ENV_COOKIE_SECRET, HubSecrets.KEYS["cookie_secret"]),
                 _secret_env(hubconfig.ENV_PROXY_AUTH_TOKEN, HubSecrets.KEYS["proxy_token"]),
                 _secret_env(hubconfig.ENV_CRYPT_KEY, HubSecrets.KEYS["crypt_key"]),
@@ -543,6 +563,8 @@ def hub_deployment(spec: HubSpec, settings: RenderSettings, config: Manifest) ->
             "ports": [{"name": "http", "containerPort": 8081}],
             "volumeMounts": [
                 {"name": "config", "mountPath": hubconfig.CONFIG_MOUNT_PATH, "readOnly": True},
+                # A directory mount (not subPath): the kubelet refreshes it in place.
+                {"name": "members", "mountPath": hubconfig.MEMBERS_MOUNT_PATH, "readOnly": True},
                 {"name": "state", "mountPath": hubconfig.HUB_STATE_MOUNT_PATH},
             ],
             "resources": {
@@ -556,6 +578,7 @@ def hub_deployment(spec: HubSpec, settings: RenderSettings, config: Manifest) ->
             "serviceAccountName": HUB_SERVICE_ACCOUNT,
             "volumes": [
                 {"name": "config", "configMap": {"name": CONFIG_MAP_NAME}},
+                {"name": "members", "configMap": {"name": hubconfig.MEMBERS_CONFIG_MAP}},
                 {
                     "name": "state",
                     "persistentVolumeClaim": {"claimName": hubconfig.HUB_DB_PVC},
@@ -674,6 +697,7 @@ def render_hub(
         *(jobs_rbac(spec) if spec.jobs_access else []),
         hub_secret(spec, hub_secrets or HubSecrets.generate()),
         config,
+        members_config_map(spec),
         *volumes(spec, settings),
         *services(spec),
         hub_deployment(spec, settings, config),

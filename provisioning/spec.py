@@ -54,6 +54,33 @@ class ExternalVolume:
 
 
 @dataclass(frozen=True)
+class TierSpec:
+    """What members in one tier may use. Empty `server_options` / `images` mean everything the
+    hub offers (and then also its custom image)."""
+
+    name: str
+    server_options: tuple[str, ...] = ()
+    gpu: bool = True
+    images: tuple[str, ...] = ()
+    shared: str = "ro"  # "ro" or "rw"
+    jobs: bool = False
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class GroupGrantSpec:
+    """Every member of an IdP group may use the hub, with a role and a tier ("" = default)."""
+
+    group: str
+    role: str = "member"  # "member" or "co-owner"
+    tier: str = ""
+
+
+# The tier of a hub without any (specs built by hand, hubs from before tiers existed).
+DEFAULT_TIER = TierSpec("members", default=True)
+
+
+@dataclass(frozen=True)
 class HubSpec:
     """Everything provisioning needs to render one hub's Kubernetes objects."""
 
@@ -77,6 +104,11 @@ class HubSpec:
     jobs_access: bool = False
     co_owners: tuple[str, ...] = ()
     members: tuple[str, ...] = ()
+    # Member tiers (the default one flagged), each member's tier (username, tier name; members
+    # not listed get the default tier) and IdP group grants.
+    tiers: tuple[TierSpec, ...] = ()
+    member_tiers: tuple[tuple[str, str], ...] = ()
+    group_grants: tuple[GroupGrantSpec, ...] = ()
     # Suspended hubs keep their objects and volumes but run nothing (hub and proxy at zero).
     suspended: bool = False
 
@@ -166,8 +198,64 @@ def from_hub(hub, hubs_domain: str, registries: tuple[str, ...] | None = None) -
         members=tuple(
             c.user.get_username() for c in collaborators if c.role == Collaborator.Role.MEMBER
         ),
+        **_membership(hub, collaborators),
         suspended=hub.state == "suspended",
     )
+
+
+def _membership(hub, collaborators) -> dict:
+    """Tiers, members' tiers and group grants of a portal Hub, as HubSpec fields."""
+    from portal.hubs.members import default_tier_fields
+    from portal.hubs.models import Collaborator
+
+    tiers = list(hub.tiers.all())
+    specs = [
+        TierSpec(
+            name=tier.name,
+            server_options=tuple(sorted(o.name for o in tier.hardware_options.all())),
+            gpu=tier.gpu_access,
+            images=tuple(sorted(i.name for i in tier.images.all())),
+            shared=tier.shared_access,
+            jobs=tier.jobs_access,
+            default=tier.is_default,
+        )
+        for tier in tiers
+    ]
+    if not any(tier.default for tier in specs):
+        # Not created yet (the portal creates it on submit): render what it will be.
+        fields = default_tier_fields(hub)
+        specs.insert(
+            0,
+            TierSpec(
+                name=fields["name"],
+                gpu=fields["gpu_access"],
+                shared=fields["shared_access"],
+                jobs=fields["jobs_access"],
+                default=True,
+            ),
+        )
+    names = {tier.pk: tier.name for tier in tiers}
+    member_names = [
+        c.user.get_username() for c in collaborators if c.role == Collaborator.Role.MEMBER
+    ]
+    if all(hasattr(c, "tier_id") for c in collaborators):
+        tier_of = {c.user.get_username(): names.get(c.tier_id) for c in collaborators}
+    else:
+        # A proposed spec (revisions.ProposedHub) names people only: members keep the tiers
+        # they have now.
+        tier_of = dict(
+            Collaborator.objects.filter(hub_id=hub.pk).values_list("user__username", "tier__name")
+        )
+    return {
+        "tiers": tuple(specs),
+        "member_tiers": tuple(
+            sorted((name, tier_of[name]) for name in member_names if tier_of.get(name))
+        ),
+        "group_grants": tuple(
+            GroupGrantSpec(group=g.group, role=g.role, tier=names.get(g.tier_id, ""))
+            for g in sorted(hub.group_grants.all(), key=lambda g: g.group)
+        ),
+    }
 
 
 def hub_queryset():
@@ -181,4 +269,7 @@ def hub_queryset():
         "images",
         "storage_options",
         Prefetch("collaborators", queryset=Collaborator.objects.select_related("user")),
+        "tiers__hardware_options",
+        "tiers__images",
+        "group_grants",
     )

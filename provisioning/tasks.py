@@ -50,15 +50,18 @@ def render_settings() -> RenderSettings:
         storage_class=settings.HUB_STORAGE_CLASS,
         egress=settings.HUB_EGRESS,
         quota_caps=settings.HUB_QUOTA_CAPS,
-        oidc=OidcSettings(
-            authorize_url=settings.OIDC_AUTHORIZE_URL,
-            token_url=settings.OIDC_TOKEN_URL,
-            userdata_url=settings.OIDC_USERINFO_URL,
-            client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
-            scopes=tuple(settings.OIDC_SCOPES),
-            username_claim=settings.OIDC_USERNAME_CLAIM,
-        ),
+        oidc=_hub_login_settings(),
     )
+
+
+def _hub_login_settings() -> OidcSettings:
+    """The portal's OIDC issuer for the hubs; an issuer that cannot be discovered is transient."""
+    from portal.accounts import oidc
+
+    try:
+        return oidc.hub_login_settings()
+    except oidc.DiscoveryError as error:
+        raise k8s.ClusterError(str(error), transient=True) from error
 
 
 # Advisory lock namespace of "a worker works on this hub" (PostgreSQL).
@@ -396,3 +399,32 @@ def reconcile_hubs() -> dict[str, int]:
     summary = {"hubs": result.hubs, "repaired": len(result.repaired), "api_calls": result.api_calls}
     log.info("reconcile.pass", **summary)
     return summary
+
+
+# States in which a hub's members ConfigMap is applied on its own; provisioning and updating
+# hubs get it with everything else from provision_hub.
+MEMBERS_STATES = ("running", "expiring", "suspended")
+
+
+@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def apply_members(self, hub_id: int) -> str:
+    """Apply a hub's members ConfigMap after a change of members or tiers: the hub reads it at
+    the next login or spawn, nothing restarts, and the hub's state does not change."""
+    from provisioning.render import members_config_map
+
+    hub = _hub(hub_id)
+    if hub is None or hub.state not in MEMBERS_STATES:
+        log.info("members.skip", hub_id=hub_id, state=getattr(hub, "state", None))
+        return "skipped"
+    try:
+        k8s.apply(k8s.api_client(), members_config_map(from_hub(hub, settings.HUBS_DOMAIN)))
+    except k8s.ClusterError as error:
+        if error.transient and self.request.retries < self.max_retries:
+            log.warning("members.retry", hub_id=hub_id, error=error.message)
+            raise self.retry(countdown=_backoff(self.request.retries)) from error
+        # The reconcile pass applies it once the namespace is back; the hub is not failed
+        # for a membership change.
+        log.error("members.failed", hub_id=hub_id, error=error.message)
+        return "failed"
+    log.info("members.applied", hub_id=hub_id, namespace=hub.namespace)
+    return "applied"

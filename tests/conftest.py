@@ -26,6 +26,17 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Rate-limit counts (sign-in, API writes) live in the cache; each test starts with none."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    # Never flush a shared Redis: only the process's own memory cache is cleared.
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
+
+
 @pytest.fixture
 def alice(db):
     return UserFactory(username="alice")
@@ -142,3 +153,20 @@ def running_hub(alice):
     return HubFactory(
         owner=alice, slug="alice-course", display_name="Alice's course", state=State.RUNNING
     )
+
+
+def pytest_collection_modifyitems(items):
+    """Transactional tests must restore the seeded catalogues the same way.
+
+    A transactional test without serialized_rollback flushes and re-creates content types; a
+    later serialized_rollback test on the same worker then fails to restore its rows."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if (
+            marker
+            and marker.kwargs.get("transaction")
+            and not marker.kwargs.get("serialized_rollback")
+        ):
+            raise pytest.UsageError(
+                f"{item.nodeid}: use django_db(transaction=True, serialized_rollback=True)"
+            )

@@ -94,3 +94,12 @@ class HubFactory(factory.django.DjangoModelFactory):
     def images(self, create, extracted, **kwargs):
         if create:
             self.images.set(extracted or [ImageFactory(name="scipy")])
+
+
+def api_token(user, scope: str | None = None) -> str:
+    """A new API token for the user, in clear (admins get the admin scope, others write)."""
+    from portal.accounts import tokens
+
+    if scope is None:
+        scope = "admin" if user.is_staff else "write"
+    return tokens.issue(user, name=f"test-{scope}", scope=scope)[1]

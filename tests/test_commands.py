@@ -26,7 +26,7 @@ def status_with(token: str) -> int:
 
 def test_createapitoken_creates_user_and_prints_working_token():
     token = run("createapitoken", "robot")
-    assert re.fullmatch(r"[0-9a-f]{40}", token)
+    assert re.fullmatch(r"hod_[0-9a-f]{8}[A-Za-z0-9_-]{43}", token)
     user = User.objects.get(username="robot")
     assert not user.is_staff and not user.has_usable_password()
     assert status_with(token) == 200

@@ -3,11 +3,10 @@ charlie (portal admin) and an anonymous caller. Others' hubs are 404, never 403.
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from portal.hubs.lifecycle import State
 from portal.hubs.models import Collaborator, Hub
-from tests.factories import HubFactory, UserFactory
+from tests.factories import HubFactory, UserFactory, api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -24,8 +23,8 @@ def web_client(client, request, who):
 def api_client(api, request, who):
     if who != "anonymous":
         # Through the real token header, as scripts call the API.
-        token = Token.objects.create(user=request.getfixturevalue(who))
-        api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        token = api_token(request.getfixturevalue(who))
+        api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return api
 
 

@@ -7,12 +7,11 @@ import datetime
 import pytest
 import yaml
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from portal.hubs import expiry
 from portal.hubs.lifecycle import State
 from portal.hubs.models import Hub
-from tests.factories import HubFactory
+from tests.factories import HubFactory, api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -73,8 +72,8 @@ def test_api_admin_actions(
     api, request, suspended, queued, django_capture_on_commit_callbacks, who, action, effect, task
 ):
     if who != "anonymous":
-        token = Token.objects.create(user=request.getfixturevalue(who))
-        api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        token = api_token(request.getfixturevalue(who))
+        api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(f"/api/v1/hubs/{suspended.pk}/{action}/", {}, format="json")
     expected = {"alice": 403, "bob": 404, "charlie": 202, "anonymous": 401}[who]

@@ -265,6 +265,23 @@ class TestRollback:
         states = dict(hub.revisions.values_list("number", "state"))
         assert states == {1: "superseded", 2: "superseded", 3: "applied"}
 
+    def test_keeps_the_members_added_since(
+        self, running_hub, alice, bob, queued, django_capture_on_commit_callbacks
+    ):
+        from portal.hubs import members
+
+        services.request_change(running_hub, alice, change(running_hub, expected_users=20))
+        services.mark_running(running_hub.pk)
+        members.add_member(running_hub, alice, {"username": bob.username, "role": "member"})
+
+        with django_capture_on_commit_callbacks(execute=True):
+            revision = services.rollback(running_hub, alice, 1)
+
+        assert revision.state == HubRevision.State.APPLIED
+        hub = Hub.objects.get(pk=running_hub.pk)
+        assert hub.expected_users == running_hub.expected_users
+        assert list(hub.collaborators.values_list("user__username", flat=True)) == [bob.username]
+
     def test_beyond_policy_rollback_waits(self, running_hub, alice, charlie, queued):
         SelfServicePolicy.objects.update(max_expected_users=5)
         # 10 users were fine when approved; after a change to 4, going back to 10 exceeds

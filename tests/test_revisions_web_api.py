@@ -2,11 +2,11 @@
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from portal.hubs import revisions, services
 from portal.hubs.lifecycle import State
 from portal.hubs.models import Hub, HubRevision
+from tests.factories import api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -182,8 +182,8 @@ API = [
 @pytest.mark.parametrize(("method", "path", "expected"), API, ids=[f"{a[0]}-{a[1]}" for a in API])
 def test_api_ownership(api, request, history, method, path, expected, who):
     if who != "anonymous":
-        token = Token.objects.create(user=request.getfixturevalue(who))
-        api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        token = api_token(request.getfixturevalue(who))
+        api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     if path in ("", "1/rollback/") and method == "post":
         # Free the hub for a new change: decide #3 first.
         services.reject_change(history.revisions.get(number=3), history.owner, "Withdrawn")

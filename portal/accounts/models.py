@@ -16,6 +16,10 @@ class IdentityProfile(models.Model):
         default=list, blank=True, help_text="Group or entitlement names from the IdP's claim."
     )
     groups_refreshed_at = models.DateTimeField(null=True, blank=True)
+    admin_from_idp = models.BooleanField(
+        default=False,
+        help_text="Portal admin because of an IdP admin group; withdrawn when the group is gone.",
+    )
 
     def __str__(self) -> str:
         return f"identity of {self.user}"

@@ -175,6 +175,13 @@ class SelfServicePolicy(models.Model):
 # --- Hubs ---------------------------------------------------------------------------------------
 
 
+def idp_groups(user: "AbstractBaseUser | AnonymousUser") -> list[str]:
+    """The IdP groups the user brought at the last sign-in (none for local accounts)."""
+    identity = getattr(user, "identity", None) if user.is_authenticated else None
+    groups = getattr(identity, "idp_groups", None) or []
+    return [group for group in groups if isinstance(group, str) and group]
+
+
 class HubQuerySet(models.QuerySet):
     """Queries on hubs, including the one rule of who may see which hub."""
 
@@ -184,7 +191,11 @@ class HubQuerySet(models.QuerySet):
             return self.none()
         if user.is_staff:
             return self.all()
-        return self.filter(Q(owner=user) | Q(collaborators__user=user)).distinct()
+        member = Q(owner=user) | Q(collaborators__user=user)
+        groups = idp_groups(user)
+        if groups:
+            member |= Q(group_grants__group__in=groups)
+        return self.filter(member).distinct()
 
     def live(self) -> "HubQuerySet":
         """Hubs that still hold their slug."""
@@ -332,32 +343,18 @@ class Hub(models.Model):
         return (self.end_date - self.start_date).days + 1
 
     def can_manage(self, user: "AbstractBaseUser") -> bool:
-        """Owner, co-owners and admins may cancel or delete the hub."""
+        """Owner, co-owners (also through an IdP group) and admins may manage the hub."""
+        if not user.is_authenticated:
+            return False
         if user.is_staff or user.pk == self.owner_id:
             return True
-        return self.collaborators.filter(user=user, role=Collaborator.Role.CO_OWNER).exists()
-
-
-class Collaborator(models.Model):
-    """A user who may use a hub, with a role: co-owners manage it, members use it."""
-
-    class Role(models.TextChoices):
-        CO_OWNER = "co-owner", "Co-owner"
-        MEMBER = "member", "Member"
-
-    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="collaborators")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="collaborations"
-    )
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["hub", "user"], name="collaborator_once_per_hub")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.user} ({self.get_role_display()}) on {self.hub.slug}"
+        if self.collaborators.filter(user=user, role=Collaborator.Role.CO_OWNER).exists():
+            return True
+        groups = idp_groups(user)
+        return (
+            bool(groups)
+            and self.group_grants.filter(group__in=groups, role=Collaborator.Role.CO_OWNER).exists()
+        )
 
 
 class HubEvent(models.Model):
@@ -457,3 +454,169 @@ class HubRevision(models.Model):
     def is_open(self) -> bool:
         """Waiting for an admin or being applied."""
         return self.state in self.OPEN_STATES
+
+
+# --- Members: tiers, invitations, group grants ---------------------------------------------------
+
+
+class MemberTier(models.Model):
+    """What a hub's members in this tier may use: server options, GPUs, images, the shared
+    volume (read-only or read-write) and the jobs role.
+
+    An empty set of hardware options or images means "everything the hub offers", so a tier
+    keeps working when a change adds or drops options. Each hub has one default tier (for
+    members without one); co-owners always get everything.
+    """
+
+    class SharedAccess(models.TextChoices):
+        READ_ONLY = "ro", "Read-only"
+        READ_WRITE = "rw", "Read-write"
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="tiers")
+    name = models.SlugField(max_length=40, help_text="e.g. students, staff.")
+    description = models.CharField(max_length=200, blank=True)
+    hardware_options = models.ManyToManyField(
+        HardwareOption,
+        blank=True,
+        related_name="tiers",
+        help_text="Server options this tier may use; none selected means all.",
+    )
+    gpu_access = models.BooleanField(
+        default=True, help_text="May start servers with the hub's GPUs."
+    )
+    images = models.ManyToManyField(
+        Image,
+        blank=True,
+        related_name="tiers",
+        help_text="Images this tier may use; none means all (custom image too).",
+    )
+    shared_access = models.CharField(
+        max_length=2, choices=SharedAccess.choices, default=SharedAccess.READ_ONLY
+    )
+    jobs_access = models.BooleanField(
+        default=False, help_text="Servers get the jobs role (when the hub has jobs access)."
+    )
+    is_default = models.BooleanField(default=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["hub", "-is_default", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hub", "name"],
+                name="member_tier_name_unique_per_hub",
+                violation_error_message="This hub already has a tier of that name.",
+            ),
+            models.UniqueConstraint(
+                fields=["hub"], condition=Q(is_default=True), name="member_tier_one_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.hub.slug}"
+
+
+class Collaborator(models.Model):
+    """A user who may use a hub, with a role (co-owners manage it, members use it) and, for
+    members, a tier (empty means the hub's default tier)."""
+
+    class Role(models.TextChoices):
+        CO_OWNER = "co-owner", "Co-owner"
+        MEMBER = "member", "Member"
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="collaborators")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="collaborations"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    tier = models.ForeignKey(
+        MemberTier, null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hub", "user"], name="collaborator_once_per_hub")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.get_role_display()}) on {self.hub.slug}"
+
+
+class Invitation(models.Model):
+    """An e-mail invitation to a hub: a link with a secret token (stored as its SHA-256) that
+    expires, can be revoked and is accepted once, by a signed-in user."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(
+        max_length=10, choices=Collaborator.Role.choices, default=Collaborator.Role.MEMBER
+    )
+    tier = models.ForeignKey(
+        MemberTier, null=True, blank=True, on_delete=models.SET_NULL, related_name="invitations"
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="sent_invitations",
+    )
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="accepted_invitations",
+    )
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.hub.slug}"
+
+    def status(self, now=None) -> str:
+        """pending, accepted, revoked or expired."""
+        from django.utils import timezone
+
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= (now or timezone.now()):
+            return "expired"
+        return "pending"
+
+
+class GroupGrant(models.Model):
+    """Every member of an IdP group may use the hub, with a role and a tier."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="group_grants")
+    group = models.CharField(max_length=200, help_text="The group's name in the IdP's claim.")
+    role = models.CharField(
+        max_length=10, choices=Collaborator.Role.choices, default=Collaborator.Role.MEMBER
+    )
+    tier = models.ForeignKey(
+        MemberTier, null=True, blank=True, on_delete=models.SET_NULL, related_name="group_grants"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["group"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hub", "group"],
+                name="group_grant_once_per_hub",
+                violation_error_message="This group already has access to the hub.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"group {self.group} ({self.role}) on {self.hub.slug}"

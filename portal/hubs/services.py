@@ -14,13 +14,15 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from portal.hubs import revisions
+from portal.hubs import members, revisions
 from portal.hubs.forms import HubChangeForm, HubRequestForm
 from portal.hubs.lifecycle import LifecycleError, State, StateConflict, sources, transition
 from portal.hubs.models import Collaborator, Hub, HubEvent, HubRevision, SelfServicePolicy
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser as User
+
+    from portal.usage.capacity import OverCapacity
 
 log = structlog.get_logger(__name__)
 
@@ -133,9 +135,10 @@ def submit(owner: "User", spec_data: Mapping) -> Hub:
             hub.state = State.PENDING
             hub.save()
             form.save_m2m()
-            Collaborator.objects.bulk_create(
-                Collaborator(hub=hub, user=user, role=role) for user, role in form.collaborators()
-            )
+            for user, role in form.collaborators():
+                # One by one (not bulk_create): the audit log records each membership.
+                Collaborator.objects.create(hub=hub, user=user, role=role)
+            members.default_tier(hub)
             HubEvent.objects.create(
                 hub=hub,
                 from_state="",
@@ -145,6 +148,12 @@ def submit(owner: "User", spec_data: Mapping) -> Hub:
                 created=hub.created,
             )
             violations = policy_violations(hub)
+            over = _over_capacity(hub)
+            if over is not None:
+                violations.append(
+                    f"its GPUs do not fit ({over.wanted} wanted, "
+                    f"{max(over.free.free or 0, 0)} free over its dates)"
+                )
             if violations:
                 hub.state_reason = "Waiting for an admin: " + "; ".join(violations) + "."
                 Hub.objects.filter(pk=hub.pk).update(state_reason=hub.state_reason)
@@ -165,10 +174,47 @@ def submit(owner: "User", spec_data: Mapping) -> Hub:
     return hub
 
 
-def approve(hub: Hub, actor: "User", reason: str = "") -> Hub:
-    """Approve a pending request (or retry a failed hub) and queue its provisioning."""
-    transition(hub.pk, (State.PENDING, State.FAILED), State.APPROVED, actor, reason or "Approved")
-    _enqueue_after_commit("provision_hub", hub.pk)
+def _over_capacity(hub: Hub) -> "OverCapacity | None":
+    """Why the hub's GPUs do not fit over its dates, or None; locks the GPU type's row.
+
+    Call it inside a transaction: the lock makes decisions on the last GPUs of a type (an
+    admin's approval, a self-service request) serialise, so the second sees the first."""
+    from portal.hubs.models import GpuType
+    from portal.usage.capacity import OverCapacity, check_hub_fits
+
+    current = Hub.objects.select_related("gpu_type").filter(pk=hub.pk).first()
+    if not (current and current.gpu_type_id and current.gpus_per_user):
+        return None
+    GpuType.objects.select_for_update().filter(pk=current.gpu_type_id).first()
+    try:
+        check_hub_fits(current)
+    except OverCapacity as error:
+        return error
+    return None
+
+
+def approve(hub: Hub, actor: "User", reason: str = "", override: bool = False) -> Hub:
+    """Approve a pending request (or retry a failed hub) and queue its provisioning.
+
+    A hub with GPUs must fit in what is free of its GPU type on every day of its period
+    (portal/usage/capacity.py); the GPU type's row is locked first, so two approvals of the last
+    GPUs serialise and the second sees the first. Over capacity raises OverCapacity unless an
+    admin overrides with a reason, which the hub's event records.
+    """
+    reason = (reason or "").strip()
+    if override and not reason:
+        raise ReasonRequired("Give a reason for approving over capacity.")
+    with transaction.atomic():
+        error = _over_capacity(hub)
+        if error is not None:
+            if not override:
+                raise error
+            free = max(error.free.free or 0, 0)
+            reason = f"Approved over capacity ({error.wanted} GPUs, {free} free): {reason}"
+        transition(
+            hub.pk, (State.PENDING, State.FAILED), State.APPROVED, actor, reason or "Approved"
+        )
+        _enqueue_after_commit("provision_hub", hub.pk)
     hub.refresh_from_db()
     return hub
 
@@ -554,6 +600,7 @@ def approve_change(revision: HubRevision, actor: "User", reason: str = "") -> Hu
         _decide(revision, actor, (reason or "").strip() or "Approved")
         _apply(revision, actor)
         _notify_change(revision, "approved", (reason or "").strip())
+        _audit("hub.change_approved", revision, actor, reason)
     revision.refresh_from_db()
     log.info("hub_change_approved", hub_id=revision.hub_id, revision=revision.number)
     return revision
@@ -572,9 +619,24 @@ def reject_change(revision: HubRevision, actor: "User", reason: str) -> HubRevis
     if not won:
         _lost(revision, "rejected")
     _notify_change(revision, "rejected", reason.strip())
+    _audit("hub.change_rejected", revision, actor, reason)
     revision.refresh_from_db()
     log.info("hub_change_rejected", hub_id=revision.hub_id, revision=revision.number)
     return revision
+
+
+def _audit(action: str, revision: HubRevision, actor: "User", reason: str) -> None:
+    """Record an admin's decision on a change in the audit log (same transaction)."""
+    from portal.audit.log import record
+
+    record(
+        action,
+        revision,
+        actor=actor,
+        hub_id=revision.hub_id,
+        number=revision.number,
+        reason=(reason or "").strip(),
+    )
 
 
 def _notify_change(revision: HubRevision, decision: str, reason: str) -> None:
@@ -597,4 +659,10 @@ def rollback(hub: Hub, actor: "User", revision_number: int) -> HubRevision:
         )
     if target.state == HubRevision.State.APPLIED:
         raise ChangeNotAllowed(f"Revision #{target.number} is the hub's current spec.")
-    return request_change(hub, actor, revisions.form_data(target.spec), rollback_of=target)
+    # People are managed on the members page, not by revisions: a rollback restores the hub's
+    # resources and keeps today's co-owners and members.
+    spec = dict(target.spec)
+    current = revisions.spec_of_hub(hub)
+    for field in revisions.PEOPLE_FIELDS:
+        spec[field] = current.get(field, [])
+    return request_change(hub, actor, revisions.form_data(spec), rollback_of=target)

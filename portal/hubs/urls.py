@@ -2,9 +2,38 @@
 
 from django.urls import path
 
+from portal.hubs import member_views as mv
 from portal.hubs import views
 
 app_name = "hubs"
+
+member_urls = [
+    path("hubs/<int:pk>/members/", mv.members_page, name="members"),
+    path("hubs/<int:pk>/members/add/", mv.member_add, name="member_add"),
+    path("hubs/<int:pk>/members/<int:member_pk>/change/", mv.member_change, name="member_change"),
+    path("hubs/<int:pk>/members/<int:member_pk>/remove/", mv.member_remove, name="member_remove"),
+    path("hubs/<int:pk>/invitations/new/", mv.invitation_create, name="invitation_create"),
+    path(
+        "hubs/<int:pk>/invitations/<int:invitation_pk>/revoke/",
+        mv.invitation_revoke,
+        name="invitation_revoke",
+    ),
+    path("hubs/<int:pk>/join/<str:token>/", mv.invitation_accept, name="invitation_accept"),
+    path("hubs/<int:pk>/group-grants/add/", mv.group_grant_add, name="group_grant_add"),
+    path(
+        "hubs/<int:pk>/group-grants/<int:grant_pk>/change/",
+        mv.group_grant_change,
+        name="group_grant_change",
+    ),
+    path(
+        "hubs/<int:pk>/group-grants/<int:grant_pk>/remove/",
+        mv.group_grant_remove,
+        name="group_grant_remove",
+    ),
+    path("hubs/<int:pk>/tiers/new/", mv.tier_edit, name="tier_create"),
+    path("hubs/<int:pk>/tiers/<int:tier_pk>/", mv.tier_edit, name="tier_edit"),
+    path("hubs/<int:pk>/tiers/<int:tier_pk>/delete/", mv.tier_delete, name="tier_delete"),
+]
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -37,4 +66,5 @@ urlpatterns = [
         name="revision_reject",
     ),
     path("approvals/", views.approval_queue, name="queue"),
+    *member_urls,
 ]

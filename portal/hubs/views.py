@@ -15,6 +15,7 @@ from portal.hubs import expiry, revisions, services
 from portal.hubs.forms import HubChangeForm, HubRequestForm, RejectForm
 from portal.hubs.lifecycle import LifecycleError, State, sources
 from portal.hubs.models import Hub, HubRevision
+from portal.usage.forms import estimate_request, posted_initial
 
 
 def staff_required(view: Callable) -> Callable:
@@ -60,7 +61,11 @@ def hub_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def hub_create(request: HttpRequest) -> HttpResponse:
-    """The request form."""
+    """The request form; "check" re-renders it with the GPU capacity and cost estimate."""
+    if request.method == "POST" and "check" in request.POST:
+        form = HubRequestForm(initial=posted_initial(request.POST), owner=request.user)
+        estimate = estimate_request(request.POST)
+        return render(request, "hubs/hub_form.html", {"form": form, "estimate": estimate})
     if request.method == "POST":
         try:
             hub = services.submit(request.user, request.POST)
@@ -169,13 +174,18 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_POST
 def hub_approve(request: HttpRequest, pk: int) -> HttpResponse:
-    """Approve a pending (or failed) hub."""
+    """Approve a pending (or failed) hub; GPUs over capacity need "override" and a reason."""
     hub = get_object_or_404(Hub, pk=pk)
-    _run(
-        request,
-        lambda: services.approve(hub, request.user, request.POST.get("reason", "")),
-        f"{hub.display_name} was approved.",
-    )
+    override = request.POST.get("override") in ("1", "on", "true")
+    reason = request.POST.get("reason", "")[:2000]
+    if override and not reason.strip():
+        messages.error(request, "Give a reason for approving over capacity.")
+    else:
+        _run(
+            request,
+            lambda: services.approve(hub, request.user, reason, override=override),
+            f"{hub.display_name} was approved.",
+        )
     if request.POST.get("next") == "queue":
         return redirect("hubs:queue")
     return redirect("hubs:detail", pk=hub.pk)
@@ -307,8 +317,17 @@ def hub_change(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def hub_change_preview(request: HttpRequest, pk: int) -> HttpResponse:
-    """Validate the change form and show its diffs, with a button that submits it."""
+    """Validate the change form and show its diffs, with a button that submits it ("check":
+    show the form again with the GPU capacity and cost estimate)."""
     hub = _managed_hub(request, pk)
+    if "check" in request.POST:
+        form = HubChangeForm(initial=posted_initial(request.POST), hub=hub)
+        estimate = estimate_request(request.POST, hub=hub)
+        return render(
+            request,
+            "hubs/hub_change_form.html",
+            {"hub": hub, "form": form, "estimate": estimate},
+        )
     try:
         plan, diff = services.preview_change(hub, request.POST)
     except services.InvalidSpec as invalid:

@@ -9,17 +9,46 @@
 # servers are started by KubeSpawner in the same namespace, within its ResourceQuota and under
 # Pod Security "baseline" (the user pods also satisfy "restricted").
 
+import copy
 import html
 import json
 import os
 import re
 import sys
 
+from jupyterhub.utils import maybe_future
+from oauthenticator.generic import GenericOAuthenticator
+from tornado import web
+
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
 VALUES_FILE = os.environ.get("HUB_VALUES_FILE", "/usr/local/etc/jupyterhub/values.json")
 with open(VALUES_FILE, encoding="utf-8") as values_file:
     values = json.load(values_file)
+
+# Members and tiers (provisioning.hubconfig.members_values) come from their own ConfigMap,
+# which the kubelet refreshes in place: they are read again whenever the file changes, at
+# each login and spawn, so a change of membership restarts neither the hub nor any server.
+MEMBERS_FILE = os.environ.get("HUB_MEMBERS_FILE", "/usr/local/etc/hub-members/members.json")
+_members = {"stamp": None, "value": None}
+
+
+def members():
+    """The current members file; the last good one while a new one is unreadable."""
+    try:
+        stat = os.stat(MEMBERS_FILE)
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if stamp != _members["stamp"]:
+            with open(MEMBERS_FILE, encoding="utf-8") as members_file:
+                _members["value"] = json.load(members_file)
+            _members["stamp"] = stamp
+    except (OSError, ValueError):
+        if _members["value"] is None:
+            raise
+    return _members["value"]
+
+
+members()  # the hub must not start without it
 
 
 def environment(name):
@@ -72,9 +101,73 @@ c.GenericOAuthenticator.client_secret = environment("OAUTH_CLIENT_SECRET")
 c.GenericOAuthenticator.scope = list(oauth["scopes"])
 c.GenericOAuthenticator.username_claim = oauth["username_claim"]
 c.GenericOAuthenticator.oauth_callback_url = oauth["callback_url"]
+# IdP groups: the userinfo claim that lists them; granted groups may log in, groups granted
+# co-owner are admins.
+c.GenericOAuthenticator.manage_groups = True
+groups_claim = oauth.get("groups_claim", "groups")
+c.GenericOAuthenticator.auth_state_groups_key = f"oauth_user.{groups_claim}"
+c.GenericOAuthenticator.allowed_groups = set(members()["allowed_groups"])
+c.GenericOAuthenticator.admin_groups = set(members()["admin_groups"])
 # Set on Authenticator so that they hold for whichever authenticator runs.
-c.Authenticator.allowed_users = set(values["allowed_users"])
-c.Authenticator.admin_users = set(values["admin_users"])
+c.Authenticator.allowed_users = set(members()["allowed_users"])
+c.Authenticator.admin_users = set(members()["admin_users"])
+# Only current members: a removed member must not stay allowed because the hub knows them.
+c.Authenticator.allow_existing_users = False
+
+
+class MembersFromFile:
+    """Takes allowed and admin users and groups from the members file at every login and
+    refresh, so that membership changes apply without a restart."""
+
+    def load_members(self):
+        current = members()
+        self.allowed_users = set(current["allowed_users"])
+        self.admin_users = set(current["admin_users"])
+        if self.has_trait("allowed_groups") and self.manage_groups:
+            self.allowed_groups = set(current["allowed_groups"])
+            self.admin_groups = set(current["admin_groups"])
+
+    def is_member(self, name, groups):
+        current = members()
+        return (
+            name in current["allowed_users"]
+            or name in current["admin_users"]
+            or bool(set(groups) & set(current["allowed_groups"]))
+        )
+
+    def with_admin(self, model, groups):
+        """Admin exactly when owner or co-owner now: a demoted co-owner loses it (an auth
+        model's admin None would leave the hub's record unchanged)."""
+        if isinstance(model, str):
+            model = {"name": model}
+        if isinstance(model, dict) and model.get("name"):
+            current = members()
+            groups = model.get("groups", groups) or []
+            model["admin"] = model["name"] in current["admin_users"] or bool(
+                set(groups) & set(current["admin_groups"])
+            )
+        return model
+
+    async def authenticate(self, handler, data=None):
+        self.load_members()
+        return self.with_admin(await maybe_future(super().authenticate(handler, data)), [])
+
+    async def refresh_user(self, user, handler=None):
+        # A removed member's session ends at the next refresh (auth_refresh_age).
+        self.load_members()
+        groups = [group.name for group in user.groups]
+        if not self.is_member(user.name, groups):
+            return False
+        return self.with_admin(await maybe_future(super().refresh_user(user, handler)), groups)
+
+
+class HubAuthenticator(MembersFromFile, GenericOAuthenticator):
+    """The portal's OIDC login, limited to the hub's current members."""
+
+    members_mixin = MembersFromFile
+
+
+c.JupyterHub.authenticator_class = HubAuthenticator
 
 # --- Services: the idle culler and the portal ----------------------------------------------
 
@@ -147,12 +240,9 @@ CONTAINER_SECURITY_CONTEXT = {
 }
 c.KubeSpawner.container_security_context = CONTAINER_SECURITY_CONTEXT
 
-# Kubernetes API access from user servers only with jobs access, and then only as "jobs".
-if values["jobs_access"]:
-    c.KubeSpawner.service_account = values["jobs_service_account"]
-    c.KubeSpawner.automount_service_account_token = True
-else:
-    c.KubeSpawner.automount_service_account_token = False
+# Kubernetes API access from user servers only with jobs access and a tier with the jobs
+# role, and then only as "jobs" (set per spawn in apply_tier below).
+c.KubeSpawner.automount_service_account_token = False
 
 # Storage. Volumes, mounts and init containers are dictionaries so that profile overrides
 # add to them instead of replacing them.
@@ -206,6 +296,50 @@ for external in values["external_volumes"]:
 c.KubeSpawner.volumes = volumes
 c.KubeSpawner.volume_mounts = mounts
 c.KubeSpawner.init_containers = {}
+
+
+def access_of(spawner):
+    """What the spawner's user may use now: everything for owner, co-owners and admins, else
+    the tier of the user, of their first granted IdP group (by name), or the default tier."""
+    current = members()
+    user = spawner.user
+    groups = {group.name for group in user.groups}
+    admin = user.name in current["admin_users"] or groups & set(current["admin_groups"])
+    if admin or user.admin:
+        return current["owner_access"]
+    tier = current["user_tiers"].get(user.name)
+    if tier is None:
+        granted = sorted(groups & set(current["group_tiers"]))
+        tier = current["group_tiers"][granted[0]] if granted else current["default_tier"]
+    return current["tiers"].get(tier) or current["tiers"][current["default_tier"]]
+
+
+def apply_tier(spawner):
+    """Before each spawn: the shared volume read-only or read-write, and the jobs role, as
+    the user's tier says; a tier that allows no server option or image starts nothing."""
+    access = access_of(spawner)
+    if not access["profiles"] or not (access["images"] or access["custom_images"]):
+        raise web.HTTPError(403, "Your tier on this hub allows no server; ask the hub's owner.")
+    tier_volumes, tier_mounts = copy.deepcopy(volumes), copy.deepcopy(mounts)
+    if "shared" in tier_volumes:
+        if access["shared"] in ("ro", "rw"):
+            read_only = access["shared"] == "ro"
+            tier_volumes["shared"]["persistentVolumeClaim"]["readOnly"] = read_only
+            tier_mounts["shared"]["readOnly"] = read_only
+        else:
+            del tier_volumes["shared"], tier_mounts["shared"]
+    spawner.volumes, spawner.volume_mounts = tier_volumes, tier_mounts
+    # Profile options merge into these dictionaries: start each spawn from the base again.
+    spawner.init_containers = {}
+    if values["jobs_access"] and access["jobs"]:
+        spawner.service_account = values["jobs_service_account"]
+        spawner.automount_service_account_token = True
+    else:
+        spawner.service_account = None
+        spawner.automount_service_account_token = False
+
+
+c.KubeSpawner.pre_spawn_hook = apply_tier
 
 
 def wipe_home_init_container(spawner):
@@ -294,20 +428,43 @@ if gpu:
         },
     }
 
-c.KubeSpawner.profile_list = [
+PROFILES = [
     {
         "slug": profile["slug"],
         "display_name": text(profile["display_name"]),
         "description": text(profile["description"]),
-        "default": index == 0,
         "kubespawner_override": {
             "cpu_guarantee": profile["cpu_guarantee"],
             "cpu_limit": profile["cpu_limit"],
             "mem_guarantee": profile["mem_guarantee"],
             "mem_limit": profile["mem_limit"],
-            **gpu_override,
+            **(gpu_override if profile.get("gpu") else {}),
         },
         "profile_options": profile_options,
     }
-    for index, profile in enumerate(values["profiles"])
+    for profile in values["profiles"]
 ]
+
+
+def profiles_for(spawner):
+    """The hub's profiles that the user's tier allows, with the images it allows; KubeSpawner
+    calls this for the spawn form and again at start, so a choice outside the tier fails."""
+    access = access_of(spawner)
+    allowed_images = set(access["images"])
+    result = []
+    for profile in PROFILES:
+        if profile["slug"] not in access["profiles"]:
+            continue
+        profile = copy.deepcopy(profile)
+        image = profile["profile_options"]["image"]
+        image["choices"] = {
+            slug: choice for slug, choice in image["choices"].items() if slug in allowed_images
+        }
+        if not access["custom_images"]:
+            image.pop("unlisted_choice", None)
+        profile["default"] = not result
+        result.append(profile)
+    return result
+
+
+c.KubeSpawner.profile_list = profiles_for

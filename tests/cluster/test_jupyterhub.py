@@ -15,13 +15,16 @@ scheduled on a matching node), then stop the server through the API.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +35,15 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from provisioning import hubconfig, k8s, render
-from provisioning.hubconfig import CONFIG_FILE, OAuthSettings, hub_values
-from provisioning.spec import ExternalVolume, GpuRequest, HubSpec, ImageChoice, ServerOption
+from provisioning.hubconfig import CONFIG_FILE, OAuthSettings, hub_values, members_values
+from provisioning.spec import (
+    ExternalVolume,
+    GpuRequest,
+    HubSpec,
+    ImageChoice,
+    ServerOption,
+    TierSpec,
+)
 from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
@@ -73,7 +83,11 @@ c.ConfigurableHTTPProxy.should_start = True
 c.ConfigurableHTTPProxy.api_url = {proxy_api_url!r}
 c.ConfigurableHTTPProxy.command = [{chp!r}]
 c.JupyterHub.db_url = {db_url!r}
-c.JupyterHub.authenticator_class = "dummy"
+# The DummyAuthenticator in place of the OIDC login, still limited to the members file.
+from jupyterhub.auth import DummyAuthenticator
+c.JupyterHub.authenticator_class = type(
+    "LocalAuthenticator", (c.JupyterHub.authenticator_class.members_mixin, DummyAuthenticator), {{}}
+)
 c.DummyAuthenticator.password = {password!r}
 c.KubeSpawner.start_timeout = 60
 c.JupyterHub.services = [*c.JupyterHub.services, {{"name": "test-admin", "api_token": {token!r}}}]
@@ -98,6 +112,15 @@ class RunningHub:
     portal_token: str
     log_path: Path
     process: subprocess.Popen
+    public_url: str = ""
+    members_file: Path | None = None
+
+    def write_members(self, spec: HubSpec) -> None:
+        """Replace the members file the way the kubelet refreshes a ConfigMap: a new file
+        swapped in at once, while the hub runs."""
+        fresh = self.members_file.with_suffix(".new")
+        fresh.write_text(json.dumps(members_values(spec), indent=2, sort_keys=True))
+        os.replace(fresh, self.members_file)
 
     def api(self, method: str, path: str, token: str | None = None, **kwargs):
         headers = {"Authorization": f"token {token or self.admin_token}"}
@@ -114,14 +137,17 @@ def start_hub(spec: HubSpec, workdir: Path, kubeconfig: Path) -> RunningHub:
     workdir.mkdir(parents=True, exist_ok=True)
     values_file = workdir / "values.json"
     values_file.write_text(json.dumps(hub_values(spec, OAUTH), indent=2, sort_keys=True))
+    members_file = workdir / "members.json"
+    members_file.write_text(json.dumps(members_values(spec), indent=2, sort_keys=True))
     hub_url = f"http://127.0.0.1:{free_port()}"
+    public_url = f"http://127.0.0.1:{free_port()}/"
     admin_token, portal_token = secrets.token_hex(32), secrets.token_hex(32)
     override = workdir / "jupyterhub_config_local.py"
     override.write_text(
         OVERRIDE.format(
             static=str(CONFIG_FILE),
             hub_url=hub_url,
-            public_url=f"http://127.0.0.1:{free_port()}/",
+            public_url=public_url,
             proxy_api_url=f"http://127.0.0.1:{free_port()}",
             chp=str(CHP),
             db_url=f"sqlite:///{workdir / 'jupyterhub.sqlite'}",
@@ -133,6 +159,7 @@ def start_hub(spec: HubSpec, workdir: Path, kubeconfig: Path) -> RunningHub:
         **os.environ,
         "KUBECONFIG": str(kubeconfig),  # read by kubernetes_asyncio inside KubeSpawner
         hubconfig.VALUES_FILE_ENV: str(values_file),
+        hubconfig.MEMBERS_FILE_ENV: str(members_file),
         hubconfig.ENV_COOKIE_SECRET: secrets.token_hex(32),
         hubconfig.ENV_PROXY_AUTH_TOKEN: secrets.token_hex(32),
         hubconfig.ENV_CRYPT_KEY: secrets.token_hex(32),
@@ -149,7 +176,10 @@ def start_hub(spec: HubSpec, workdir: Path, kubeconfig: Path) -> RunningHub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    hub = RunningHub(spec, f"{hub_url}/hub/api", admin_token, portal_token, log_path, process)
+    hub = RunningHub(
+        spec, f"{hub_url}/hub/api", admin_token, portal_token, log_path, process, public_url
+    )
+    hub.members_file = members_file
 
     def answers():
         if process.poll() is not None:
@@ -605,3 +635,181 @@ def test_a_server_beyond_the_quota_fails_with_the_quota_message(kube_api, gpu_hu
     finally:
         stop_server(kube_api, gpu_hub, CO_OWNER)
         stop_server(kube_api, gpu_hub, OWNER)
+
+
+# --- Member tiers --------------------------------------------------------------------------
+
+STUDENT, STAFF, NEWCOMER = "stu@uni.example", "ta@uni.example", "new@uni.example"
+STUDENTS = TierSpec("students", gpu=False, shared="ro")
+STAFF_TIER = TierSpec("staff", shared="rw", jobs=True)
+
+
+@pytest.fixture(scope="module")
+def tier_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningHub]:
+    """A course with one size on an H100 (and the same size without a GPU), a shared volume
+    and jobs access; students get no GPU and read the shared volume, staff get everything."""
+    spec = HubSpec(
+        hub_id=secrets.randbelow(10**6),
+        slug=f"jh{secrets.token_hex(3)}",
+        owner=OWNER,
+        hubs_domain="hubs.localhost",
+        expected_users=3,
+        server_options=(ServerOption("standard", "Standard", 0.5, 1, 1, 2),),
+        gpu=GpuRequest("nvidia.com/gpu", "NVIDIA-H100-80GB-HBM3", 1, display_name="H100"),
+        images=(LAB,),
+        home_size_gib=1,
+        shared_size_gib=2,
+        shared_mode="ro",
+        jobs_access=True,
+        members=(STUDENT, STAFF),
+        tiers=(TierSpec("members", default=True), STUDENTS, STAFF_TIER),
+        member_tiers=((STUDENT, "students"), (STAFF, "staff")),
+    )
+    jobs_account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": hubconfig.JOBS_SERVICE_ACCOUNT, "namespace": spec.namespace},
+    }
+    prepare_namespace(kube_api, spec, [jobs_account, pvc(spec, hubconfig.SHARED_PVC, 2)])
+    hub = start_hub(spec, tmp_path_factory.mktemp("tier-hub"), kubeconfig_path)
+    yield hub
+    stop_hub(hub)
+    k8s.delete_namespace(kube_api, spec.namespace)
+
+
+def created_pod(kube_api, hub: RunningHub, user: str) -> client.V1Pod:
+    """The server's pod as KubeSpawner created it. The tier tests check its spec and identity
+    only, so they do not wait for the simulated kubelet, which lags when other tests flood
+    the cluster with pods."""
+    return eventually(lambda: server_pod(kube_api, hub, user), timeout=60)
+
+
+def stop_server_patiently(kube_api, hub: RunningHub, user: str) -> None:
+    """stop_server, with time for a busy simulated kubelet to confirm the deletion."""
+    response = hub.api("DELETE", server_path(user))
+    assert response.status_code in (202, 204, 400), response.text
+    eventually(lambda: server_pod(kube_api, hub, user) is None, timeout=240)
+    eventually(lambda: "" not in hub.api("GET", f"/users/{user}").json()["servers"], timeout=240)
+
+
+def log_in(hub: RunningHub, user: str) -> tuple[requests.Session, requests.Response]:
+    """Sign in on the hub's login page, as a browser does; returns the session and answer."""
+    session = requests.Session()
+
+    def login_form():
+        # Through the proxy, whose route to the hub may lag the hub's start by a moment.
+        page = session.get(hub.public_url + "hub/login", timeout=30)
+        return re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+
+    xsrf = eventually(login_form, timeout=30).group(1)
+    answer = session.post(
+        hub.public_url + "hub/login",
+        data={"username": user, "password": PASSWORD, "_xsrf": xsrf},
+        timeout=30,
+    )
+    return session, answer
+
+
+def offered_profiles(hub: RunningHub, user: str) -> list[str]:
+    """The profiles on the user's spawn form."""
+    session, answer = log_in(hub, user)
+    assert answer.ok, answer.text
+    form = session.get(hub.public_url + "hub/spawn", timeout=30)
+    assert form.status_code == 200, form.text
+    return re.findall(r'name="profile"\s+id="profile-item-[^"]*"\s+value="([^"]+)"', form.text)
+
+
+def test_students_see_only_the_cpu_profile_and_read_the_shared_volume(kube_api, tier_hub):
+    profiles = offered_profiles(tier_hub, STUDENT)
+    assert profiles == ["standard-no-gpu"], profiles
+    assert "standard" in offered_profiles(tier_hub, STAFF)
+
+    # Choosing the GPU profile anyway (through the API) is refused: no pod.
+    refused = tier_hub.api("POST", server_path(STUDENT), json={"profile": "standard"})
+    assert refused.status_code >= 400, refused.text
+    assert "No such profile: standard" in tier_hub.log()
+    assert server_pod(kube_api, tier_hub, STUDENT) is None
+    eventually(
+        lambda: "" not in tier_hub.api("GET", f"/users/{STUDENT}").json()["servers"], timeout=30
+    )
+
+    start_server(tier_hub, STUDENT, {"profile": "standard-no-gpu"})
+    try:
+        pod = created_pod(kube_api, tier_hub, STUDENT)
+        assert "nvidia.com/gpu" not in quantities(container(pod).resources.limits)
+        assert not pod.spec.node_selector
+        assert mounts(pod)["shared"] == ("/home/jovyan/shared", True)
+        (shared,) = [v for v in pod.spec.volumes if v.name == "shared"]
+        assert shared.persistent_volume_claim.read_only is True
+        # No jobs role for students, though the hub has jobs access.
+        assert pod.spec.automount_service_account_token is False
+        assert pod.spec.service_account_name in (None, "default")
+    finally:
+        stop_server_patiently(kube_api, tier_hub, STUDENT)
+
+
+def test_staff_start_the_gpu_profile_with_the_shared_volume_writable(kube_api, tier_hub):
+    start_server(tier_hub, STAFF, {"profile": "standard", "image": "scipy"})
+    try:
+        pod = created_pod(kube_api, tier_hub, STAFF)
+        assert quantities(container(pod).resources.limits)["nvidia.com/gpu"] == 1
+        assert pod.spec.node_selector == {GPU_PRODUCT_LABEL: "NVIDIA-H100-80GB-HBM3"}
+        assert mounts(pod)["shared"] == ("/home/jovyan/shared", False)
+        assert pod.spec.service_account_name == "jobs"
+        assert pod.spec.automount_service_account_token is True
+    finally:
+        stop_server_patiently(kube_api, tier_hub, STAFF)
+
+
+def test_a_new_tier_applies_at_the_next_spawn_without_restarting_anything(kube_api, tier_hub):
+    start_server(tier_hub, STUDENT, {"profile": "standard-no-gpu"})
+    try:
+        before = created_pod(kube_api, tier_hub, STUDENT)
+        hub_pid = tier_hub.process.pid
+
+        promoted = dataclasses.replace(
+            tier_hub.spec, member_tiers=((STUDENT, "staff"), (STAFF, "staff"))
+        )
+        tier_hub.write_members(promoted)
+        # The hub takes the new file at its next login or spawn; nothing else happens: the
+        # running server and the hub stay as they were.
+        time.sleep(5)
+        after = server_pod(kube_api, tier_hub, STUDENT)
+        assert after is not None and after.metadata.uid == before.metadata.uid
+        assert mounts(after)["shared"] == ("/home/jovyan/shared", True)
+        assert tier_hub.process.poll() is None and tier_hub.process.pid == hub_pid
+        assert "" in tier_hub.api("GET", f"/users/{STUDENT}").json()["servers"]
+    except BaseException:
+        tier_hub.write_members(tier_hub.spec)
+        raise
+    finally:
+        stop_server_patiently(kube_api, tier_hub, STUDENT)
+
+    # The next spawn: the spawn form now offers the GPU profile, and the server gets it.
+    assert "standard" in offered_profiles(tier_hub, STUDENT)
+    start_server(tier_hub, STUDENT, {"profile": "standard"})
+    try:
+        pod = created_pod(kube_api, tier_hub, STUDENT)
+        assert quantities(container(pod).resources.limits)["nvidia.com/gpu"] == 1
+        assert mounts(pod)["shared"] == ("/home/jovyan/shared", False)
+        assert pod.spec.service_account_name == "jobs"
+    finally:
+        stop_server_patiently(kube_api, tier_hub, STUDENT)
+        tier_hub.write_members(tier_hub.spec)
+
+
+def test_only_members_log_in_and_a_new_member_needs_no_restart(tier_hub):
+    _, refused = log_in(tier_hub, NEWCOMER)
+    assert "/hub/spawn" not in refused.url and "/hub/home" not in refused.url
+    assert f"User {NEWCOMER!r} not allowed." in tier_hub.log()
+
+    tier_hub.write_members(
+        dataclasses.replace(tier_hub.spec, members=(*tier_hub.spec.members, NEWCOMER))
+    )
+    try:
+        # A member without a tier of their own gets the default tier: everything.
+        assert "standard" in offered_profiles(tier_hub, NEWCOMER)
+    finally:
+        tier_hub.write_members(tier_hub.spec)
+    _, refused_again = log_in(tier_hub, NEWCOMER)
+    assert "/hub/spawn" not in refused_again.url

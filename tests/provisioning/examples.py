@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from provisioning.render import HubSecrets
-from provisioning.spec import ExternalVolume, GpuRequest, HubSpec, ImageChoice, ServerOption
+from provisioning.spec import (
+    ExternalVolume,
+    GpuRequest,
+    GroupGrantSpec,
+    HubSpec,
+    ImageChoice,
+    ServerOption,
+    TierSpec,
+)
 
 SMALL = ServerOption("small", "Small", 0.5, 1, 1, 2)
 MEDIUM = ServerOption("medium", "Medium", 1, 2, 4, 8)
@@ -36,6 +44,13 @@ EXAMPLES: dict[str, HubSpec] = {
         home_size_gib=5,
         idle_timeout_minutes=30,
         members=("ta-1", "ta-2"),
+        # The TAs' tier may pick the medium size; students come in through an IdP group.
+        tiers=(
+            TierSpec("students", server_options=("small",), images=("scipy",), default=True),
+            TierSpec("tas"),
+        ),
+        member_tiers=(("ta-1", "tas"), ("ta-2", "tas")),
+        group_grants=(GroupGrantSpec("stats-101-2027"),),
     ),
     # A research group: GPUs, named servers, a read-write shared volume, batch jobs.
     "gpu-research": HubSpec(

@@ -15,12 +15,22 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from oauthenticator.generic import GenericOAuthenticator
+from tornado import web
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from provisioning import hubconfig
-from provisioning.hubconfig import CONFIG_FILE, OAuthSettings, hub_values
-from provisioning.spec import ExternalVolume, GpuRequest, HubSpec, ImageChoice, ServerOption
+from provisioning.hubconfig import CONFIG_FILE, OAuthSettings, hub_values, members_values
+from provisioning.spec import (
+    ExternalVolume,
+    GpuRequest,
+    GroupGrantSpec,
+    HubSpec,
+    ImageChoice,
+    ServerOption,
+    TierSpec,
+)
 
 OAUTH = OAuthSettings(
     authorize_url="https://sso.uni.example/authorize",
@@ -96,11 +106,14 @@ def research_group(**overrides) -> HubSpec:
     return HubSpec(**values)
 
 
-def load(tmp_path, monkeypatch, values: dict) -> Config:
+def load(tmp_path, monkeypatch, values: dict, members: dict | None = None) -> Config:
     """Load the static config file for these values, as JupyterHub's `--config` does."""
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(values, indent=2, sort_keys=True))
     monkeypatch.setenv("HUB_VALUES_FILE", str(values_file))
+    members_file = tmp_path / "members.json"
+    members_file.write_text(json.dumps(members or members_values(course()), sort_keys=True))
+    monkeypatch.setenv("HUB_MEMBERS_FILE", str(members_file))
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     return PyFileConfigLoader(CONFIG_FILE.name, str(CONFIG_FILE.parent)).load_config()
@@ -108,11 +121,18 @@ def load(tmp_path, monkeypatch, values: dict) -> Config:
 
 @pytest.fixture
 def config_for(tmp_path, monkeypatch):
-    return lambda spec: load(tmp_path, monkeypatch, hub_values(spec, OAUTH))
+    return lambda spec: load(tmp_path, monkeypatch, hub_values(spec, OAUTH), members_values(spec))
 
 
-def profiles(c: Config) -> dict[str, dict]:
-    return {profile["slug"]: profile for profile in c.KubeSpawner.profile_list}
+def spawner(name: str = "ada@uni.example", groups: tuple[str, ...] = (), admin: bool = False):
+    """What the config's callables read of a KubeSpawner: its user, their groups, admin."""
+    user = SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups], admin=admin)
+    return SimpleNamespace(user=user)
+
+
+def profiles(c: Config, user=None) -> dict[str, dict]:
+    """The profiles the config offers a user (the owner unless given)."""
+    return {profile["slug"]: profile for profile in c.KubeSpawner.profile_list(user or spawner())}
 
 
 def test_values_are_plain_json():
@@ -141,6 +161,9 @@ def test_hub_refuses_to_start_without_a_secret(tmp_path, monkeypatch, missing):
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(hub_values(course(), OAUTH)))
     monkeypatch.setenv("HUB_VALUES_FILE", str(values_file))
+    members_file = tmp_path / "members.json"
+    members_file.write_text(json.dumps(members_values(course())))
+    monkeypatch.setenv("HUB_MEMBERS_FILE", str(members_file))
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv(missing)
@@ -152,7 +175,7 @@ def test_hub_refuses_to_start_without_a_secret(tmp_path, monkeypatch, missing):
 def test_login_through_the_portal_issuer_limited_to_owner_and_collaborators(config_for):
     c = config_for(course())
 
-    assert c.JupyterHub.authenticator_class == "oauthenticator.generic.GenericOAuthenticator"
+    assert issubclass(c.JupyterHub.authenticator_class, GenericOAuthenticator)
     oauth = c.GenericOAuthenticator
     assert oauth.authorize_url == "https://sso.uni.example/authorize"
     assert oauth.token_url == "https://sso.uni.example/token"
@@ -329,6 +352,12 @@ def test_wipe_home_option_adds_an_init_container(config_for):
     assert list(profiles(c)["large"]["profile_options"]) == ["image", "wipe_home"]
 
 
+def spawn_settings(c: Config, user) -> SimpleNamespace:
+    """Run the config's pre-spawn hook for a user: what their server gets."""
+    c.KubeSpawner.pre_spawn_hook(user)
+    return user
+
+
 @pytest.mark.parametrize(
     ("jobs_access", "service_account", "automount"),
     [(True, "jobs", True), (False, None, False)],
@@ -336,8 +365,10 @@ def test_wipe_home_option_adds_an_init_container(config_for):
 def test_service_account_only_with_jobs_access(config_for, jobs_access, service_account, automount):
     c = config_for(research_group(jobs_access=jobs_access))
 
-    assert c.KubeSpawner.get("service_account") == service_account
-    assert c.KubeSpawner.automount_service_account_token is automount
+    assert c.KubeSpawner.automount_service_account_token is False
+    owner = spawn_settings(c, spawner())
+    assert owner.service_account == service_account
+    assert owner.automount_service_account_token is automount
 
 
 def test_user_pods_are_restricted_friendly(config_for):
@@ -454,3 +485,199 @@ def test_config_file_is_static():
     assert "hub-astro-101" not in text and "ada@" not in text
     assert 'os.environ.get("HUB_VALUES_FILE", "/usr/local/etc/jupyterhub/values.json")' in text
     assert hubconfig.CONFIG_MOUNT_PATH == "/usr/local/etc/jupyterhub"
+
+
+# --- Member tiers --------------------------------------------------------------------------
+
+STUDENTS = TierSpec("students", server_options=("small",), gpu=False, shared="ro")
+STAFF = TierSpec("staff", shared="rw", jobs=True)
+
+
+def tiered(**overrides) -> HubSpec:
+    """A course with GPUs: students get the small size without a GPU and the shared volume
+    read-only; staff get everything, the volume writable and the jobs role."""
+    values = dict(
+        server_options=(SMALL, LARGE),
+        gpu=A100,
+        images=(LAB, RSTUDIO),
+        jobs_access=True,
+        members=("stu", "sam", "ta"),
+        tiers=(TierSpec("members", default=True), STUDENTS, STAFF),
+        member_tiers=(("stu", "students"), ("ta", "staff")),
+        group_grants=(
+            GroupGrantSpec("physics-students", "member", "students"),
+            GroupGrantSpec("physics-staff", "co-owner"),
+        ),
+    )
+    values.update(overrides)
+    return course(**values)
+
+
+def test_members_file_lists_users_groups_and_tiers():
+    members = members_values(tiered())
+
+    assert members["admin_users"] == ["ada@uni.example", "grace@uni.example"]
+    assert set(members["allowed_users"]) == {
+        "ada@uni.example",
+        "grace@uni.example",
+        "stu",
+        "sam",
+        "ta",
+    }
+    assert members["allowed_groups"] == ["physics-staff", "physics-students"]
+    assert members["admin_groups"] == ["physics-staff"]
+    assert members["user_tiers"] == {"stu": "students", "sam": "members", "ta": "staff"}
+    assert members["group_tiers"] == {"physics-students": "students"}
+    assert members["tiers"]["students"] == {
+        "profiles": ["small-no-gpu"],
+        "images": ["scipy", "rstudio"],
+        "custom_images": False,
+        "shared": "ro",
+        "jobs": False,
+    }
+    assert members["tiers"]["staff"]["profiles"] == [
+        "small",
+        "large",
+        "small-no-gpu",
+        "large-no-gpu",
+    ]
+    assert members["tiers"]["staff"]["shared"] == "rw" and members["tiers"]["staff"]["jobs"]
+    assert members["owner_access"]["shared"] == "rw"
+
+
+def test_no_shared_volume_and_no_jobs_role_where_the_hub_has_none():
+    members = members_values(tiered(shared_size_gib=0, shared_mode="none", jobs_access=False))
+
+    assert {tier["shared"] for tier in members["tiers"].values()} == {None}
+    assert not any(tier["jobs"] for tier in members["tiers"].values())
+
+
+def test_a_tier_limited_to_some_images_gets_no_custom_image():
+    spec = tiered(
+        custom_image="ghcr.io/lab/analysis:1.2",
+        allowed_registries=("ghcr.io",),
+        tiers=(TierSpec("members", default=True), TierSpec("students", images=("rstudio",))),
+    )
+    members = members_values(spec)
+
+    assert members["tiers"]["students"]["images"] == ["rstudio"]
+    assert members["tiers"]["students"]["custom_images"] is False
+    assert members["tiers"]["members"]["images"] == ["scipy", "rstudio", "custom"]
+    assert members["tiers"]["members"]["custom_images"] is True
+
+
+def test_a_gpu_hub_offers_each_size_also_without_a_gpu(config_for):
+    by_slug = profiles(config_for(tiered()))
+
+    assert list(by_slug) == ["small", "large", "small-no-gpu", "large-no-gpu"]
+    assert "extra_resource_limits" in by_slug["small"]["kubespawner_override"]
+    assert "extra_resource_limits" not in by_slug["small-no-gpu"]["kubespawner_override"]
+    assert "node_selector" not in by_slug["small-no-gpu"]["kubespawner_override"]
+    assert by_slug["small"]["default"] is True
+
+
+def test_students_see_only_the_cpu_profile_and_get_the_shared_volume_read_only(config_for):
+    c = config_for(tiered())
+    student = spawner("stu")
+
+    by_slug = profiles(c, student)
+    assert list(by_slug) == ["small-no-gpu"]
+    assert by_slug["small-no-gpu"]["default"] is True
+    settings = spawn_settings(c, student)
+    assert settings.volume_mounts["shared"]["readOnly"] is True
+    assert settings.volumes["shared"]["persistentVolumeClaim"]["readOnly"] is True
+    assert settings.service_account is None
+    assert settings.automount_service_account_token is False
+
+
+def test_staff_may_start_gpu_servers_with_the_shared_volume_writable(config_for):
+    c = config_for(tiered())
+    staff = spawner("ta")
+
+    assert "large" in profiles(c, staff)
+    settings = spawn_settings(c, staff)
+    assert settings.volume_mounts["shared"]["readOnly"] is False
+    assert settings.service_account == "jobs"
+    assert settings.automount_service_account_token is True
+
+
+def test_members_without_a_tier_get_the_default_tier(config_for):
+    c = config_for(tiered(tiers=(TierSpec("members", default=True, shared="ro"), STUDENTS)))
+
+    assert "large" in profiles(c, spawner("sam"))
+    assert spawn_settings(c, spawner("sam")).volume_mounts["shared"]["readOnly"] is True
+
+
+def test_group_members_get_their_group_tier_and_co_owner_groups_everything(config_for):
+    c = config_for(tiered())
+
+    assert list(profiles(c, spawner("x", groups=("physics-students",)))) == ["small-no-gpu"]
+    boss = spawner("y", groups=("physics-staff",))
+    assert len(profiles(c, boss)) == 4
+    assert spawn_settings(c, boss).volume_mounts["shared"]["readOnly"] is False
+
+
+def test_the_owner_writes_the_shared_volume_even_when_members_read_only(config_for):
+    c = config_for(tiered())
+
+    assert spawn_settings(c, spawner()).volume_mounts["shared"]["readOnly"] is False
+
+
+def test_a_tier_with_nothing_left_starts_nothing(tmp_path, monkeypatch):
+    spec = tiered(tiers=(TierSpec("members", default=True), TierSpec("students", ("gone",))))
+    c = load(tmp_path, monkeypatch, hub_values(spec, OAUTH), members_values(spec))
+
+    assert profiles(c, spawner("stu")) == {}
+    with pytest.raises(web.HTTPError) as refused:
+        spawn_settings(c, spawner("stu"))
+    assert refused.value.status_code == 403
+
+
+def test_a_changed_members_file_applies_without_reloading_the_config(tmp_path, monkeypatch):
+    spec = tiered()
+    c = load(tmp_path, monkeypatch, hub_values(spec, OAUTH), members_values(spec))
+    assert list(profiles(c, spawner("stu"))) == ["small-no-gpu"]
+
+    promoted = tiered(member_tiers=(("stu", "staff"),))
+    (tmp_path / "members.json").write_text(json.dumps(members_values(promoted)) + "\n")
+
+    assert "large" in profiles(c, spawner("stu"))
+    assert spawn_settings(c, spawner("stu")).volume_mounts["shared"]["readOnly"] is False
+
+
+def test_login_follows_the_members_file(tmp_path, monkeypatch):
+    spec = tiered()
+    c = load(tmp_path, monkeypatch, hub_values(spec, OAUTH), members_values(spec))
+    authenticator = c.JupyterHub.authenticator_class(config=c)
+
+    assert authenticator.allow_existing_users is False
+    assert authenticator.manage_groups is True
+    assert authenticator.auth_state_groups_key == "oauth_user.groups"
+    assert authenticator.allowed_groups == {"physics-staff", "physics-students"}
+    assert authenticator.admin_groups == {"physics-staff"}
+    assert "newcomer" not in authenticator.allowed_users
+
+    (tmp_path / "members.json").write_text(
+        json.dumps(members_values(tiered(members=("stu", "newcomer"))))
+    )
+    authenticator.load_members()
+    assert "newcomer" in authenticator.allowed_users
+    assert "sam" not in authenticator.allowed_users
+    assert authenticator.is_member("x", ["physics-students"])
+    assert not authenticator.is_member("sam", [])
+
+
+def test_admin_follows_the_members_file_also_downwards(tmp_path, monkeypatch):
+    spec = tiered()
+    c = load(tmp_path, monkeypatch, hub_values(spec, OAUTH), members_values(spec))
+    authenticator = c.JupyterHub.authenticator_class(config=c)
+
+    assert authenticator.with_admin({"name": "grace@uni.example", "admin": None}, [])["admin"]
+    assert authenticator.with_admin({"name": "y", "groups": ["physics-staff"]}, [])["admin"]
+    # A co-owner demoted to member: False, not None (None would keep the hub's old record).
+    (tmp_path / "members.json").write_text(json.dumps(members_values(tiered(co_owners=()))))
+    assert (
+        authenticator.with_admin({"name": "grace@uni.example", "admin": None}, [])["admin"] is False
+    )
+    assert authenticator.with_admin("stu", []) == {"name": "stu", "admin": False}
+    assert authenticator.with_admin(None, []) is None

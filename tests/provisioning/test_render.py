@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from provisioning.render import (
@@ -15,7 +17,14 @@ from provisioning.render import (
     render_hub,
     selector,
 )
-from provisioning.spec import ExternalVolume, GpuRequest, HubSpec, ServerOption
+from provisioning.spec import (
+    ExternalVolume,
+    GpuRequest,
+    GroupGrantSpec,
+    HubSpec,
+    ServerOption,
+    TierSpec,
+)
 from tests.provisioning.examples import EXAMPLES, FIXED_SECRETS
 
 SMALL = ServerOption("small", "Small", 0.5, 1, 1, 2)
@@ -116,7 +125,7 @@ def test_the_hub_gets_its_complete_object_set():
     assert kinds.index("Namespace") == 0
     assert names(manifests, "ServiceAccount") == {"hub"}
     assert names(manifests, "Secret") == {"hub"}
-    assert names(manifests, "ConfigMap") == {"hub"}
+    assert names(manifests, "ConfigMap") == {"hub", "hub-members"}
     assert names(manifests, "PersistentVolumeClaim") == {"hub-db"}
     assert names(manifests, "Deployment") == {"hub", "proxy"}
     assert names(manifests, "NetworkPolicy") == {
@@ -210,6 +219,44 @@ def test_hub_restarts_when_its_configuration_changes_and_only_then():
     assert checksum(spec) == checksum(spec)
     longer_idle = HubSpec(**{**spec.__dict__, "idle_timeout_minutes": 90})
     assert checksum(longer_idle) != checksum(spec)
+
+
+def test_a_change_of_members_or_tiers_restarts_nothing():
+    """Members and tiers live in their own ConfigMap, mounted as a directory (refreshed in
+    place by the kubelet) and left out of the hub's config checksum."""
+    spec = EXAMPLES["cpu-course"]
+    changed = HubSpec(
+        **{
+            **spec.__dict__,
+            "members": ("ta-1", "student-9"),
+            "co_owners": ("grace",),
+            "tiers": (TierSpec("members", default=True), TierSpec("students", gpu=False)),
+            "member_tiers": (("student-9", "students"),),
+            "group_grants": (GroupGrantSpec("astro-2027", "member", "students"),),
+        }
+    )
+
+    def objects(spec):
+        return {
+            (m["kind"], m["metadata"]["name"]): m
+            for m in render_hub(spec, RenderSettings(), FIXED_SECRETS)
+        }
+
+    before, after = objects(spec), objects(changed)
+    differ = {key for key in before if before[key] != after[key]}
+    assert differ == {("ConfigMap", "hub-members")}
+    members = json.loads(after["ConfigMap", "hub-members"]["data"]["members.json"])
+    assert members["user_tiers"]["student-9"] == "students"
+    assert members["allowed_groups"] == ["astro-2027"]
+
+    pod = after["Deployment", "hub"]["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "members"]
+    assert mount == {"name": "members", "mountPath": "/usr/local/etc/hub-members", "readOnly": True}
+    assert "subPath" not in mount
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "members"]
+    assert volume["configMap"] == {"name": "hub-members"}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["HUB_MEMBERS_FILE"] == "/usr/local/etc/hub-members/members.json"
 
 
 def test_quota_is_held_to_the_installations_ceilings():

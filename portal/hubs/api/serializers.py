@@ -75,7 +75,7 @@ class HubSerializer(serializers.ModelSerializer):
 
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     hardware_options = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
-    gpu_type = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    gpu_type = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     images = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     storage_options = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     collaborators = serializers.SerializerMethodField()

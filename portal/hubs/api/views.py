@@ -16,6 +16,7 @@ from portal.hubs import services
 from portal.hubs.api import serializers as s
 from portal.hubs.lifecycle import State
 from portal.hubs.models import GpuType, HardwareOption, Hub, HubRevision, Image, StorageOption
+from portal.usage.serializers import HubApproveSerializer
 
 
 class HubFilter(django_filters.FilterSet):
@@ -82,17 +83,27 @@ class HubViewSet(
         return Response(s.HubSerializer(hub).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        request=s.ApproveSerializer,
-        responses={200: s.HubSerializer, 409: OpenApiResponse(description="Not pending any more")},
+        request=HubApproveSerializer,
+        responses={
+            200: s.HubSerializer,
+            400: OpenApiResponse(description="An override without a reason"),
+            409: OpenApiResponse(description="Not pending any more, or its GPUs do not fit"),
+        },
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str | None = None) -> Response:
-        """Approve a pending request (or retry a failed hub); portal admins only."""
+        """Approve a pending request (or retry a failed hub); portal admins only. GPUs beyond
+        the free capacity over the hub's dates need `override` and a `reason`."""
         hub = self.get_object()
         self._require_staff()
-        body = s.ApproveSerializer(data=request.data)
+        body = HubApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        hub = services.approve(hub, request.user, body.validated_data.get("reason", ""))
+        hub = services.approve(
+            hub,
+            request.user,
+            body.validated_data.get("reason", ""),
+            override=body.validated_data["override"],
+        )
         return Response(s.HubSerializer(hub).data)
 
     @extend_schema(

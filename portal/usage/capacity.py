@@ -1,0 +1,267 @@
+"""GPU capacity: what the cluster has, what hubs reserve over their dates, what is free; and
+the estimated cost of a request.
+
+- Allocatable and in use now come from the nodes and pods, as the last collection pass saw
+  them (GpuInventory, written by provisioning/usage.py); "unknown" until a pass has seen a node
+  with that GPU product.
+- A hub reserves its GPU quota (expected users x servers per user x GPUs per server, held to
+  HUB_QUOTA_CAPS, exactly the ResourceQuota's `requests.<gpu resource>`) on every day from its
+  start to its end date, both included, while it is approved, provisioning, running, updating
+  or expiring.
+- Free over a period = allocatable - the most reserved on any day of the period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+
+from portal.hubs.lifecycle import LifecycleError, State
+from portal.hubs.models import GpuType, HardwareOption, Hub
+from portal.usage.models import GpuInventory
+from portal.usage.prices import (
+    ZERO,
+    Cost,
+    PriceBook,
+    currency,
+)
+
+RESERVING_STATES = (
+    State.APPROVED,
+    State.PROVISIONING,
+    State.RUNNING,
+    State.UPDATING,
+    State.EXPIRING,
+)
+
+
+class OverCapacity(LifecycleError):
+    """A hub's GPUs do not fit in what is free over its dates (a conflict: 409 in the API)."""
+
+    def __init__(self, free: FreeGpus, wanted: int):
+        self.free, self.wanted = free, wanted
+        super().__init__(
+            f"Not enough {free.gpu_type.display_name} GPUs: the hub needs {wanted}, but only "
+            f"{max(free.free or 0, 0)} of {free.allocatable} are free from {free.start} to "
+            f"{free.end} (at most {free.max_reserved} reserved by other hubs on "
+            f"{free.busiest_day}). Approve with an override and a reason to go over capacity."
+        )
+
+
+@dataclass(frozen=True)
+class GpuNow:
+    """GPUs of one type in the cluster now."""
+
+    gpu_type: GpuType | None
+    product: str
+    allocatable: int
+    in_use: int
+
+    @property
+    def name(self) -> str:
+        return self.gpu_type.name if self.gpu_type else self.product
+
+    @property
+    def display_name(self) -> str:
+        return self.gpu_type.display_name if self.gpu_type else self.product
+
+    @property
+    def free_now(self) -> int:
+        return max(self.allocatable - self.in_use, 0)
+
+
+@dataclass(frozen=True)
+class FreeGpus:
+    """GPUs of one type free over a whole period (the minimum over its days)."""
+
+    gpu_type: GpuType
+    start: date
+    end: date
+    allocatable: int | None  # None: no collection pass has seen this GPU type yet
+    max_reserved: int
+    busiest_day: date | None
+
+    @property
+    def free(self) -> int | None:
+        return None if self.allocatable is None else self.allocatable - self.max_reserved
+
+    def fits(self, wanted: int) -> bool:
+        """Whether `wanted` more GPUs fit (True when capacity is unknown: nothing to check)."""
+        return self.free is None or wanted <= self.free
+
+
+@dataclass(frozen=True)
+class TimelineDay:
+    """Reserved and free GPUs of one type on one day."""
+
+    day: date
+    allocatable: int | None
+    reserved: int
+
+    @property
+    def free(self) -> int | None:
+        return None if self.allocatable is None else self.allocatable - self.reserved
+
+
+def reserved_gpus(hub: Hub) -> int:
+    """The GPUs a hub's quota holds: users x servers x GPUs per server, held to the cap."""
+    if not hub.gpu_type_id or not hub.gpus_per_user:
+        return 0
+    wanted = hub.expected_users * hub.notebooks_per_user * hub.gpus_per_user
+    cap = settings.HUB_QUOTA_CAPS.get(f"requests.{hub.gpu_type.resource_name}")
+    try:
+        return min(wanted, int(cap)) if cap is not None else wanted
+    except ValueError:
+        return wanted
+
+
+def gpus_now() -> list[GpuNow]:
+    """Allocatable and in-use GPUs per product, as the last collection pass saw them."""
+    types: dict[str, GpuType] = {}
+    for gpu in GpuType.objects.order_by("pk"):
+        types.setdefault(gpu.node_label_value, gpu)
+    return [
+        GpuNow(types.get(row.product), row.product, row.allocatable, row.in_use)
+        for row in GpuInventory.objects.order_by("product")
+    ]
+
+
+def allocatable(gpu_type: GpuType) -> int | None:
+    """GPUs of this type the cluster's nodes offer; None when never observed."""
+    row = GpuInventory.objects.filter(product=gpu_type.node_label_value).first()
+    return row.allocatable if row else None
+
+
+def _reserving_hubs(gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] = ()):
+    return (
+        Hub.objects.filter(
+            gpu_type=gpu_type,
+            gpus_per_user__gt=0,
+            state__in=RESERVING_STATES,
+            start_date__lte=end,
+            end_date__gte=start,
+        )
+        .exclude(pk__in=list(exclude))
+        .select_related("gpu_type")
+    )
+
+
+def reserved_by_day(
+    gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] = ()
+) -> dict[date, int]:
+    """GPUs of this type reserved by hubs on each day from start to end (both included)."""
+    days = {start + timedelta(days=n): 0 for n in range((end - start).days + 1)}
+    for hub in _reserving_hubs(gpu_type, start, end, exclude):
+        gpus = reserved_gpus(hub)
+        first, last = max(hub.start_date, start), min(hub.end_date, end)
+        for n in range((last - first).days + 1):
+            days[first + timedelta(days=n)] += gpus
+    return days
+
+
+def free_over(gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] = ()) -> FreeGpus:
+    """GPUs of this type free on every day of the period (allocatable - max reserved)."""
+    days = reserved_by_day(gpu_type, start, end, exclude)
+    busiest = max(days, key=lambda day: (days[day], -day.toordinal())) if days else None
+    return FreeGpus(
+        gpu_type=gpu_type,
+        start=start,
+        end=end,
+        allocatable=allocatable(gpu_type),
+        max_reserved=days[busiest] if busiest else 0,
+        busiest_day=busiest,
+    )
+
+
+def timeline(gpu_type: GpuType, weeks: int = 8, start: date | None = None) -> list[TimelineDay]:
+    """Reserved and free GPUs of this type on each day of the coming `weeks` weeks."""
+    from portal.usage.queries import today
+
+    first = start or today()
+    last = first + timedelta(days=7 * weeks - 1)
+    total = allocatable(gpu_type)
+    return [
+        TimelineDay(day, total, reserved)
+        for day, reserved in reserved_by_day(gpu_type, first, last).items()
+    ]
+
+
+def check_hub_fits(hub: Hub) -> FreeGpus | None:
+    """Raise OverCapacity when the hub's GPUs do not fit over its dates (others' reservations
+    counted, its own not); None for hubs without GPUs. Call it with the GPU type row locked."""
+    wanted = reserved_gpus(hub)
+    if not wanted:
+        return None
+    free = free_over(hub.gpu_type, hub.start_date, hub.end_date, exclude=[hub.pk])
+    if not free.fits(wanted):
+        raise OverCapacity(free, wanted)
+    return free
+
+
+# --- Cost estimate of a request -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """The most a request can cost: every server running its largest option all the time,
+    every volume full, for the whole period, by the prices in force on each day."""
+
+    currency: str
+    days: int
+    servers: int
+    per_day: dict[str, Decimal]  # the first day's cost by resource and total, rounded
+    total: dict[str, Decimal]  # the whole period's, rounded
+
+
+def estimate_cost(
+    *,
+    start: date,
+    end: date,
+    expected_users: int,
+    notebooks_per_user: int = 1,
+    hardware_options: Iterable[HardwareOption] = (),
+    gpu_type: GpuType | None = None,
+    gpus_per_user: int = 0,
+    home_size_gib: int = 0,
+    shared_volume_gib: int = 0,
+) -> CostEstimate:
+    """Estimate a request's cost: expected users x servers x the largest chosen option (its
+    guarantee, which is what usage charges) x the period, plus GPUs and storage."""
+    options = list(hardware_options)
+    servers = max(expected_users, 0) * max(notebooks_per_user, 1)
+    cpu = max((option.cpu_guarantee for option in options), default=ZERO)
+    mem_gib = max((option.mem_guarantee_gib for option in options), default=ZERO)
+    gpus = gpus_per_user if gpu_type else 0
+    storage_gib = servers * home_size_gib + shared_volume_gib
+    day_seconds = 86400
+    book = PriceBook.load()
+    total, first = Cost(), None
+    days = max((end - start).days + 1, 0)
+    for n in range(days):
+        day = start + timedelta(days=n)
+        cost = book.cost(
+            day,
+            cpu_millicore_seconds=int(servers * cpu * 1000 * day_seconds),
+            memory_mib_seconds=int(servers * mem_gib * 1024 * day_seconds),
+            gpu_seconds=servers * gpus * day_seconds,
+            gpu_product=gpu_type.node_label_value if gpu_type else "",
+            storage_mib_seconds=int(Decimal(storage_gib) * 1024 * day_seconds),
+        )
+        total.add(cost)
+        first = first or cost
+    return CostEstimate(
+        currency=currency(),
+        days=days,
+        servers=servers,
+        per_day=(first or Cost()).rounded(),
+        total=total.rounded(),
+    )
+
+
+def hubs_reserving(gpu_type: GpuType, start: date, end: date) -> list[tuple[Hub, int]]:
+    """The hubs reserving this GPU type during the period, with their GPUs (for the queue)."""
+    return [(hub, reserved_gpus(hub)) for hub in _reserving_hubs(gpu_type, start, end)]

@@ -1,0 +1,98 @@
+"""API shapes of usage, cost and capacity (for validation and the OpenAPI schema)."""
+
+from rest_framework import serializers
+
+from portal.hubs.api.serializers import ApproveSerializer
+from portal.usage.queries import GRANULARITIES, TOTALS_BY
+
+
+class HubApproveSerializer(ApproveSerializer):
+    """Approve a hub; `override` (with a reason) approves GPUs beyond the free capacity."""
+
+    override = serializers.BooleanField(required=False, default=False)
+
+
+class PeriodQuerySerializer(serializers.Serializer):
+    """Query parameters of usage reports (validated by queries.parse_period)."""
+
+    start = serializers.DateField(required=False, help_text="First day (UTC); default 30 days ago.")
+    end = serializers.DateField(
+        required=False, help_text="Last day (UTC), included; default today."
+    )
+    granularity = serializers.ChoiceField(choices=GRANULARITIES, required=False, default="day")
+
+
+class TotalsQuerySerializer(PeriodQuerySerializer):
+    by = serializers.ChoiceField(choices=TOTALS_BY, required=False, default="hub")
+
+
+class CostSerializer(serializers.Serializer):
+    cpu = serializers.DecimalField(max_digits=16, decimal_places=2)
+    memory = serializers.DecimalField(max_digits=16, decimal_places=2)
+    gpu = serializers.DecimalField(max_digits=16, decimal_places=2)
+    storage = serializers.DecimalField(max_digits=16, decimal_places=2)
+    total = serializers.DecimalField(max_digits=16, decimal_places=2)
+
+
+class AmountsSerializer(serializers.Serializer):
+    cpu_core_hours = serializers.DecimalField(max_digits=20, decimal_places=4)
+    memory_gib_hours = serializers.DecimalField(max_digits=20, decimal_places=4)
+    gpu_hours = serializers.DictField(
+        child=serializers.DecimalField(max_digits=20, decimal_places=4),
+        help_text="GPU-hours by GPU type name.",
+    )
+    storage_gib_hours = serializers.DecimalField(max_digits=20, decimal_places=4)
+
+
+class LineSerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="Bucket start (ISO), username, hub slug or GPU type.")
+    label = serializers.CharField()
+    usage = AmountsSerializer()
+    cost = CostSerializer()
+
+
+class GapSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+
+
+class UsageReportSerializer(serializers.Serializer):
+    start = serializers.DateField()
+    end = serializers.DateField()
+    granularity = serializers.ChoiceField(choices=GRANULARITIES)
+    currency = serializers.CharField()
+    total = LineSerializer()
+    buckets = LineSerializer(many=True)
+    by_user = LineSerializer(many=True)
+    by_hub = LineSerializer(many=True)
+    gaps = GapSerializer(many=True, help_text="Intervals with no usage recorded.")
+
+
+class TotalsSerializer(serializers.Serializer):
+    start = serializers.DateField()
+    end = serializers.DateField()
+    by = serializers.ChoiceField(choices=TOTALS_BY)
+    currency = serializers.CharField()
+    total = LineSerializer()
+    lines = LineSerializer(many=True)
+
+
+class CapacityQuerySerializer(serializers.Serializer):
+    start = serializers.DateField(required=False, help_text="Default today.")
+    end = serializers.DateField(required=False, help_text="Default start + 27 days.")
+
+
+class GpuCapacitySerializer(serializers.Serializer):
+    gpu_type = serializers.CharField(help_text="Catalogue name (the product when not catalogued).")
+    display_name = serializers.CharField()
+    product = serializers.CharField()
+    allocatable = serializers.IntegerField(allow_null=True, help_text="Null: never observed.")
+    in_use = serializers.IntegerField(allow_null=True)
+    max_reserved = serializers.IntegerField(help_text="Most GPUs reserved on a day of the period.")
+    free = serializers.IntegerField(allow_null=True, help_text="Free on every day of the period.")
+
+
+class CapacitySerializer(serializers.Serializer):
+    start = serializers.DateField()
+    end = serializers.DateField()
+    gpu_types = GpuCapacitySerializer(many=True)

@@ -1,0 +1,35 @@
+"""Periodic usage tasks: a collection pass (every USAGE_COLLECT_INTERVAL_SECONDS) and pruning."""
+
+from celery import shared_task
+from django.utils import timezone
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def collect_usage() -> dict[str, int] | None:
+    """One collection pass at the current time (provisioning/usage.py, recording.py).
+
+    A duplicate delivery is harmless: a pass not later than the last recorded one charges
+    nothing, and passes serialise on a database lock.
+    """
+    from provisioning.k8s import ClusterError
+    from provisioning.usage import collect
+
+    try:
+        record = collect(timezone.now())
+    except ClusterError as error:
+        # The next pass charges the interval, or records a gap when this outage was long.
+        import structlog
+
+        structlog.get_logger(__name__).warning("usage.cluster_unreachable", error=error.message)
+        return None
+    if record is None:
+        return None
+    return {"pods": record.pods_seen, "api_calls": record.api_calls, "rows": record.rows_written}
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def prune_usage() -> dict[str, int]:
+    """Delete usage older than USAGE_RETENTION_DAYS (hourly rows: USAGE_HOURLY_RETENTION_DAYS)."""
+    from portal.usage.recording import prune
+
+    return prune(timezone.now())

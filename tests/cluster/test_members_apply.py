@@ -1,0 +1,85 @@
+"""A change of a running hub's members reaches its namespace as the members ConfigMap only:
+the hub Deployment (and so the hub and every user server) is left alone."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+from django.conf import settings
+
+from portal.hubs import members
+from portal.hubs.lifecycle import State
+from provisioning import k8s
+from provisioning.render import selector
+from provisioning.spec import from_hub, hub_queryset
+from provisioning.sync import sync_hub
+from provisioning.tasks import apply_members, render_settings
+from tests.factories import HubFactory, UserFactory
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
+
+
+@pytest.fixture
+def running_hub(kube_api, alice):
+    """A running hub of alice's, applied to the cluster as provisioning applies it."""
+    hub = HubFactory(owner=alice, slug=f"mem-{secrets.token_hex(3)}", state=State.RUNNING)
+    members.default_tier(hub)
+    sync_hub(
+        kube_api, from_hub(hub_queryset().get(pk=hub.pk), settings.HUBS_DOMAIN), render_settings()
+    )
+    yield hub
+    k8s.delete_namespace(kube_api, hub.namespace)
+
+
+def members_file(kube_api, hub) -> dict:
+    config_map = k8s.get(kube_api, "ConfigMap", "hub-members", hub.namespace)
+    return json.loads(config_map["data"]["members.json"])
+
+
+def hub_deployment(kube_api, hub) -> dict:
+    return k8s.get(kube_api, "Deployment", "hub", hub.namespace)
+
+
+def test_a_new_member_and_tier_reach_the_cluster_without_touching_the_hub(
+    kube_api, running_hub, alice, django_capture_on_commit_callbacks
+):
+    before = hub_deployment(kube_api, running_hub)
+    UserFactory(username="erin")
+    tier = members.create_tier(
+        running_hub, alice, {"name": "students", "hardware_options": ["small"]}
+    )
+    members.add_member(
+        running_hub, alice, {"username": "erin", "role": "member", "tier": "students"}
+    )
+
+    assert apply_members.apply(args=(running_hub.pk,)).get() == "applied"
+
+    values = members_file(kube_api, running_hub)
+    assert values["user_tiers"] == {"erin": "students"}
+    assert values["tiers"][tier.name]["profiles"] == ["small"]
+    after = hub_deployment(kube_api, running_hub)
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert (
+        after["spec"]["template"]["metadata"]["annotations"]
+        == before["spec"]["template"]["metadata"]["annotations"]
+    )
+
+    # A full re-apply (the reconcile pass, a later change) agrees: nothing else to write.
+    sync_hub(
+        kube_api,
+        from_hub(hub_queryset().get(pk=running_hub.pk), settings.HUBS_DOMAIN),
+        render_settings(),
+    )
+    assert (
+        hub_deployment(kube_api, running_hub)["metadata"]["generation"]
+        == (before["metadata"]["generation"])
+    )
+    assert k8s.list_objects(kube_api, "ConfigMap", running_hub.namespace, selector(running_hub.pk))
+
+
+def test_members_of_a_hub_that_does_not_run_are_not_applied(kube_api, alice):
+    hub = HubFactory(owner=alice, state=State.PENDING)
+    assert apply_members.apply(args=(hub.pk,)).get() == "skipped"
+    assert apply_members.apply(args=(10**9,)).get() == "skipped"

@@ -1,0 +1,178 @@
+"""The usage collector on the local control plane: pods with known requests on the simulated
+CPU and GPU nodes, passes driven across injected times, usage and cost asserted to the cent."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from kubernetes import client
+
+from portal.hubs.lifecycle import State
+from portal.usage import queries
+from portal.usage.models import CollectionGap, CollectionPass, GpuInventory, UsageDay
+from provisioning import k8s
+from provisioning.render import LABEL_HUB_ID, MANAGED_BY
+from provisioning.usage import collect
+from tests.factories import GpuTypeFactory, HubFactory
+from tests.support import eventually
+from tests.usage_support import price_list
+
+pytestmark = pytest.mark.cluster
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+
+
+def _pod(name: str, cpu: str, memory: str, labels=None, annotations=None, gpus: int = 0):
+    resources = {"requests": {"cpu": cpu, "memory": memory}}
+    if gpus:
+        resources["requests"]["nvidia.com/gpu"] = str(gpus)
+        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+    spec = {"containers": [{"name": "main", "image": "busybox", "resources": resources}]}
+    if gpus:
+        spec["nodeSelector"] = {"nvidia.com/gpu.product": A100}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}, "annotations": annotations or {}},
+        "spec": spec,
+    }
+
+
+def _server(user: str, **kwargs):
+    return _pod(
+        f"jupyter-{user}",
+        labels={
+            "app.kubernetes.io/component": "singleuser-server",
+            "component": "singleuser-server",
+            "hub.jupyter.org/username": user,
+        },
+        annotations={"hub.jupyter.org/username": user},
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def gpu_hub(kube_api, alice, bob, request):
+    """A running hub with a namespace holding alice's GPU server, bob's CPU server, the hub's
+    own pod, a jobs pod, and alice's 10 GiB home volume; all Running or Bound."""
+    hub = HubFactory(owner=alice, slug=f"use-{secrets.token_hex(3)}", state=State.RUNNING)
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": hub.namespace,
+                "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_HUB_ID: str(hub.pk)},
+            }
+        }
+    )
+    request.addfinalizer(lambda: k8s.delete_namespace(kube_api, hub.namespace))
+    pods = [
+        _server("alice", cpu="500m", memory="1Gi", gpus=1),
+        _server("bob", cpu="2", memory="4Gi"),
+        _pod(
+            "hub-0",
+            "250m",
+            "512Mi",
+            labels={"app.kubernetes.io/component": "hub", LABEL_HUB_ID: str(hub.pk)},
+        ),
+        _pod("job-0", "1", "2Gi"),
+    ]
+    for pod in pods:
+        core.create_namespaced_pod(hub.namespace, pod)
+    core.create_namespaced_persistent_volume_claim(
+        hub.namespace,
+        {
+            "metadata": {"name": "claim-alice", "labels": {"hub.jupyter.org/username": "alice"}},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        },
+    )
+
+    def ready():
+        phases = [p.status.phase for p in core.list_namespaced_pod(hub.namespace).items]
+        claims = core.list_namespaced_persistent_volume_claim(hub.namespace).items
+        return phases.count("Running") == 4 and all(c.status.phase == "Bound" for c in claims)
+
+    eventually(ready, timeout=120)
+    return hub
+
+
+def _hour_after(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+
+
+def test_a_simulated_hour_is_recorded_per_user_and_costs_to_the_cent(
+    kube_api, gpu_hub, alice, settings
+):
+    a100 = GpuTypeFactory(name="a100", display_name="A100", node_label_value=A100)
+    price_list(gpu={a100: "100"})
+    base = _hour_after(datetime.now(UTC))
+
+    first = collect(base, kube_api)
+    assert first.charged_from is None  # the baseline: nothing is charged yet
+    assert first.api_calls == 4
+    assert first.pods_seen == 4 and first.volumes_seen == 1
+    for step in range(1, 13):  # twelve passes, five minutes apart
+        collect(base + timedelta(minutes=5 * step), kube_api)
+
+    period = queries.Period(base.date(), base.date(), "day")
+    report = queries.hub_usage(gpu_hub, alice, period)
+    by_user = {line.key: line for line in report.by_user}
+    assert set(by_user) == {"alice", "bob", ""}
+    alice_line = by_user["alice"]
+    # 0.5 core x 1 h x 10, 1 GiB x 1 h x 2, 1 A100 x 1 h x 100, 10 GiB x 1 h x 72 / 720
+    assert alice_line.cost.rounded() == {
+        "cpu": Decimal("5.00"),
+        "memory": Decimal("2.00"),
+        "gpu": Decimal("100.00"),
+        "storage": Decimal("1.00"),
+        "total": Decimal("108.00"),
+    }
+    assert alice_line.usage.gpu_hours == {"a100": Decimal(1)}
+    assert by_user["bob"].cost.rounded()["total"] == Decimal("28.00")  # 2 x 10 + 4 x 2
+    # The hub's own pod (0.25 core, 0.5 GiB) and the unattributed job (1 core, 2 GiB).
+    assert by_user[""].cost.rounded()["total"] == Decimal("17.50")
+    assert report.total.cost.rounded()["total"] == Decimal("153.50")
+    assert report.gaps == []
+    rows = UsageDay.objects.filter(hub=gpu_hub, username="alice", gpu_product=A100).get()
+    assert rows.user == alice and rows.gpu_seconds == 3600
+
+    inventory = {row.product: row for row in GpuInventory.objects.all()}
+    assert inventory[A100].allocatable == 4 and inventory[A100].in_use >= 1
+    assert inventory["NVIDIA-H100-80GB-HBM3"].allocatable == 8
+
+
+def test_a_gap_in_collection_is_reported_not_filled(kube_api, gpu_hub, alice, settings):
+    price_list()
+    base = _hour_after(datetime.now(UTC))
+    collect(base, kube_api)
+    collect(base + timedelta(minutes=5), kube_api)
+    # The worker was down for three hours.
+    late = base + timedelta(hours=3, minutes=5)
+    record = collect(late, kube_api)
+
+    assert record.charged_from == late - timedelta(seconds=settings.USAGE_COLLECT_INTERVAL_SECONDS)
+    gap = CollectionGap.objects.get()
+    assert (gap.start, gap.end) == (base + timedelta(minutes=5), record.charged_from)
+    # Bob's server: 5 minutes before the gap and the 5 minutes after it, nothing inside.
+    bob_rows = UsageDay.objects.filter(hub=gpu_hub, username="bob")
+    assert sum(row.cpu_millicore_seconds for row in bob_rows) == 2000 * 600
+    report = queries.hub_usage(gpu_hub, alice, queries.Period(base.date(), late.date()))
+    assert [(g.start, g.end) for g in report.gaps] == [(gap.start, gap.end)]
+
+    # A late duplicate of an earlier pass charges nothing.
+    assert collect(base + timedelta(hours=1), kube_api) is None
+    assert CollectionPass.objects.count() == 3
+
+
+def test_the_beat_task_runs_a_pass_at_the_current_time(kube_api, gpu_hub):
+    from portal.usage.tasks import collect_usage
+
+    first = collect_usage()
+    assert first["pods"] >= 4 and first["api_calls"] == 4
+    assert CollectionPass.objects.count() == 1

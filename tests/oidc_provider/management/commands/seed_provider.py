@@ -1,0 +1,48 @@
+"""Create or update the provider's users, their groups and its clients from a JSON file."""
+
+import json
+from pathlib import Path
+
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from oauth2_provider.models import Application
+
+
+def seed(data: dict) -> None:
+    """Users are matched by username, clients by client_id; groups are replaced, not added."""
+    with transaction.atomic():
+        for entry in data.get("users", []):
+            user, _ = User.objects.get_or_create(username=entry["username"])
+            for field in ("email", "first_name", "last_name"):
+                if field in entry:
+                    setattr(user, field, entry[field])
+            if "password" in entry:
+                user.set_password(entry["password"])
+            user.save()
+            if "groups" in entry:
+                user.groups.set(
+                    [Group.objects.get_or_create(name=name)[0] for name in entry["groups"]]
+                )
+        for entry in data.get("clients", []):
+            client = Application.objects.filter(client_id=entry["client_id"]).first()
+            client = client or Application(client_id=entry["client_id"])
+            client.name = entry.get("name", entry["client_id"])
+            client.client_secret = entry["client_secret"]
+            client.client_type = Application.CLIENT_CONFIDENTIAL
+            client.authorization_grant_type = Application.GRANT_AUTHORIZATION_CODE
+            client.redirect_uris = " ".join(entry.get("redirect_uris", []))
+            client.post_logout_redirect_uris = " ".join(entry.get("post_logout_redirect_uris", []))
+            client.algorithm = Application.RS256_ALGORITHM
+            client.skip_authorization = entry.get("skip_authorization", False)
+            client.save()
+
+
+class Command(BaseCommand):
+    help = "Create or update users, groups and clients from a JSON file (see README)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path)
+
+    def handle(self, *args, file: Path, **options):
+        seed(json.loads(file.read_text()))

@@ -1,0 +1,187 @@
+"""GPU capacity: reservations over hubs' dates, free over a period, the timeline, the cost
+estimate, and approval that re-checks capacity atomically (with an override and a reason)."""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from portal.hubs import services
+from portal.hubs.lifecycle import State
+from portal.hubs.models import GpuType, Hub
+from portal.usage import capacity
+from portal.usage.capacity import OverCapacity
+from portal.usage.models import GpuInventory
+from tests.factories import AdminFactory, HardwareOptionFactory, HubFactory
+from tests.support import needs_postgresql, race, won_or_lost
+from tests.usage_support import price_list
+
+pytestmark = pytest.mark.django_db
+
+D = datetime.date(2027, 3, 1)
+
+
+def day(n: int) -> datetime.date:
+    return D + datetime.timedelta(days=n)
+
+
+@pytest.fixture
+def a100():
+    gpu = GpuType.objects.get(name="a100")
+    GpuInventory.objects.create(
+        product=gpu.node_label_value, allocatable=8, in_use=2, observed=timezone.now()
+    )
+    return gpu
+
+
+def gpu_hub(gpu, start, end, users=1, gpus=1, state=State.RUNNING, **kwargs):
+    return HubFactory(
+        gpu_type=gpu,
+        gpus_per_user=gpus,
+        expected_users=users,
+        start_date=start,
+        end_date=end,
+        state=state,
+        **kwargs,
+    )
+
+
+def test_reserved_gpus_are_the_hubs_gpu_quota(a100, settings):
+    hub = gpu_hub(a100, day(0), day(1), users=3, gpus=2, notebooks_per_user=2)
+    assert capacity.reserved_gpus(hub) == 12  # 3 users x 2 servers x 2 GPUs, as the quota
+    settings.HUB_QUOTA_CAPS = {"requests.nvidia.com/gpu": "5"}
+    assert capacity.reserved_gpus(hub) == 5
+    assert capacity.reserved_gpus(HubFactory()) == 0
+
+
+def test_free_over_a_period_with_overlapping_hubs_is_the_minimum_over_its_days(a100):
+    gpu_hub(a100, day(0), day(9), users=2)  # 2 GPUs on days 0-9
+    gpu_hub(a100, day(5), day(14), users=3, state=State.APPROVED)  # 3 GPUs on days 5-14
+    gpu_hub(a100, day(8), day(8), users=1, state=State.EXPIRING)  # 1 GPU on day 8
+    # Not reserving: pending, rejected, suspended, deleted hubs and other GPU types.
+    for state in (State.PENDING, State.REJECTED, State.SUSPENDED, State.DELETED):
+        gpu_hub(a100, day(0), day(20), users=4, state=state)
+    gpu_hub(GpuType.objects.get(name="h100"), day(0), day(20), users=4)
+
+    by_day = capacity.reserved_by_day(a100, day(0), day(15))
+    assert [by_day[day(n)] for n in range(16)] == [2] * 5 + [5] * 3 + [6] + [5] + [3] * 5 + [0]
+
+    free = capacity.free_over(a100, day(0), day(15))
+    assert (free.allocatable, free.max_reserved, free.free, free.busiest_day) == (8, 6, 2, day(8))
+    assert capacity.free_over(a100, day(10), day(20)).free == 5
+    assert capacity.free_over(a100, day(16), day(20)).free == 8
+    timeline = capacity.timeline(a100, weeks=1, start=day(3))
+    assert [(t.day, t.reserved, t.free) for t in timeline][:3] == [
+        (day(3), 2, 6),
+        (day(4), 2, 6),
+        (day(5), 5, 3),
+    ]
+    assert len(timeline) == 7
+
+
+def test_capacity_of_a_gpu_type_never_observed_is_unknown_and_not_enforced():
+    h100 = GpuType.objects.get(name="h100")
+    free = capacity.free_over(h100, day(0), day(3))
+    assert free.allocatable is None and free.free is None and free.fits(100)
+
+
+class TestApprove:
+    def test_gpus_that_fit_are_approved(self, a100, charlie, queued):
+        gpu_hub(a100, day(0), day(9), users=5)
+        hub = gpu_hub(a100, day(5), day(20), users=3, state=State.PENDING)
+        assert services.approve(hub, charlie).state == State.APPROVED
+
+    def test_gpus_over_capacity_are_refused_and_nothing_changes(self, a100, charlie, queued):
+        gpu_hub(a100, day(0), day(9), users=6)
+        hub = gpu_hub(a100, day(9), day(20), users=3, state=State.PENDING)
+        with pytest.raises(OverCapacity, match="only 2 of 8 are free"):
+            services.approve(hub, charlie)
+        hub.refresh_from_db()
+        assert hub.state == State.PENDING and queued == []
+
+    def test_override_needs_a_reason_which_the_event_records(self, a100, charlie, queued):
+        gpu_hub(a100, day(0), day(9), users=8)
+        hub = gpu_hub(a100, day(0), day(3), users=1, state=State.PENDING)
+        with pytest.raises(services.ReasonRequired):
+            services.approve(hub, charlie, "  ", override=True)
+        assert Hub.objects.get(pk=hub.pk).state == State.PENDING
+
+        services.approve(hub, charlie, "Node arrives on Monday", override=True)
+        event = hub.events.last()
+        assert event.to_state == State.APPROVED and event.actor == charlie
+        assert event.reason == "Approved over capacity (1 GPUs, 0 free): Node arrives on Monday"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@needs_postgresql
+def test_two_admins_approving_the_last_gpus_at_once_let_exactly_one_through(queued):
+    a100 = GpuType.objects.get(name="a100")
+    GpuInventory.objects.create(
+        product=a100.node_label_value, allocatable=4, in_use=0, observed=timezone.now()
+    )
+    gpu_hub(a100, day(0), day(30), users=2)
+    first = gpu_hub(a100, day(10), day(20), users=2, state=State.PENDING)
+    second = gpu_hub(a100, day(15), day(25), users=2, state=State.PENDING)
+    admins = [AdminFactory(username="admin1"), AdminFactory(username="admin2")]
+
+    outcomes = race(
+        lambda: services.approve(Hub.objects.get(pk=first.pk), admins[0]),
+        lambda: services.approve(Hub.objects.get(pk=second.pk), admins[1]),
+        losing=(OverCapacity,),
+    )
+
+    assert won_or_lost(outcomes) == ["lost", "won"]
+    states = sorted(
+        Hub.objects.filter(pk__in=[first.pk, second.pk]).values_list("state", flat=True)
+    )
+    assert states == [State.APPROVED, State.PENDING]
+    assert capacity.free_over(a100, day(0), day(30)).free == 0
+
+
+def test_cost_estimate_of_a_request(a100):
+    price_list(gpu={a100: "100"}, valid_from=day(0))
+    price_list(cpu="20", gpu={a100: "100"}, valid_from=day(1))  # CPU price doubles on day 1
+    option = HardwareOptionFactory(
+        name="est",
+        cpu_guarantee=Decimal("0.5"),
+        cpu_limit=Decimal("1"),
+        mem_guarantee_gib=Decimal("2"),
+        mem_limit_gib=Decimal("4"),
+    )
+    estimate = capacity.estimate_cost(
+        start=day(0),
+        end=day(1),
+        expected_users=10,
+        hardware_options=[option],
+        gpu_type=a100,
+        gpus_per_user=1,
+        home_size_gib=10,
+        shared_volume_gib=100,
+    )
+    # Per day: CPU 10 x 0.5 x 24 x 10 = 1200; memory 10 x 2 x 24 x 2 = 960;
+    # GPUs 10 x 24 x 100 = 24000; storage 200 GiB x 72 / 30 = 480.
+    assert estimate.per_day == {
+        "cpu": Decimal("1200.00"),
+        "memory": Decimal("960.00"),
+        "gpu": Decimal("24000.00"),
+        "storage": Decimal("480.00"),
+        "total": Decimal("26640.00"),
+    }
+    assert estimate.total["cpu"] == Decimal("3600.00")  # 1200 + 2400 at the new price
+    assert estimate.total["total"] == Decimal("54480.00")
+    assert (estimate.days, estimate.servers, estimate.currency) == (2, 10, "CZK")
+
+
+def test_a_self_service_request_whose_gpus_do_not_fit_waits_for_an_admin(a100, spec, alice):
+    from portal.hubs.models import SelfServicePolicy
+
+    SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
+    data = spec(gpu_type="a100", gpus_per_user="1", expected_users="6")
+    inside = services.submit(alice, {**data, "slug": "fits"})  # 6 of 8 free
+    assert inside.state == State.APPROVED
+
+    over = services.submit(alice, {**data, "slug": "does-not-fit"})  # 6 more, 2 free
+
+    assert over.state == State.PENDING
+    assert "GPUs do not fit (6 wanted, 2 free" in over.state_reason

@@ -1,0 +1,470 @@
+"""Member management services: members, tiers, e-mail invitations, IdP group grants, who may
+do what, and how it all reaches the hub's members file."""
+
+from __future__ import annotations
+
+import datetime
+from unittest import mock
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from portal.accounts.models import IdentityProfile
+from portal.hubs import members
+from portal.hubs.lifecycle import State
+from portal.hubs.models import Collaborator, GroupGrant, Hub, Invitation
+from provisioning.hubconfig import members_values
+from provisioning.spec import from_hub, hub_queryset
+from tests.factories import (
+    GpuTypeFactory,
+    HardwareOptionFactory,
+    HubFactory,
+    ImageFactory,
+    UserFactory,
+)
+from tests.support import needs_postgresql, race, won_or_lost
+from tests.test_expiry_smtp import smtp_server  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def applied():
+    """Hub ids whose members ConfigMap was queued (only the hand-over to the broker is
+    replaced; the task runs against the real control plane in tests/cluster/)."""
+    from provisioning import tasks
+
+    calls: list[int] = []
+    with mock.patch.object(
+        tasks.apply_members, "apply_async", side_effect=lambda args, **kw: calls.append(args[0])
+    ):
+        yield calls
+
+
+@pytest.fixture
+def running(alice):
+    """A running GPU course of alice's: small and large sizes, two images, a shared volume
+    and jobs access."""
+    small, large = HardwareOptionFactory(name="small"), HardwareOptionFactory(name="large")
+    scipy, rstudio = ImageFactory(name="scipy"), ImageFactory(name="rstudio")
+    hub = HubFactory(
+        owner=alice,
+        slug="gpu-course",
+        state=State.RUNNING,
+        hardware_options=[small, large],
+        images=[scipy, rstudio],
+        gpu_type=GpuTypeFactory(name="h100", node_label_value="NVIDIA-H100-80GB-HBM3"),
+        gpus_per_user=1,
+        shared_volume_gib=10,
+        shared_volume_mode=Hub.SharedVolumeMode.READ_ONLY,
+        jobs_access=True,
+    )
+    return hub
+
+
+@pytest.fixture
+def students(running, alice):
+    return members.create_tier(
+        running,
+        alice,
+        {"name": "students", "hardware_options": ["small"], "shared_access": "ro"},
+    )
+
+
+@pytest.fixture
+def staff(running, alice):
+    return members.create_tier(
+        running,
+        alice,
+        {"name": "staff", "gpu_access": "on", "shared_access": "rw", "jobs_access": "on"},
+    )
+
+
+def rendered(hub: Hub) -> dict:
+    """The hub's members file as provisioning renders it from the database."""
+    return members_values(from_hub(hub_queryset().get(pk=hub.pk), "hubs.example.org"))
+
+
+def co_owner_of(hub: Hub, username: str = "dora"):
+    user = UserFactory(username=username)
+    Collaborator.objects.create(hub=hub, user=user, role=Collaborator.Role.CO_OWNER)
+    return user
+
+
+# --- Tiers ------------------------------------------------------------------------------------
+
+
+def test_a_submitted_hub_gets_a_default_tier_with_everything(alice, spec):
+    from portal.hubs import services
+
+    hub = services.submit(alice, spec(shared_volume_gib="10", shared_volume_mode="rw"))
+
+    (tier,) = hub.tiers.all()
+    assert tier.is_default and tier.name == "members"
+    assert tier.gpu_access is True
+    assert not tier.hardware_options.exists() and not tier.images.exists()  # = all
+    assert tier.shared_access == "rw"  # as the request asked members to get it
+
+
+def test_default_tier_reads_the_shared_volume_unless_read_write_was_asked(running):
+    tier = members.default_tier(running)
+    assert tier.shared_access == "ro" and tier.jobs_access is True
+    assert members.default_tier(running) == tier
+
+
+def test_tiers_offer_only_what_the_hub_has(running, alice):
+    HardwareOptionFactory(name="huge")
+    with pytest.raises(members.InvalidMemberData) as invalid:
+        members.create_tier(running, alice, {"name": "x", "hardware_options": ["huge"]})
+    assert "hardware_options" in invalid.value.errors
+    assert not running.tiers.filter(name="x").exists()
+
+
+def test_tier_names_are_unique_per_hub(running, alice, students):
+    with pytest.raises(members.InvalidMemberData) as invalid:
+        members.create_tier(running, alice, {"name": "students", "shared_access": "ro"})
+    assert invalid.value.errors["name"] == ["This hub already has a tier of that name."]
+
+
+def test_the_default_tier_cannot_be_deleted(running, alice):
+    with pytest.raises(members.MembershipError, match="default tier cannot be deleted"):
+        members.delete_tier(members.default_tier(running), alice)
+
+
+def test_deleting_a_tier_moves_its_members_to_the_default(running, alice, students, applied):
+    bob = UserFactory(username="bob")
+    member = members.add_member(
+        running, alice, {"username": "bob", "role": "member", "tier": "students"}
+    )
+    members.delete_tier(students, alice)
+
+    member.refresh_from_db()
+    assert member.tier is None
+    assert members.membership(running, bob).tier == members.default_tier(running)
+
+
+# --- Members ----------------------------------------------------------------------------------
+
+
+def test_add_change_and_remove_a_member(
+    running, alice, students, staff, applied, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        bob = UserFactory(username="bob")
+        member = members.add_member(
+            running, alice, {"username": "bob", "role": "member", "tier": "students"}
+        )
+    assert applied == [running.pk]
+    assert rendered(running)["user_tiers"] == {"bob": "students"}
+    assert "bob" in rendered(running)["allowed_users"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        members.change_member(member, alice, {"role": "member", "tier": "staff"})
+    assert rendered(running)["user_tiers"] == {"bob": "staff"}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        members.change_member(member, alice, {"role": "co-owner", "tier": ""})
+    assert "bob" in rendered(running)["admin_users"]
+    assert running.can_manage(bob)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        members.remove_member(member, alice)
+    assert "bob" not in rendered(running)["allowed_users"]
+    assert not Hub.objects.visible_to(bob).exists()
+    assert applied == [running.pk] * 4
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"username": "nobody", "role": "member"}, "username", "No portal user"),
+        ({"username": "alice", "role": "member"}, "username", "owns the hub"),
+        ({"username": "bob", "role": "boss"}, "role", "valid choice"),
+        ({"username": "bob", "role": "member", "tier": "nope"}, "tier", "valid choice"),
+    ],
+)
+def test_bad_member_input_changes_nothing(running, alice, data, field, message):
+    UserFactory(username="bob")
+    with pytest.raises(members.InvalidMemberData) as invalid:
+        members.add_member(running, alice, data)
+    assert message in " ".join(invalid.value.errors[field])
+    assert not running.collaborators.exists()
+
+
+def test_a_member_cannot_be_added_twice(running, alice):
+    UserFactory(username="bob")
+    members.add_member(running, alice, {"username": "bob", "role": "member"})
+    with pytest.raises(members.InvalidMemberData, match="already a member"):
+        members.add_member(running, alice, {"username": "bob", "role": "co-owner"})
+
+
+def test_no_queueing_for_a_hub_that_does_not_run(
+    hub, alice, applied, django_capture_on_commit_callbacks
+):
+    UserFactory(username="bob")
+    with django_capture_on_commit_callbacks(execute=True):
+        members.add_member(hub, alice, {"username": "bob", "role": "member"})
+    assert applied == []  # pending: provisioning renders the members with everything else
+
+
+def test_members_of_a_deleted_hub_cannot_change(alice):
+    hub = HubFactory(owner=alice, state=State.DELETED)
+    UserFactory(username="bob")
+    with pytest.raises(members.MembershipError, match="deleted"):
+        members.add_member(hub, alice, {"username": "bob", "role": "member"})
+
+
+# --- Who may manage ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["owner", "co-owner", "admin"])
+def test_owner_co_owners_and_admins_manage_members(running, alice, charlie, who):
+    actor = {"owner": alice, "admin": charlie}.get(who) or co_owner_of(running)
+    UserFactory(username="erin")
+    member = members.add_member(running, actor, {"username": "erin", "role": "member"})
+    members.remove_member(member, actor)
+    assert not running.collaborators.filter(user__username="erin").exists()
+
+
+@pytest.mark.parametrize("who", ["member", "other"])
+def test_members_and_others_manage_nothing(running, alice, who):
+    actor = UserFactory(username="mallory")
+    if who == "member":
+        Collaborator.objects.create(hub=running, user=actor)
+    UserFactory(username="erin")
+    with pytest.raises(members.NotAllowed):
+        members.add_member(running, actor, {"username": "erin", "role": "co-owner"})
+    with pytest.raises(members.NotAllowed):
+        members.create_tier(running, actor, {"name": "mine", "shared_access": "rw"})
+    with pytest.raises(members.NotAllowed):
+        members.invite(running, actor, {"email": "x@example.org", "role": "member"})
+    with pytest.raises(members.NotAllowed):
+        members.grant_group(running, actor, {"group": "all", "role": "co-owner"})
+    assert not running.collaborators.filter(user__username="erin").exists()
+    assert not Invitation.objects.exists() and not GroupGrant.objects.exists()
+
+
+def test_a_co_owner_cannot_remove_the_owner(running):
+    dora = co_owner_of(running)
+    # The owner is no collaborator: no member action can reach them.
+    with pytest.raises(members.InvalidMemberData, match="owns the hub"):
+        members.add_member(running, dora, {"username": "alice", "role": "member"})
+    assert not running.collaborators.filter(user=running.owner).exists()
+    assert running.can_manage(running.owner)
+
+
+# --- Invitations ------------------------------------------------------------------------------
+
+
+def test_invite_by_e_mail_and_accept(
+    running, alice, students, applied, django_capture_on_commit_callbacks
+):
+    new = members.invite(
+        running, alice, {"email": "erin@uni.example", "role": "member", "tier": "students"}
+    )
+
+    invitation = new.invitation
+    assert new.mailed
+    (message,) = mail.outbox
+    assert message.to == ["erin@uni.example"]
+    assert new.link in message.body
+    assert new.link.endswith(f"/hubs/{running.pk}/join/{new.token}/")
+    # Only the hash is stored.
+    assert invitation.token_hash == members.token_hash(new.token)
+    assert new.token not in str(Invitation.objects.filter(pk=invitation.pk).values().get())
+
+    erin = UserFactory(username="erin")
+    with django_capture_on_commit_callbacks(execute=True):
+        collaborator = members.accept_invitation(running.pk, new.token, erin)
+    assert (collaborator.user, collaborator.role, collaborator.tier) == (erin, "member", students)
+    invitation.refresh_from_db()
+    assert invitation.accepted_by == erin and invitation.status() == "accepted"
+    assert rendered(running)["user_tiers"]["erin"] == "students"
+    assert applied == [running.pk]
+
+
+def test_an_invitation_works_once(running, alice):
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    members.accept_invitation(running.pk, new.token, UserFactory(username="erin"))
+
+    with pytest.raises(members.InvitationInvalid, match="already accepted"):
+        members.accept_invitation(running.pk, new.token, UserFactory(username="mallory"))
+    assert not running.collaborators.filter(user__username="mallory").exists()
+
+
+def test_an_expired_invitation_is_refused(running, alice):
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    Invitation.objects.filter(pk=new.invitation.pk).update(
+        expires_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
+
+    with pytest.raises(members.InvitationInvalid, match="expired"):
+        members.accept_invitation(running.pk, new.token, UserFactory(username="erin"))
+    assert not running.collaborators.exists()
+
+
+def test_a_revoked_invitation_is_refused(running, alice):
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    members.revoke_invitation(new.invitation, alice)
+
+    with pytest.raises(members.InvitationInvalid, match="revoked"):
+        members.accept_invitation(running.pk, new.token, UserFactory(username="erin"))
+    with pytest.raises(members.MembershipError, match="revoked"):
+        members.revoke_invitation(new.invitation, alice)
+    assert not running.collaborators.exists()
+
+
+def test_a_token_of_another_hub_or_a_made_up_one_is_refused(running, alice):
+    other = HubFactory(owner=alice, state=State.RUNNING)
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    erin = UserFactory(username="erin")
+
+    for hub_id, token in [(other.pk, new.token), (running.pk, "made-up"), (running.pk, "")]:
+        with pytest.raises(members.InvitationInvalid, match="not valid"):
+            members.accept_invitation(hub_id, token, erin)
+    assert not Collaborator.objects.exists()
+
+
+def test_the_owner_cannot_accept_an_invitation_to_their_hub(running, alice):
+    new = members.invite(running, alice, {"email": "alice@example.org", "role": "member"})
+    with pytest.raises(members.InvitationInvalid, match="own this hub"):
+        members.accept_invitation(running.pk, new.token, alice)
+
+
+def test_an_invitation_never_lowers_a_role(running, alice):
+    dora = co_owner_of(running)
+    new = members.invite(running, alice, {"email": "dora@example.org", "role": "member"})
+    members.accept_invitation(running.pk, new.token, dora)
+    assert running.collaborators.get(user=dora).role == "co-owner"
+
+
+def test_a_failing_mail_server_still_gives_the_link(running, alice, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", 9  # nothing listens there
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    assert new.mailed is False and new.token
+    assert Invitation.objects.filter(pk=new.invitation.pk).exists()
+
+
+# --- IdP groups -------------------------------------------------------------------------------
+
+
+def test_a_group_grant_makes_group_members_members(
+    running, alice, students, applied, django_capture_on_commit_callbacks
+):
+    frank = UserFactory(username="frank")
+    IdentityProfile.objects.create(user=frank, idp_groups=["physics-101", "staff-x"])
+    assert not Hub.objects.visible_to(frank).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        members.grant_group(
+            running, alice, {"group": "physics-101", "role": "member", "tier": "students"}
+        )
+
+    assert list(Hub.objects.visible_to(frank)) == [running]
+    assert not running.can_manage(frank)
+    mine = members.membership(running, frank)
+    assert (mine.role, mine.tier, mine.via_group) == ("member", students, "physics-101")
+    values = rendered(running)
+    assert values["allowed_groups"] == ["physics-101"]
+    assert values["group_tiers"] == {"physics-101": "students"}
+    assert applied == [running.pk]
+
+
+def test_a_co_owner_group_manages_the_hub(running, alice):
+    grace = UserFactory(username="grace")
+    IdentityProfile.objects.create(user=grace, idp_groups=["lecturers"])
+    members.grant_group(running, alice, {"group": "lecturers", "role": "co-owner"})
+
+    assert running.can_manage(grace)
+    assert rendered(running)["admin_groups"] == ["lecturers"]
+    UserFactory(username="erin")
+    members.add_member(running, grace, {"username": "erin", "role": "member"})
+
+
+def test_a_group_is_granted_once(running, alice):
+    members.grant_group(running, alice, {"group": "physics-101", "role": "member"})
+    with pytest.raises(members.InvalidMemberData, match="already has access"):
+        members.grant_group(running, alice, {"group": "physics-101", "role": "co-owner"})
+
+
+def test_revoking_a_group_grant_hides_the_hub(running, alice):
+    frank = UserFactory(username="frank")
+    IdentityProfile.objects.create(user=frank, idp_groups=["physics-101"])
+    grant = members.grant_group(running, alice, {"group": "physics-101", "role": "member"})
+    members.revoke_group_grant(grant, alice)
+    assert not Hub.objects.visible_to(frank).exists()
+
+
+def test_users_without_an_identity_profile_have_no_groups(running, alice):
+    members.grant_group(running, alice, {"group": "physics-101", "role": "member"})
+    assert not Hub.objects.visible_to(UserFactory(username="local")).exists()
+
+
+# --- Rendering --------------------------------------------------------------------------------
+
+
+def test_tiers_are_rendered_into_the_members_file(running, alice, students, staff):
+    for name, tier in [("stu", "students"), ("ta", "staff"), ("sam", "")]:
+        UserFactory(username=name)
+        members.add_member(running, alice, {"username": name, "role": "member", "tier": tier})
+    co_owner_of(running)
+
+    values = rendered(running)
+    assert values["admin_users"] == ["alice", "dora"]
+    assert set(values["allowed_users"]) == {"alice", "dora", "stu", "ta", "sam"}
+    assert values["user_tiers"] == {"stu": "students", "ta": "staff", "sam": "members"}
+    assert values["tiers"]["students"]["profiles"] == ["small-no-gpu"]
+    assert values["tiers"]["students"]["shared"] == "ro"
+    assert values["tiers"]["staff"]["profiles"] == [
+        "small",
+        "large",
+        "small-no-gpu",
+        "large-no-gpu",
+    ]
+    assert values["tiers"]["staff"]["shared"] == "rw" and values["tiers"]["staff"]["jobs"]
+    assert values["tiers"]["members"]["jobs"] is True  # the default tier follows the hub
+
+
+def test_the_members_configmap_is_in_the_hubs_objects(running):
+    from provisioning.render import render_hub
+
+    objects = render_hub(from_hub(hub_queryset().get(pk=running.pk), "hubs.example.org"))
+    assert ("ConfigMap", "hub-members") in {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@needs_postgresql
+def test_two_people_accepting_one_link_at_once_make_one_member():
+    owner = UserFactory(username="owner")
+    hub = HubFactory(owner=owner, state=State.PENDING)
+    new = members.invite(hub, owner, {"email": "erin@uni.example", "role": "member"})
+    people = [UserFactory(username="erin"), UserFactory(username="mallory")]
+
+    outcomes = race(
+        *[
+            lambda person=person: members.accept_invitation(hub.pk, new.token, person)
+            for person in people
+        ],
+        losing=(members.InvitationInvalid,),
+    )
+
+    assert won_or_lost(outcomes) == ["lost", "won"]
+    assert hub.collaborators.count() == 1
+    (lost,) = [o for o in outcomes if o != "won"]
+    assert "already accepted" in str(lost)
+
+
+def test_the_invitation_reaches_a_real_smtp_server(running, alice, smtp_server):  # noqa: F811
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "co-owner"})
+
+    assert new.mailed
+    ((recipients, message),) = smtp_server.messages()
+    assert recipients == ["erin@uni.example"]
+    assert message["Subject"] == f'You are invited to the hub "{running.display_name}"'
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert new.link.startswith("https://portal.example.org/hubs/")
+    assert new.link in text and new.link in html
+    assert "as a co-owner" in text
