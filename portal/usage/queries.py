@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from portal.hubs.models import Collaborator, GpuType, Hub
+from portal.hubs.models import GpuType, Hub
 from portal.usage.models import CollectionGap, UsageDay, UsageHour
 from portal.usage.prices import (
     MIB_SECONDS_PER_GIB_HOUR,
@@ -260,12 +260,9 @@ def bucket_keys(period: Period) -> list[str]:
 
 
 def sees_all_users(hub: Hub, viewer: AbstractBaseUser) -> bool:
-    """Owner, co-owners and admins see every user's usage of a hub; members only their own."""
-    if viewer.is_staff or viewer.pk == hub.owner_id:
-        return True
-    return Collaborator.objects.filter(
-        hub=hub, user=viewer, role=Collaborator.Role.CO_OWNER
-    ).exists()
+    """Owner, co-owners (also through an IdP group) and admins see every user's usage of a
+    hub; members only their own."""
+    return hub.can_manage(viewer)
 
 
 # --- Reports ------------------------------------------------------------------------------------

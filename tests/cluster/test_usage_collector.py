@@ -3,12 +3,15 @@ CPU and GPU nodes, passes driven across injected times, usage and cost asserted 
 
 from __future__ import annotations
 
+import csv as csvlib
+import io
 import secrets
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from kubernetes import client
+from kubernetes import client as client_module
 
 from portal.hubs.lifecycle import State
 from portal.usage import queries
@@ -176,3 +179,61 @@ def test_the_beat_task_runs_a_pass_at_the_current_time(kube_api, gpu_hub):
     first = collect_usage()
     assert first["pods"] >= 4 and first["api_calls"] == 4
     assert CollectionPass.objects.count() == 1
+
+
+def test_a_week_of_a_gpu_hub_is_plotted_and_exported_for_its_owner(
+    kube_api, gpu_hub, alice, bob, settings, client
+):
+    """The hub ran for a week: passes every hour over the past seven days (the pods' start time
+    moved back accordingly); the owner's usage page plots it and the CSV carries the same sums."""
+    a100 = GpuTypeFactory(name="a100", display_name="A100", node_label_value=A100)
+    price_list(gpu={a100: "100"})
+    settings.USAGE_MAX_INTERVAL_SECONDS = 3600
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = now - timedelta(days=7)
+    core = client_module.CoreV1Api(kube_api)
+    for pod in core.list_namespaced_pod(gpu_hub.namespace).items:
+        core.patch_namespaced_pod_status(
+            pod.metadata.name,
+            gpu_hub.namespace,
+            {"status": {"startTime": (start - timedelta(hours=1)).isoformat()}},
+        )
+    for hour in range(7 * 24 + 1):
+        collect(start + timedelta(hours=hour), kube_api)
+
+    period = queries.Period(start.date(), now.date(), "day")
+    report = queries.hub_usage(gpu_hub, alice, period)
+    alice_line = {line.key: line for line in report.by_user}["alice"]
+    assert alice_line.usage.gpu_hours == {"a100": Decimal(168)}
+    assert alice_line.cost.rounded()["gpu"] == Decimal("16800.00")  # 168 h x 100
+    assert report.gaps == []
+
+    client.force_login(alice)
+    page = client.get(f"/hubs/{gpu_hub.pk}/usage/?days=7")
+    assert page.status_code == 200
+    html = page.content.decode()
+    # The page's last 7 days are whole calendar days up to today: the GPU cost it plots is
+    # what the query gives for those days.
+    shown = queries.hub_usage(gpu_hub, alice, queries.last_days(7)).total.cost.rounded()
+    assert shown["gpu"] > Decimal("14000")  # at least six whole days of one A100 at 100/h
+    assert "<svg" in html and "NVIDIA A100" in html
+    assert f"{shown['gpu']:,.2f}" in html and f"{shown['total']:,.2f} CZK" in html
+    csv = client.get(
+        f"/api/v1/hubs/{gpu_hub.pk}/usage/csv/",
+        {"start": start.date().isoformat(), "end": now.date().isoformat(), "granularity": "day"},
+    )
+    assert csv.status_code == 200 and csv["Content-Type"].startswith("text/csv")
+    assert "attachment" in csv["Content-Disposition"]
+    rows = list(csvlib.DictReader(io.StringIO(csv.content.decode())))
+    days = [row for row in rows if row["key"][:4].isdigit()]
+    assert len(days) == 8  # the first pass's day and seven more
+    assert sum(Decimal(row["cost_gpu"]) for row in days) == Decimal("16800.00")
+    assert sum(Decimal(row["cost_total"]) for row in days) == report.total.cost.rounded()["total"]
+    # A member sees only their own usage, and may not export the hub's.
+    from portal.hubs.models import Collaborator
+
+    Collaborator.objects.create(hub=gpu_hub, user=bob, role=Collaborator.Role.MEMBER)
+    client.force_login(bob)
+    mine = client.get(f"/hubs/{gpu_hub.pk}/usage/?days=7").content.decode()
+    assert f"{shown['total']:,.2f} CZK" not in mine  # bob's own usage only
+    assert client.get(f"/api/v1/hubs/{gpu_hub.pk}/usage/csv/").status_code == 403
