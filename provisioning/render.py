@@ -49,6 +49,7 @@ class OidcSettings:
     client_id_prefix: str = "hub-"
     scopes: tuple[str, ...] = ("openid", "profile", "email")
     username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
 
     def for_hub(self, spec: HubSpec) -> OAuthSettings:
         """The OAuth client settings of one hub."""
@@ -59,6 +60,7 @@ class OidcSettings:
             client_id=f"{self.client_id_prefix}{spec.slug}",
             scopes=self.scopes,
             username_claim=self.username_claim,
+            groups_claim=self.groups_claim,
         )
 
 

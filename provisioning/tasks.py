@@ -39,8 +39,11 @@ def _backoff(retries: int) -> int:
     return min(2 ** (retries + 1), 120)
 
 
-def render_settings() -> RenderSettings:
-    """Installation-wide rendering choices from Django settings."""
+def render_settings(preview: bool = False) -> RenderSettings:
+    """Installation-wide rendering choices from Django settings.
+
+    An issuer that cannot be discovered is a transient error for provisioning; a `preview`
+    (the change diff page) renders the hub's login endpoints as unknown instead."""
     return RenderSettings(
         hub_image=settings.HUB_IMAGE,
         proxy_image=settings.PROXY_IMAGE,
@@ -50,17 +53,30 @@ def render_settings() -> RenderSettings:
         storage_class=settings.HUB_STORAGE_CLASS,
         egress=settings.HUB_EGRESS,
         quota_caps=settings.HUB_QUOTA_CAPS,
-        oidc=_hub_login_settings(),
+        oidc=_hub_login_settings(preview),
     )
 
 
-def _hub_login_settings() -> OidcSettings:
+UNKNOWN_ENDPOINT = "(the identity provider could not be reached)"
+
+
+def _hub_login_settings(preview: bool = False) -> OidcSettings:
     """The portal's OIDC issuer for the hubs; an issuer that cannot be discovered is transient."""
     from portal.accounts import oidc
 
     try:
         return oidc.hub_login_settings()
     except oidc.DiscoveryError as error:
+        if preview:
+            return OidcSettings(
+                authorize_url=UNKNOWN_ENDPOINT,
+                token_url=UNKNOWN_ENDPOINT,
+                userdata_url=UNKNOWN_ENDPOINT,
+                client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
+                scopes=tuple(settings.OIDC_SCOPES),
+                username_claim=settings.OIDC_USERNAME_CLAIM,
+                groups_claim=settings.OIDC_GROUPS_CLAIM,
+            )
         raise k8s.ClusterError(str(error), transient=True) from error
 
 

@@ -532,6 +532,29 @@ def test_an_issuer_that_cannot_be_discovered_is_a_transient_provisioning_error(s
     assert raised.value.transient
 
 
+def test_a_change_preview_renders_while_the_issuer_cannot_be_discovered(settings, hub):
+    """The change diff page shows the hub's objects; the login endpoints are marked unknown."""
+    from portal.hubs import revisions
+
+    settings.OIDC_ISSUER = f"http://127.0.0.1:{_bind()}/o"
+    settings.OIDC_AUTHORIZE_URL = settings.OIDC_TOKEN_URL = settings.OIDC_USERINFO_URL = ""
+
+    objects = revisions.rendered_objects(hub)
+
+    config = next(yaml for (kind, _, _), yaml in objects.items() if kind == "ConfigMap")
+    assert tasks.UNKNOWN_ENDPOINT in "".join(objects.values())
+    assert config
+
+
+def test_hubs_read_groups_from_the_portals_groups_claim(sso, settings):
+    settings.OIDC_GROUPS_CLAIM = "eduperson_entitlement"
+    spec = EXAMPLES["cpu-course"]
+    oauth = tasks.render_settings().oidc.for_hub(spec)
+    assert oauth.groups_claim == "eduperson_entitlement"
+    values = hubconfig.hub_values(spec, oauth)
+    assert values["oauth"]["groups_claim"] == "eduperson_entitlement"
+
+
 @pytest.fixture
 def chromium(monkeypatch):
     """Headless Debian Chromium, driven by Playwright."""
@@ -543,7 +566,15 @@ def chromium(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()

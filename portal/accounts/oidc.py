@@ -117,4 +117,5 @@ def hub_login_settings():
         client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
         scopes=tuple(settings.OIDC_SCOPES),
         username_claim=settings.OIDC_USERNAME_CLAIM,
+        groups_claim=settings.OIDC_GROUPS_CLAIM,
     )

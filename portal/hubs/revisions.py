@@ -239,7 +239,9 @@ def rendered_objects(hub_like: Any) -> dict[tuple[str, str, str], str]:
     from provisioning.tasks import render_settings
 
     stand_ins = HubSecrets(**{attr: REDACTED for attr in HubSecrets.KEYS})
-    objects = render_hub(from_hub(hub_like, settings.HUBS_DOMAIN), render_settings(), stand_ins)
+    objects = render_hub(
+        from_hub(hub_like, settings.HUBS_DOMAIN), render_settings(preview=True), stand_ins
+    )
     rendered: dict[tuple[str, str, str], str] = {}
     for manifest in objects:
         if manifest.get("kind") == "Secret":
