@@ -21,6 +21,13 @@ from tests.factories import HubFactory, UserFactory
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 
 
+@pytest.fixture(autouse=True)
+def _tasks_use_the_test_cluster(settings, kubeconfig_path):
+    """Tasks build their API client from settings.KUBECONFIG: point it at the test cluster
+    (it may have been started after settings were read)."""
+    settings.KUBECONFIG = str(kubeconfig_path)
+
+
 @pytest.fixture
 def running_hub(kube_api, alice):
     """A running hub of alice's, applied to the cluster as provisioning applies it."""

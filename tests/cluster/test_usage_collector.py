@@ -25,6 +25,14 @@ from tests.usage_support import price_list
 
 pytestmark = pytest.mark.cluster
 
+
+@pytest.fixture(autouse=True)
+def _tasks_use_the_test_cluster(settings, kubeconfig_path):
+    """Tasks build their API client from settings.KUBECONFIG: point it at the test cluster
+    (it may have been started after settings were read)."""
+    settings.KUBECONFIG = str(kubeconfig_path)
+
+
 A100 = "NVIDIA-A100-SXM4-80GB"
 
 
