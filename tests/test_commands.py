@@ -70,3 +70,17 @@ def test_seeddemo_generates_passwords(client, monkeypatch):
     assert set(passwords) == {"admin", "researcher"}
     assert passwords["admin"] != passwords["researcher"]
     assert client.login(username="researcher", password=passwords["researcher"])
+
+
+def test_seeddemo_adds_a_demo_price_list_once_and_keeps_an_admins(client):
+    from portal.usage.models import PriceList
+
+    output = run("seeddemo")
+    assert "Demo price list created" in output
+    prices = PriceList.objects.get()
+    assert prices.cpu_hour > 0 and prices.gpu_prices.count() >= 1
+    prices.cpu_hour = 7
+    prices.save()
+
+    assert "Demo price list" not in run("seeddemo")
+    assert PriceList.objects.get().cpu_hour == 7
