@@ -95,12 +95,11 @@ def test_researcher_requests_admin_approves_and_the_hub_runs(browser, live_serve
     request.get_by_role("button", name="Approve").click()
     expect(request).to_have_count(0)  # approved requests leave the queue
 
-    researcher.goto(hub_url)
-    for _ in range(120):
-        if researcher.get_by_text("Running", exact=True).count():
-            break
-        researcher.wait_for_timeout(500)
-        researcher.reload()
-    assert researcher.get_by_text("Running", exact=True).count(), researcher.content()
+    # The researcher's page is still open: it polls its status and reloads itself at each new
+    # state (navigating it at the same moment would race that reload).
+    expect(researcher.locator("#hub-status").get_by_text("Running", exact=True)).to_be_visible(
+        timeout=60_000
+    )
+    assert researcher.url == hub_url
     assert f"https://{slug}.hubs.localhost" in researcher.content()
     researcher.screenshot(path=ARTIFACTS / "hub-running.png", full_page=True)
