@@ -185,3 +185,24 @@ def test_a_self_service_request_whose_gpus_do_not_fit_waits_for_an_admin(a100, s
 
     assert over.state == State.PENDING
     assert "GPUs do not fit (6 wanted, 2 free" in over.state_reason
+
+
+def test_a_change_asking_for_gpus_that_do_not_fit_waits_for_an_admin(a100, alice, queued):
+    from portal.hubs.models import HubRevision, SelfServicePolicy
+    from portal.hubs.revisions import form_data, spec_of_hub
+
+    SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
+    start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
+    gpu_hub(a100, start, end, users=5)  # another hub holds 5 of the 8
+    hub = gpu_hub(a100, start, end, users=2, owner=alice)  # this one 2: 1 left
+
+    def change(**fields):
+        return {**form_data(spec_of_hub(hub)), **fields}
+
+    grown = services.request_change(hub, alice, change(expected_users="4"))  # 2 more, 1 free
+    assert grown.state == HubRevision.State.PENDING
+    assert "GPUs do not fit (4 wanted, 3 free" in grown.reason
+    services.reject_change(grown, AdminFactory(), "No GPUs left")
+
+    shrunk = services.request_change(hub, alice, change(expected_users="1"))
+    assert shrunk.state == HubRevision.State.APPLIED

@@ -455,7 +455,38 @@ def plan_change(hub: Hub, spec_data: Mapping) -> ChangePlan:
         form.add_error(None, "This change is the hub's current spec; there is nothing to change.")
         raise InvalidSpec(form)
     violations = change_policy_checks(hub, old_spec, new_spec)
+    over = _change_over_capacity(hub, new_spec, changed)
+    if over is not None:
+        violations.append(over)
     return ChangePlan(hub, form, old_spec, new_spec, changed, violations)
+
+
+# A change of these can make a hub hold more GPUs, or hold them on other days.
+CAPACITY_FIELDS = frozenset(
+    {"gpu_type", "gpus_per_user", "expected_users", "notebooks_per_user", "start_date", "end_date"}
+)
+
+
+def _change_over_capacity(hub: Hub, new_spec: Mapping, changed: list[str]) -> Violation | None:
+    """A change that asks for GPUs beyond what is free over its dates waits for an admin (the
+    hub's own reservation does not count against it); a change that holds fewer does not."""
+    from portal.usage.capacity import OverCapacity, check_hub_fits, reserved_gpus
+
+    if not CAPACITY_FIELDS & set(changed):
+        return None
+    proposed = revisions.ProposedHub(hub, new_spec)
+    moved = {"gpu_type", "start_date", "end_date"} & set(changed)
+    if not moved and reserved_gpus(proposed) <= reserved_gpus(hub):
+        return None
+    try:
+        check_hub_fits(proposed)
+    except OverCapacity as error:
+        free = max(error.free.free or 0, 0)
+        return Violation(
+            "gpus_per_user",
+            f"its GPUs do not fit ({error.wanted} wanted, {free} free over its dates)",
+        )
+    return None
 
 
 def preview_change(hub: Hub, spec_data: Mapping) -> tuple[ChangePlan, revisions.Diff]:
