@@ -122,6 +122,12 @@ REQUEST_TIMEOUT = (5, 30)
 
 
 def _call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+    data = raw_call(api, method, path, **kwargs)
+    return json.loads(data) if data else None
+
+
+def raw_call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> bytes:
+    """One API request; the response body as bytes (errors classified as ClusterError)."""
     try:
         response = api.call_api(
             path,
@@ -134,8 +140,7 @@ def _call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> dict[
         )
     except Exception as error:  # classified and re-raised below
         raise classify(error) from error
-    data = response.data
-    return json.loads(data) if data else None
+    return response.data
 
 
 def apply(api: client.ApiClient, manifest: Manifest, dry_run: bool = False) -> dict[str, Any]:

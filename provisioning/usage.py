@@ -2,7 +2,8 @@
 
 One pass makes four list calls, whatever the number of hubs: the hub namespaces (by the
 portal's label), the running pods and the persistent volume claims of the whole cluster, and
-the nodes that carry a GPU product label. Pods are sorted out in memory:
+the nodes that carry a GPU product label; pods come in pages of PAGE_SIZE, so a cluster with
+more running pods takes one more call per page. Pods are sorted out in memory:
 
 - user servers: KubeSpawner's `singleuser-server` component, user from its
   `hub.jupyter.org/username` annotation (the label, escaped, as a fallback);
@@ -16,10 +17,14 @@ label of the pod's node. `portal/usage/recording.py` turns an observation into u
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from kubernetes import client
@@ -85,9 +90,41 @@ def _list(api: client.ApiClient, path: str, report: Observation, **query: str) -
     return (result or {}).get("items", [])
 
 
+# Pods per list call: a big cluster's pods come in pages, and the next page is fetched while
+# this one is parsed (the API server and Python work at the same time).
+PAGE_SIZE = 5000
+
+
+def _paged(api: client.ApiClient, path: str, report: Observation, **query: str) -> Iterator[dict]:
+    def fetch(token: str | None) -> bytes:
+        params = [*query.items(), ("limit", str(PAGE_SIZE))]
+        if token:
+            params.append(("continue", token))
+        return k8s.raw_call(
+            api, "GET", path, query_params=params, header_params={"Accept": "application/json"}
+        )
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fetch, None)
+        while pending is not None:
+            page = json.loads(pending.result() or b"{}")
+            report.api_calls += 1
+            token = (page.get("metadata") or {}).get("continue")
+            pending = pool.submit(fetch, token) if token else None
+            yield from page.get("items") or []
+
+
 def _quantity(value: Any) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    return _parsed(str(value))
+
+
+@lru_cache(maxsize=4096)
+def _parsed(value: str) -> Decimal:
+    # Requests repeat across thousands of pods ("500m", "4Gi"); parse_quantity is slow.
     try:
-        return Decimal(parse_quantity(value)) if value is not None else Decimal(0)
+        return Decimal(parse_quantity(value))
     except (ValueError, InvalidOperation, TypeError):
         return Decimal(0)
 
@@ -149,8 +186,7 @@ def observe(
         count = report.gpus.setdefault(product, GpuCount())
         count.allocatable += sum(int(_quantity(allocatable.get(name))) for name in gpu_resources)
 
-    pods = _list(api, "/api/v1/pods", report, fieldSelector="status.phase=Running")
-    for pod in pods:
+    for pod in _paged(api, "/api/v1/pods", report, fieldSelector="status.phase=Running"):
         meta = pod["metadata"]
         cpu, memory, gpus = _requests(pod, gpu_resources)
         product = products.get((pod.get("spec") or {}).get("nodeName") or "", "")

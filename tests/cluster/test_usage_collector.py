@@ -245,3 +245,21 @@ def test_a_week_of_a_gpu_hub_is_plotted_and_exported_for_its_owner(
     mine = client.get(f"/hubs/{gpu_hub.pk}/usage/?days=7").content.decode()
     assert f"{shown['total']:,.2f} CZK" not in mine  # bob's own usage only
     assert client.get(f"/api/v1/hubs/{gpu_hub.pk}/usage/csv/").status_code == 403
+
+
+def test_pods_are_read_in_pages_without_losing_any(kube_api, gpu_hub, monkeypatch):
+    from provisioning import usage
+
+    whole = usage.observe(kube_api)
+    monkeypatch.setattr(usage, "PAGE_SIZE", 2)
+    paged = usage.observe(kube_api)
+
+    def pods(observation):
+        return sorted(
+            h.name
+            for h in observation.holdings
+            if h.kind == "pod" and h.namespace == gpu_hub.namespace
+        )
+
+    assert pods(paged) == pods(whole) == ["hub-0", "job-0", "jupyter-alice", "jupyter-bob"]
+    assert paged.api_calls >= whole.api_calls + 1  # at least two pages of pods
