@@ -2,6 +2,7 @@
 portal.hubs.members, render or redirect with a message."""
 
 from collections.abc import Callable
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -60,6 +61,20 @@ def _done(request: HttpRequest, hub: Hub, action: Callable[[], object], message:
     return redirect("hubs:members", pk=hub.pk)
 
 
+def _added(request: HttpRequest, hub: Hub, action: Callable[[], Any], form_name: str, success):
+    """Run an "add" service; invalid data shows the members page with the bound form (400), a
+    refusal becomes an error message, success(result) the success message."""
+    try:
+        result = action()
+    except members.InvalidMemberData as invalid:
+        return _page(request, hub, status=400, **{form_name: invalid.form})
+    except members.MembershipError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, success(result))
+    return redirect("hubs:members", pk=hub.pk)
+
+
 @login_required
 @require_GET
 def members_page(request: HttpRequest, pk: int) -> HttpResponse:
@@ -72,15 +87,13 @@ def members_page(request: HttpRequest, pk: int) -> HttpResponse:
 def member_add(request: HttpRequest, pk: int) -> HttpResponse:
     """Add an existing portal user by username."""
     hub = _managed_hub(request, pk)
-    try:
-        collaborator = members.add_member(hub, request.user, request.POST)
-    except members.InvalidMemberData as invalid:
-        return _page(request, hub, status=400, add_form=invalid.form)
-    except members.MembershipError as error:
-        messages.error(request, str(error))
-    else:
-        messages.success(request, f"{collaborator.user.username} was added.")
-    return redirect("hubs:members", pk=hub.pk)
+    return _added(
+        request,
+        hub,
+        lambda: members.add_member(hub, request.user, request.POST),
+        "add_form",
+        lambda collaborator: f"{collaborator.user.username} was added.",
+    )
 
 
 @login_required
@@ -135,15 +148,13 @@ def invitation_revoke(request: HttpRequest, pk: int, invitation_pk: int) -> Http
 def group_grant_add(request: HttpRequest, pk: int) -> HttpResponse:
     """Give an IdP group access."""
     hub = _managed_hub(request, pk)
-    try:
-        grant = members.grant_group(hub, request.user, request.POST)
-    except members.InvalidMemberData as invalid:
-        return _page(request, hub, status=400, group_form=invalid.form)
-    except members.MembershipError as error:
-        messages.error(request, str(error))
-    else:
-        messages.success(request, f"Members of {grant.group} may now use the hub.")
-    return redirect("hubs:members", pk=hub.pk)
+    return _added(
+        request,
+        hub,
+        lambda: members.grant_group(hub, request.user, request.POST),
+        "group_form",
+        lambda grant: f"Members of {grant.group} may now use the hub.",
+    )
 
 
 @login_required
