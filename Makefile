@@ -69,5 +69,5 @@ bench-cluster: $(BIN)/.installed ## Measure cluster start-up (cached) and Deploy
 bench-reconcile: $(BIN)/.installed ## Time reconcile passes over 100 and 1,000 hubs
 	$(BIN)/python benchmarks/reconcile.py
 
-bench-usage: $(BIN)/.installed ## Time a usage pass over 1,000 hubs x 20 pods and a 90-day query
+bench-usage: $(BIN)/.installed ## Time usage passes over 1,000 hubs x 20 pods and a 90-day query
 	$(BIN)/python benchmarks/usage.py

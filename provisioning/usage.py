@@ -2,8 +2,8 @@
 
 One pass makes four list calls, whatever the number of hubs: the hub namespaces (by the
 portal's label), the running pods and the persistent volume claims of the whole cluster, and
-the nodes that carry a GPU product label; pods come in pages of PAGE_SIZE, so a cluster with
-more running pods takes one more call per page. Pods are sorted out in memory:
+the nodes that carry a GPU product label; lists come in pages of PAGE_SIZE objects, so a
+cluster with more running pods takes one more call per page. Pods are sorted out in memory:
 
 - user servers: KubeSpawner's `singleuser-server` component, user from its
   `hub.jupyter.org/username` annotation (the label, escaped, as a fallback);
@@ -17,7 +17,6 @@ label of the pod's node. `portal/usage/recording.py` turns an observation into u
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import msgspec
 from kubernetes import client
 from kubernetes.utils.quantity import parse_quantity
 
@@ -78,25 +78,112 @@ class Observation:
     seconds: float = 0.0
 
 
-def _list(api: client.ApiClient, path: str, report: Observation, **query: str) -> list[dict]:
-    result = k8s._call(
-        api,
-        "GET",
-        path,
-        query_params=list(query.items()),
-        header_params={"Accept": "application/json"},
-    )
-    report.api_calls += 1
-    return (result or {}).get("items", [])
+# The fields a pass reads, and only those: the lists are decoded straight into these types, so
+# the rest of each object (managed fields, volumes, conditions: most of a pod's bytes) is
+# skipped by the decoder instead of being built into dicts. Quantities stay strings (parsed
+# below); a value of the wrong type makes the list unreadable (ClusterError), not half-read.
+Quantities = dict[str, str | int | float]
 
 
-# Pods per list call: a big cluster's pods come in pages, and the next page is fetched while
-# this one is parsed (the API server and Python work at the same time).
+class _Struct(msgspec.Struct, rename="camel"):
+    pass
+
+
+class ObjectMeta(_Struct):
+    name: str = ""
+    namespace: str = ""
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    creation_timestamp: datetime | None = None
+
+
+class Resources(_Struct):
+    requests: Quantities = {}
+
+
+class Container(_Struct):
+    resources: Resources = msgspec.field(default_factory=Resources)
+
+
+class PodSpec(_Struct):
+    node_name: str = ""
+    containers: list[Container] = []
+
+
+class PodStatus(_Struct):
+    start_time: datetime | None = None
+
+
+class Pod(_Struct):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: PodSpec = msgspec.field(default_factory=PodSpec)
+    status: PodStatus = msgspec.field(default_factory=PodStatus)
+
+
+class ClaimSpec(_Struct):
+    resources: Resources = msgspec.field(default_factory=Resources)
+
+
+class ClaimStatus(_Struct):
+    phase: str = ""
+    capacity: Quantities = {}
+
+
+class Claim(_Struct):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: ClaimSpec = msgspec.field(default_factory=ClaimSpec)
+    status: ClaimStatus = msgspec.field(default_factory=ClaimStatus)
+
+
+class NodeStatus(_Struct):
+    allocatable: Quantities = {}
+
+
+class Node(_Struct):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    status: NodeStatus = msgspec.field(default_factory=NodeStatus)
+
+
+class Namespace(_Struct):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+
+
+class ListMeta(msgspec.Struct):
+    continue_: str = msgspec.field(default="", name="continue")
+
+
+T = TypeVar("T")
+
+
+class ObjectList(msgspec.Struct, Generic[T]):
+    items: list[T] | None = None
+    metadata: ListMeta = msgspec.field(default_factory=ListMeta)
+
+
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+def _decode(kind: type[T], path: str, body: bytes) -> ObjectList[T]:
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(ObjectList[kind])
+    try:
+        return decoder.decode(body or b"{}")
+    except msgspec.MsgspecError as error:
+        raise k8s.ClusterError(
+            f"The API server's answer to {path} could not be read: {error}", transient=False
+        ) from error
+
+
+# Objects per list call: a big cluster's pods come in pages, and the next page is fetched while
+# this one is decoded (the API server and Python work at the same time).
 PAGE_SIZE = 5000
 
 
-def _paged(api: client.ApiClient, path: str, report: Observation, **query: str) -> Iterator[dict]:
-    def fetch(token: str | None) -> bytes:
+def _paged(
+    api: client.ApiClient, kind: type[T], path: str, report: Observation, **query: str
+) -> Iterator[T]:
+    def fetch(token: str) -> bytes:
         params = [*query.items(), ("limit", str(PAGE_SIZE))]
         if token:
             params.append(("continue", token))
@@ -105,13 +192,13 @@ def _paged(api: client.ApiClient, path: str, report: Observation, **query: str) 
         )
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch, None)
+        pending = pool.submit(fetch, "")
         while pending is not None:
-            page = json.loads(pending.result() or b"{}")
+            page = _decode(kind, path, pending.result())
             report.api_calls += 1
-            token = (page.get("metadata") or {}).get("continue")
+            token = page.metadata.continue_
             pending = pool.submit(fetch, token) if token else None
-            yield from page.get("items") or []
+            yield from page.items or []
 
 
 def _quantity(value: Any) -> Decimal:
@@ -129,23 +216,12 @@ def _parsed(value: str) -> Decimal:
         return Decimal(0)
 
 
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+def _username(meta: ObjectMeta) -> str:
+    return meta.annotations.get(USERNAME_KEY) or meta.labels.get(USERNAME_KEY) or ""
 
 
-def _username(meta: dict[str, Any]) -> str:
-    annotations = meta.get("annotations") or {}
-    labels = meta.get("labels") or {}
-    return annotations.get(USERNAME_KEY) or labels.get(USERNAME_KEY) or ""
-
-
-def _pod_component(meta: dict[str, Any]) -> str:
-    labels = meta.get("labels") or {}
+def _pod_component(meta: ObjectMeta) -> str:
+    labels = meta.labels
     component = labels.get("app.kubernetes.io/component") or labels.get("component") or ""
     if component == "singleuser-server":
         return "server"
@@ -154,10 +230,10 @@ def _pod_component(meta: dict[str, Any]) -> str:
     return "jobs"
 
 
-def _requests(pod: dict[str, Any], gpu_resources: tuple[str, ...]) -> tuple[int, Decimal, int]:
+def _requests(pod: Pod, gpu_resources: tuple[str, ...]) -> tuple[int, Decimal, int]:
     cpu, memory, gpus = Decimal(0), Decimal(0), 0
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        requests = (container.get("resources") or {}).get("requests") or {}
+    for container in pod.spec.containers:
+        requests = container.resources.requests
         cpu += _quantity(requests.get("cpu"))
         memory += _quantity(requests.get("memory"))
         gpus += sum(int(_quantity(requests.get(name))) for name in gpu_resources)
@@ -171,41 +247,41 @@ def observe(
     started = time.monotonic()
     report = Observation()
     hubs: dict[str, int] = {}
-    for namespace in _list(api, "/api/v1/namespaces", report, labelSelector=HUB_NAMESPACES):
-        meta = namespace["metadata"]
-        hub_id = (meta.get("labels") or {}).get(LABEL_HUB_ID, "")
+    namespaces = _paged(api, Namespace, "/api/v1/namespaces", report, labelSelector=HUB_NAMESPACES)
+    for namespace in namespaces:
+        hub_id = namespace.metadata.labels.get(LABEL_HUB_ID, "")
         if hub_id.isdigit():
-            hubs[meta["name"]] = int(hub_id)
+            hubs[namespace.metadata.name] = int(hub_id)
     report.namespaces = len(hubs)
 
     products: dict[str, str] = {}  # node name -> GPU product
-    for node in _list(api, "/api/v1/nodes", report, labelSelector=GPU_PRODUCT_LABEL):
-        product = node["metadata"]["labels"][GPU_PRODUCT_LABEL]
-        products[node["metadata"]["name"]] = product
-        allocatable = (node.get("status") or {}).get("allocatable") or {}
+    for node in _paged(api, Node, "/api/v1/nodes", report, labelSelector=GPU_PRODUCT_LABEL):
+        product = node.metadata.labels[GPU_PRODUCT_LABEL]
+        products[node.metadata.name] = product
+        allocatable = node.status.allocatable
         count = report.gpus.setdefault(product, GpuCount())
         count.allocatable += sum(int(_quantity(allocatable.get(name))) for name in gpu_resources)
 
-    for pod in _paged(api, "/api/v1/pods", report, fieldSelector="status.phase=Running"):
-        meta = pod["metadata"]
+    running = _paged(api, Pod, "/api/v1/pods", report, fieldSelector="status.phase=Running")
+    for pod in running:
+        meta = pod.metadata
         cpu, memory, gpus = _requests(pod, gpu_resources)
-        product = products.get((pod.get("spec") or {}).get("nodeName") or "", "")
+        product = products.get(pod.spec.node_name, "")
         if gpus and product:
             report.gpus[product].in_use += gpus
-        hub_id = hubs.get(meta.get("namespace", ""))
+        hub_id = hubs.get(meta.namespace)
         if hub_id is None:
             continue
         report.pods_seen += 1
         report.holdings.append(
             Holding(
-                namespace=meta["namespace"],
+                namespace=meta.namespace,
                 hub_id=hub_id,
-                name=meta["name"],
+                name=meta.name,
                 kind="pod",
                 component=_pod_component(meta),
                 username=_username(meta),
-                since=_time((pod.get("status") or {}).get("startTime"))
-                or _time(meta.get("creationTimestamp")),
+                since=pod.status.start_time or meta.creation_timestamp,
                 cpu_millicores=cpu,
                 memory_mib=memory,
                 gpus=gpus,
@@ -213,26 +289,23 @@ def observe(
             )
         )
 
-    for claim in _list(api, "/api/v1/persistentvolumeclaims", report):
-        meta = claim["metadata"]
-        hub_id = hubs.get(meta.get("namespace", ""))
-        status = claim.get("status") or {}
-        if hub_id is None or status.get("phase") != "Bound":
+    for claim in _paged(api, Claim, "/api/v1/persistentvolumeclaims", report):
+        meta = claim.metadata
+        hub_id = hubs.get(meta.namespace)
+        if hub_id is None or claim.status.phase != "Bound":
             continue
         report.volumes_seen += 1
-        size = (status.get("capacity") or {}).get("storage") or (
-            ((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}
-        ).get("storage")
+        size = claim.status.capacity.get("storage") or claim.spec.resources.requests.get("storage")
         username = _username(meta)
         report.holdings.append(
             Holding(
-                namespace=meta["namespace"],
+                namespace=meta.namespace,
                 hub_id=hub_id,
-                name=meta["name"],
+                name=meta.name,
                 kind="volume",
                 component="server" if username else "hub",
                 username=username,
-                since=_time(meta.get("creationTimestamp")),
+                since=meta.creation_timestamp,
                 storage_mib=_quantity(size) / MIB,
             )
         )
