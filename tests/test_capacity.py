@@ -26,13 +26,21 @@ def day(n: int) -> datetime.date:
     return D + datetime.timedelta(days=n)
 
 
-@pytest.fixture
-def a100():
+def counted(allocatable: int, in_use: int = 0) -> GpuType:
+    """The A100 type, with `allocatable` of them seen in the cluster by a collection pass."""
     gpu = GpuType.objects.get(name="a100")
     GpuInventory.objects.create(
-        product=gpu.node_label_value, allocatable=8, in_use=2, observed=timezone.now()
+        product=gpu.node_label_value,
+        allocatable=allocatable,
+        in_use=in_use,
+        observed=timezone.now(),
     )
     return gpu
+
+
+@pytest.fixture
+def a100():
+    return counted(8, in_use=2)
 
 
 def gpu_hub(gpu, start, end, users=1, gpus=1, state=State.RUNNING, **kwargs):
@@ -116,10 +124,7 @@ class TestApprove:
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @needs_postgresql
 def test_two_admins_approving_the_last_gpus_at_once_let_exactly_one_through(queued):
-    a100 = GpuType.objects.get(name="a100")
-    GpuInventory.objects.create(
-        product=a100.node_label_value, allocatable=4, in_use=0, observed=timezone.now()
-    )
+    a100 = counted(4)
     gpu_hub(a100, day(0), day(30), users=2)
     first = gpu_hub(a100, day(10), day(20), users=2, state=State.PENDING)
     second = gpu_hub(a100, day(15), day(25), users=2, state=State.PENDING)
@@ -206,3 +211,99 @@ def test_a_change_asking_for_gpus_that_do_not_fit_waits_for_an_admin(a100, alice
 
     shrunk = services.request_change(hub, alice, change(expected_users="1"))
     assert shrunk.state == HubRevision.State.APPLIED
+
+
+class TestApproveChange:
+    """An admin's approval of a change re-checks its GPUs, as the approval of a new hub does."""
+
+    @pytest.fixture
+    def pending_change(self, a100, alice, queued):
+        """A running hub holding 2 of 8 A100s, another holding 5 (1 free), and a pending change
+        of the first to 4 users: 4 GPUs where 3 are free without its own reservation."""
+        from portal.hubs.models import SelfServicePolicy
+        from portal.hubs.revisions import form_data, spec_of_hub
+
+        SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
+        start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
+        gpu_hub(a100, start, end, users=5)
+        hub = gpu_hub(a100, start, end, users=2, owner=alice)
+        change = {**form_data(spec_of_hub(hub)), "expected_users": "4"}
+        return services.request_change(hub, alice, change)
+
+    def test_over_capacity_is_refused_and_nothing_changes(self, pending_change, charlie, queued):
+        from portal.hubs.models import HubRevision
+
+        with pytest.raises(OverCapacity, match="the hub needs 4, but only 3 of 8 are free"):
+            services.approve_change(pending_change, charlie)
+        pending_change.refresh_from_db()
+        hub = Hub.objects.get(pk=pending_change.hub_id)
+        assert pending_change.state == HubRevision.State.PENDING
+        assert (hub.state, hub.expected_users, queued) == (State.RUNNING, 2, [])
+
+    def test_an_override_needs_a_reason_which_the_decision_records(
+        self, pending_change, charlie, queued, django_capture_on_commit_callbacks
+    ):
+        from portal.audit.models import AuditEvent
+        from portal.hubs.models import HubRevision
+
+        with pytest.raises(services.ReasonRequired):
+            services.approve_change(pending_change, charlie, " ", override=True)
+        assert HubRevision.objects.get(pk=pending_change.pk).state == HubRevision.State.PENDING
+
+        with django_capture_on_commit_callbacks(execute=True):
+            applied = services.approve_change(pending_change, charlie, "Grant money", override=True)
+
+        assert applied.state == HubRevision.State.APPLIED and applied.approver == charlie
+        assert applied.reason == "Approved over capacity (4 GPUs, 3 free): Grant money"
+        assert Hub.objects.get(pk=applied.hub_id).expected_users == 4
+        audit = AuditEvent.objects.filter(action="hub.change_approved").last()
+        assert audit.details["reason"] == applied.reason
+        assert [name for name, _, _ in queued] == ["provision"]
+
+    def test_gpus_taken_since_the_change_was_asked_for_are_seen(self, a100, alice, charlie):
+        """A change that fitted when it was asked for (it waits for another reason) is refused
+        when another hub has taken the GPUs in the meantime."""
+        from portal.hubs.models import SelfServicePolicy
+        from portal.hubs.revisions import form_data, spec_of_hub
+
+        SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_expected_users": 3})
+        start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
+        hub = gpu_hub(a100, start, end, users=2, owner=alice)
+        change = {**form_data(spec_of_hub(hub)), "expected_users": "6"}  # 6 of 8 free: fits
+        revision = services.request_change(hub, alice, change)
+        assert "GPUs do not fit" not in revision.reason and "users" in revision.reason
+        gpu_hub(a100, start, end, users=3, state=State.APPROVED)  # now 5 free for its 6
+
+        with pytest.raises(OverCapacity, match="the hub needs 6, but only 5 of 8 are free"):
+            services.approve_change(revision, charlie)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@needs_postgresql
+def test_approving_a_change_and_a_request_for_the_last_gpus_at_once_lets_one_through(queued):
+    """A change's approval and a new hub's approval lock the same GPU type row."""
+    from portal.hubs.models import HubRevision, SelfServicePolicy
+    from portal.hubs.revisions import form_data, spec_of_hub
+
+    a100 = counted(4)
+    start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
+    owner = AdminFactory(username="owner")
+    hub = gpu_hub(a100, start, end, users=2, owner=owner)  # 2 of 4; 2 left
+    change = {**form_data(spec_of_hub(hub)), "expected_users": "4", "description": "grow"}
+    SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_expected_users": 3})
+    revision = services.request_change(hub, owner, change)  # 2 more: fits, waits for users
+    assert revision.state == HubRevision.State.PENDING
+    pending = gpu_hub(a100, start, end, users=2, state=State.PENDING)  # 2 more: fits alone
+    admins = [AdminFactory(username="admin1"), AdminFactory(username="admin2")]
+
+    outcomes = race(
+        lambda: services.approve_change(HubRevision.objects.get(pk=revision.pk), admins[0]),
+        lambda: services.approve(Hub.objects.get(pk=pending.pk), admins[1]),
+        losing=(OverCapacity,),
+    )
+
+    assert won_or_lost(outcomes) == ["lost", "won"]
+    assert capacity.free_over(a100, start, end).free == 0
+    change_won = HubRevision.objects.get(pk=revision.pk).state == HubRevision.State.APPLIED
+    request_won = Hub.objects.get(pk=pending.pk).state == State.APPROVED
+    assert change_won != request_won

@@ -430,3 +430,55 @@ def test_approving_over_capacity_with_a_reason_from_the_queue(client, charlie, b
     hub.refresh_from_db()
     assert hub.state == State.APPROVED
     assert "Grant deadline" in hub.events.last().reason
+
+
+def test_a_change_over_capacity_is_shown_and_approved_with_a_reason(
+    client, alice, charlie, busy_a100, today
+):
+    """The queue checks a pending change's GPUs like a new request's: an admin sees that it does
+    not fit and can approve it over capacity with a reason, on the page and in the API."""
+    from portal.hubs import services
+    from portal.hubs.models import HubRevision, SelfServicePolicy
+    from portal.hubs.revisions import form_data, spec_of_hub
+
+    SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
+    hub = HubFactory(
+        slug="growing-lab",
+        owner=alice,
+        gpu_type=busy_a100,
+        gpus_per_user=1,
+        expected_users=1,
+        state=State.RUNNING,
+        start_date=today,
+        end_date=today + datetime.timedelta(days=10),
+    )  # the 4th A100: none left
+    revision = services.request_change(
+        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "2"}
+    )
+    assert revision.state == HubRevision.State.PENDING
+
+    html = page(client, charlie, reverse("hubs:queue")).content.decode()
+    check = html.split(f'id="capacity-check-{hub.pk}-{revision.number}"', 1)[1]
+    check = check.split("</form>", 1)[0]
+    assert "With this change the hub needs <strong>2</strong>" in check
+    assert "does not fit" in check
+    approve = reverse("hubs:revision_approve", args=[hub.pk, revision.number])
+    assert f'action="{approve}"' in check and 'name="override" value="1"' in check
+    no_script(html)
+
+    # The API refuses without an override, and without a reason for one.
+    api = f"/api/v1/hubs/{hub.pk}/revisions/{revision.number}/approve/"
+    refused = client.post(api, {}, content_type="application/json")
+    assert refused.status_code == 409
+    assert "Not enough NVIDIA A100 80 GB GPUs" in refused.json()["detail"]
+    no_reason = client.post(api, {"override": True}, content_type="application/json")
+    assert no_reason.status_code == 400
+    # The page's plain button refuses too; the override form with a reason applies it.
+    response = client.post(approve, {"next": "queue"}, follow=True)
+    assert "Not enough NVIDIA A100 80 GB GPUs" in response.content.decode()
+    revision.refresh_from_db()
+    assert revision.state == HubRevision.State.PENDING
+    client.post(approve, {"override": "1", "reason": "Second node next week", "next": "queue"})
+    revision.refresh_from_db()
+    assert revision.state == HubRevision.State.APPLIED
+    assert revision.reason == "Approved over capacity (2 GPUs, 1 free): Second node next week"

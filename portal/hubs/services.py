@@ -179,18 +179,35 @@ def _over_capacity(hub: Hub) -> "OverCapacity | None":
 
     Call it inside a transaction: the lock makes decisions on the last GPUs of a type (an
     admin's approval, a self-service request) serialise, so the second sees the first."""
-    from portal.hubs.models import GpuType
     from portal.usage.capacity import OverCapacity, check_hub_fits
 
     current = Hub.objects.select_related("gpu_type").filter(pk=hub.pk).first()
     if not (current and current.gpu_type_id and current.gpus_per_user):
         return None
-    GpuType.objects.select_for_update().filter(pk=current.gpu_type_id).first()
+    _lock_gpu_type(current.gpu_type_id)
     try:
         check_hub_fits(current)
     except OverCapacity as error:
         return error
     return None
+
+
+def _lock_gpu_type(gpu_type_id: int) -> None:
+    """Lock a GPU type's row for the rest of the transaction: every decision that can take GPUs
+    of that type (a request, an approval, a change) serialises on it and sees the others."""
+    from portal.hubs.models import GpuType
+
+    GpuType.objects.select_for_update().filter(pk=gpu_type_id).first()
+
+
+def _override_reason(error: "OverCapacity | None", override: bool, reason: str) -> str:
+    """The decision's reason when GPUs do not fit: raise unless an admin overrides."""
+    if error is None:
+        return reason
+    if not override:
+        raise error
+    free = max(error.free.free or 0, 0)
+    return f"Approved over capacity ({error.wanted} GPUs, {free} free): {reason}"
 
 
 def approve(hub: Hub, actor: "User", reason: str = "", override: bool = False) -> Hub:
@@ -205,12 +222,7 @@ def approve(hub: Hub, actor: "User", reason: str = "", override: bool = False) -
     if override and not reason:
         raise ReasonRequired("Give a reason for approving over capacity.")
     with transaction.atomic():
-        error = _over_capacity(hub)
-        if error is not None:
-            if not override:
-                raise error
-            free = max(error.free.free or 0, 0)
-            reason = f"Approved over capacity ({error.wanted} GPUs, {free} free): {reason}"
+        reason = _override_reason(_over_capacity(hub), override, reason)
         transition(
             hub.pk, (State.PENDING, State.FAILED), State.APPROVED, actor, reason or "Approved"
         )
@@ -440,10 +452,11 @@ def change_policy_checks(
     return [violation for violation in after if violation.message not in before]
 
 
-def plan_change(hub: Hub, spec_data: Mapping) -> ChangePlan:
+def plan_change(hub: Hub, spec_data: Mapping, lock: bool = False) -> ChangePlan:
     """Validate a change with the request form's rules and compare it with the hub's spec.
 
     `spec_data` is form-shaped, like submit()'s. Raises InvalidSpec (also when nothing changes).
+    With `lock` (inside a transaction) the capacity check locks the GPU type's row first.
     """
     form = HubChangeForm(data=spec_data, hub=hub)
     if not form.is_valid():
@@ -455,9 +468,15 @@ def plan_change(hub: Hub, spec_data: Mapping) -> ChangePlan:
         form.add_error(None, "This change is the hub's current spec; there is nothing to change.")
         raise InvalidSpec(form)
     violations = change_policy_checks(hub, old_spec, new_spec)
-    over = _change_over_capacity(hub, new_spec, changed)
+    over = _change_over_capacity(hub, new_spec, changed, lock)
     if over is not None:
-        violations.append(over)
+        free = max(over.free.free or 0, 0)
+        violations.append(
+            Violation(
+                "gpus_per_user",
+                f"its GPUs do not fit ({over.wanted} wanted, {free} free over its dates)",
+            )
+        )
     return ChangePlan(hub, form, old_spec, new_spec, changed, violations)
 
 
@@ -467,9 +486,12 @@ CAPACITY_FIELDS = frozenset(
 )
 
 
-def _change_over_capacity(hub: Hub, new_spec: Mapping, changed: list[str]) -> Violation | None:
-    """A change that asks for GPUs beyond what is free over its dates waits for an admin (the
-    hub's own reservation does not count against it); a change that holds fewer does not."""
+def _change_over_capacity(
+    hub: Hub, new_spec: Mapping, changed: list[str], lock: bool = False
+) -> "OverCapacity | None":
+    """Why a change's GPUs do not fit over its dates, or None. The hub's own reservation does
+    not count against it, and a change that holds fewer GPUs on the same days always fits.
+    With `lock`, the new GPU type's row is locked before the check (see _lock_gpu_type)."""
     from portal.usage.capacity import OverCapacity, check_hub_fits, reserved_gpus
 
     if not CAPACITY_FIELDS & set(changed):
@@ -478,14 +500,12 @@ def _change_over_capacity(hub: Hub, new_spec: Mapping, changed: list[str]) -> Vi
     moved = {"gpu_type", "start_date", "end_date"} & set(changed)
     if not moved and reserved_gpus(proposed) <= reserved_gpus(hub):
         return None
+    if lock and proposed.gpu_type is not None:
+        _lock_gpu_type(proposed.gpu_type.pk)
     try:
         check_hub_fits(proposed)
     except OverCapacity as error:
-        free = max(error.free.free or 0, 0)
-        return Violation(
-            "gpus_per_user",
-            f"its GPUs do not fit ({error.wanted} wanted, {free} free over its dates)",
-        )
+        return error
     return None
 
 
@@ -523,7 +543,7 @@ def request_change(
                 "A change to this hub is already waiting for approval; "
                 "wait for the decision before asking for another."
             )
-        plan = plan_change(locked, spec_data)
+        plan = plan_change(locked, spec_data, lock=True)
         now = timezone.now()
         last = locked.revisions.order_by("-number").values_list("number", flat=True).first()
         try:
@@ -624,16 +644,34 @@ def _write_spec(hub: Hub, spec: Mapping[str, Any]) -> None:
             hub.collaborators.filter(user_id=user_id).update(role=role)
 
 
-def approve_change(revision: HubRevision, actor: "User", reason: str = "") -> HubRevision:
-    """Approve a pending change (admins) and apply it; a second approval is a conflict."""
+def approve_change(
+    revision: HubRevision, actor: "User", reason: str = "", override: bool = False
+) -> HubRevision:
+    """Approve a pending change (admins) and apply it; a second approval is a conflict.
+
+    A change that takes more GPUs, or takes them on other days, is checked against what is
+    free again, with the GPU type's row locked (as approve() does for a new hub): over capacity
+    raises OverCapacity unless an admin overrides with a reason."""
+    reason = (reason or "").strip()
+    if override and not reason:
+        raise ReasonRequired("Give a reason for approving over capacity.")
     with transaction.atomic():
-        _lock(revision.hub_id)
-        _decide(revision, actor, (reason or "").strip() or "Approved")
+        hub = _lock(revision.hub_id)
+        pending = HubRevision.objects.filter(pk=revision.pk, state=HubRevision.State.PENDING)
+        if not pending.exists():
+            _lost(revision, "approved")
+        current = revisions.spec_of_hub(hub)
+        changed = revisions.changed_fields(current, revision.spec)
+        error = _change_over_capacity(hub, revision.spec, changed, lock=True)
+        decision = _override_reason(error, override, reason)
+        _decide(revision, actor, decision or "Approved")
         _apply(revision, actor)
-        _notify_change(revision, "approved", (reason or "").strip())
-        _audit("hub.change_approved", revision, actor, reason)
+        _notify_change(revision, "approved", decision)
+        _audit("hub.change_approved", revision, actor, decision)
     revision.refresh_from_db()
-    log.info("hub_change_approved", hub_id=revision.hub_id, revision=revision.number)
+    log.info(
+        "hub_change_approved", hub_id=revision.hub_id, revision=revision.number, over=bool(error)
+    )
     return revision
 
 

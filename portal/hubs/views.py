@@ -118,7 +118,7 @@ def hub_status(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "hubs/_status.html", {"hub": hub})
 
 
-def _run(request: HttpRequest, action: Callable[[], Hub], done: str) -> None:
+def _run(request: HttpRequest, action: Callable[[], object], done: str) -> None:
     try:
         action()
     except LifecycleError as error:
@@ -167,8 +167,28 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
         .select_related("hub__owner", "author")
         .order_by("created", "pk")
     ):
-        changes.append({"revision": revision, **_revision_diff_context(revision)})
+        change = {"revision": revision, **_revision_diff_context(revision)}
+        if services.CAPACITY_FIELDS & set(revision.changed_fields):
+            # The hub as the change would make it, for the GPU capacity check.
+            change["proposed"] = revisions.ProposedHub(revision.hub, revision.spec)
+        changes.append(change)
     return render(request, "hubs/approval_queue.html", {"rows": rows, "changes": changes})
+
+
+def _approve(
+    request: HttpRequest, hub: Hub, approve: Callable[[bool, str], object], done: str
+) -> HttpResponse:
+    """Run an approval (of a request or a change) from its form: GPUs over capacity need
+    "override" and a reason; back to the queue or the hub."""
+    override = request.POST.get("override") in ("1", "on", "true")
+    reason = request.POST.get("reason", "")[:2000]
+    if override and not reason.strip():
+        messages.error(request, "Give a reason for approving over capacity.")
+    else:
+        _run(request, lambda: approve(override, reason), done)
+    if request.POST.get("next") == "queue":
+        return redirect("hubs:queue")
+    return redirect("hubs:detail", pk=hub.pk)
 
 
 @staff_required
@@ -176,19 +196,12 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
 def hub_approve(request: HttpRequest, pk: int) -> HttpResponse:
     """Approve a pending (or failed) hub; GPUs over capacity need "override" and a reason."""
     hub = get_object_or_404(Hub, pk=pk)
-    override = request.POST.get("override") in ("1", "on", "true")
-    reason = request.POST.get("reason", "")[:2000]
-    if override and not reason.strip():
-        messages.error(request, "Give a reason for approving over capacity.")
-    else:
-        _run(
-            request,
-            lambda: services.approve(hub, request.user, reason, override=override),
-            f"{hub.display_name} was approved.",
-        )
-    if request.POST.get("next") == "queue":
-        return redirect("hubs:queue")
-    return redirect("hubs:detail", pk=hub.pk)
+    return _approve(
+        request,
+        hub,
+        lambda override, reason: services.approve(hub, request.user, reason, override=override),
+        f"{hub.display_name} was approved.",
+    )
 
 
 @staff_required
@@ -406,17 +419,18 @@ def revision_rollback(request: HttpRequest, pk: int, number: int) -> HttpRespons
 @staff_required
 @require_POST
 def revision_approve(request: HttpRequest, pk: int, number: int) -> HttpResponse:
-    """Approve and apply a pending change (admins)."""
+    """Approve and apply a pending change (admins); GPUs over capacity need "override" and a
+    reason, as for a new hub."""
     hub = get_object_or_404(Hub, pk=pk)
     revision = _revision(hub, number)
-    _run(
+    return _approve(
         request,
-        lambda: services.approve_change(revision, request.user, request.POST.get("reason", "")),
+        hub,
+        lambda override, reason: services.approve_change(
+            revision, request.user, reason, override=override
+        ),
         f"Change #{number} to {hub.display_name} was approved and is being applied.",
     )
-    if request.POST.get("next") == "queue":
-        return redirect("hubs:queue")
-    return redirect("hubs:detail", pk=hub.pk)
 
 
 @staff_required

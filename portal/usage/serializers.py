@@ -7,7 +7,8 @@ from portal.usage.queries import GRANULARITIES, TOTALS_BY
 
 
 class HubApproveSerializer(ApproveSerializer):
-    """Approve a hub; `override` (with a reason) approves GPUs beyond the free capacity."""
+    """Approve a hub or a change; `override` (with a reason) approves GPUs beyond the free
+    capacity."""
 
     override = serializers.BooleanField(required=False, default=False)
 

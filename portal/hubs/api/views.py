@@ -246,18 +246,26 @@ class HubRevisionViewSet(
         return Response(s.ChangePreviewSerializer(body).data)
 
     @extend_schema(
-        request=s.ApproveSerializer,
-        responses={200: s.HubRevisionSerializer, 409: _CONFLICT},
+        request=HubApproveSerializer,
+        responses={
+            200: s.HubRevisionSerializer,
+            400: OpenApiResponse(description="An override without a reason"),
+            409: OpenApiResponse(description="Not pending any more, or its GPUs do not fit"),
+        },
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, hub_pk: str | None = None, number: str | None = None):
-        """Approve a pending change and apply it; portal admins only."""
+        """Approve a pending change and apply it; portal admins only. A change whose GPUs do
+        not fit in what is free over the hub's dates needs `override` and a `reason`."""
         revision = self.get_object()
         self._require_staff()
-        body = s.ApproveSerializer(data=request.data)
+        body = HubApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         revision = services.approve_change(
-            revision, request.user, body.validated_data.get("reason", "")
+            revision,
+            request.user,
+            body.validated_data.get("reason", ""),
+            override=body.validated_data["override"],
         )
         return Response(s.HubRevisionSerializer(revision).data)
 

@@ -40,10 +40,20 @@ def gpu_capacity_panels() -> dict:
 
 
 @register.inclusion_tag("hubs/_capacity_request.html", takes_context=True)
-def hub_capacity_check(context: template.Context, hub: Hub) -> dict:
-    """Whether a pending hub's GPUs fit over its dates, with its request on the timeline."""
+def hub_capacity_check(context: template.Context, hub: Hub, revision=None) -> dict:
+    """Whether a pending hub's GPUs fit over its dates, with its request on the timeline; with
+    a pending change (`revision`, `hub` then the hub as the change would make it), whether the
+    change's GPUs fit, the hub's own reservation left out. Over capacity, the admin's override
+    form approves the request or the change."""
     wanted = capacity.reserved_gpus(hub)
-    result = {"hub": hub, "wanted": wanted, "csrf_token": context.get("csrf_token")}
+    key = f"{hub.pk}-{revision.number}" if revision else str(hub.pk)
+    result = {
+        "hub": hub,
+        "revision": revision,
+        "key": key,
+        "wanted": wanted,
+        "csrf_token": context.get("csrf_token"),
+    }
     if not wanted:
         return result
     free = capacity.free_over(hub.gpu_type, hub.start_date, hub.end_date, exclude=[hub.pk])
