@@ -129,6 +129,28 @@ class TestReports:
             assert all(start.day == 1 for start in starts)
         assert sum(line.cost.total for line in report.buckets) == report.total.cost.total
 
+    def test_gpu_cost_is_split_by_type_at_each_days_price(self, alice):
+        """A week's GPU cost per type (for the stacked chart) uses each day's price, also when
+        the price changes inside the week, and adds up to the GPU cost."""
+        a100, h100 = GpuType.objects.get(name="a100"), GpuType.objects.get(name="h100")
+        monday = datetime.date(2027, 3, 1)
+        price_list(gpu={a100: "100", h100: "300"}, valid_from=monday)
+        price_list(gpu={a100: "150", h100: "300"}, valid_from=monday + datetime.timedelta(days=3))
+        hub = HubFactory(owner=alice, slug="two-gpus", state=State.RUNNING)
+        for n in range(7):  # one A100 hour every day, one H100 hour on Tuesday
+            use(hub, alice, monday + datetime.timedelta(days=n), gpus=1)
+        UsageDay.objects.create(
+            hub=hub, day=monday + datetime.timedelta(days=1), username="alice", user=alice,
+            component="server", gpu_product=h100.node_label_value, gpu_seconds=3600,
+        )  # fmt: skip
+        period = queries.Period(monday, monday + datetime.timedelta(days=6), "week")
+
+        (week,) = queries.hub_usage(hub, alice, period).buckets
+
+        assert week.cost.gpu_by_type == {"a100": Decimal(3 * 100 + 4 * 150), "h100": Decimal(300)}
+        assert week.cost.gpu == Decimal(1200)
+        assert week.usage.gpu_hours == {"a100": Decimal(7), "h100": Decimal(1)}
+
     def test_hourly_buckets_come_from_the_hourly_rows(self, used_hub, alice, today):
         period = queries.Period(today, today, "hour")
         report = queries.hub_usage(used_hub, alice, period)

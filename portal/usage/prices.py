@@ -47,12 +47,14 @@ NO_PRICES = Prices(valid_from=date.min)
 
 @dataclass
 class Cost:
-    """Cost by resource, unrounded until `rounded()`."""
+    """Cost by resource, unrounded until `rounded()`; `gpu_by_type` splits `gpu` by GPU type
+    (the reports key it by catalogue name, as their GPU hours)."""
 
     cpu: Decimal = ZERO
     memory: Decimal = ZERO
     gpu: Decimal = ZERO
     storage: Decimal = ZERO
+    gpu_by_type: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def total(self) -> Decimal:
@@ -64,6 +66,8 @@ class Cost:
         self.memory += other.memory
         self.gpu += other.gpu
         self.storage += other.storage
+        for name, amount in other.gpu_by_type.items():
+            self.gpu_by_type[name] = self.gpu_by_type.get(name, ZERO) + amount
 
     def rounded(self) -> dict[str, Decimal]:
         """Each part and the total rounded to the cent (the total from the exact parts)."""

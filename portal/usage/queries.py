@@ -316,6 +316,9 @@ def _price_segments(book: PriceBook, period: Period) -> list[Period]:
 def _add(target: Line, row: dict[str, Any], gpu_name: str, cost: Cost) -> None:
     target.usage.add_row(row, gpu_name)
     target.cost.add(cost)
+    if cost.gpu:
+        by_type = target.cost.gpu_by_type
+        by_type[gpu_name] = by_type.get(gpu_name, ZERO) + cost.gpu
 
 
 def _cost(book: PriceBook, day: date, row: dict[str, Any]) -> Cost:

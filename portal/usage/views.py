@@ -22,7 +22,7 @@ from portal.hubs.models import GpuType, Hub
 from portal.hubs.views import staff_required
 from portal.usage import capacity, charts, queries
 from portal.usage.forms import estimate_request
-from portal.usage.prices import ZERO, PriceBook, currency
+from portal.usage.prices import ZERO, currency
 
 # The periods the pages offer, in days; anything else falls back to the default.
 PERIODS = (7, 30, 90)
@@ -63,26 +63,18 @@ def _gpu_label(name: str, types: dict[str, GpuType]) -> str:
 
 
 def cost_series(report: queries.UsageReport) -> dict[str, list[Decimal]]:
-    """Cost per day of a report split into CPU, memory, storage and each GPU type.
-
-    The reports give the GPU cost of a day as one sum; it is split here by GPU type as
-    hours x that type's price on that day (exact, as the report's own sum is).
-    """
-    book = PriceBook.load()
+    """Cost per bucket of a report split into CPU, memory, storage and each GPU type."""
     types = _gpu_products()
-    gpu_names = sorted({name for line in report.buckets for name in line.usage.gpu_hours})
-    series: dict[str, list[Decimal]] = {"CPU": [], "Memory": [], "Storage": []}
+    gpu_names = sorted({name for line in report.buckets for name in line.cost.gpu_by_type})
+    series: dict[str, list[Decimal]] = {
+        "CPU": [line.cost.cpu for line in report.buckets],
+        "Memory": [line.cost.memory for line in report.buckets],
+        "Storage": [line.cost.storage for line in report.buckets],
+    }
     for name in gpu_names:
-        series[_gpu_label(name, types)] = []
-    for line in report.buckets:
-        series["CPU"].append(line.cost.cpu)
-        series["Memory"].append(line.cost.memory)
-        series["Storage"].append(line.cost.storage)
-        prices = book.on(date.fromisoformat(line.key[:10]))
-        for name in gpu_names:
-            product = types[name].node_label_value if name in types else name
-            hours = line.usage.gpu_hours.get(name, ZERO)
-            series[_gpu_label(name, types)].append(hours * prices.gpu_hour.get(product, ZERO))
+        series[_gpu_label(name, types)] = [
+            line.cost.gpu_by_type.get(name, ZERO) for line in report.buckets
+        ]
     # CPU, memory and storage stay even when zero, so each resource keeps its colour.
     return series
 
