@@ -2,8 +2,9 @@
 
 One pass makes four list calls, whatever the number of hubs: the hub namespaces (by the
 portal's label), the running pods and the persistent volume claims of the whole cluster, and
-the nodes that carry a GPU product label; lists come in pages of PAGE_SIZE objects, so a
-cluster with more running pods takes one more call per page. Pods are sorted out in memory:
+the nodes that carry a GPU product label (one more per other label key the GPU catalogue
+uses); lists come in pages of PAGE_SIZE objects, so a cluster with more running pods takes one
+more call per page. Pods are sorted out in memory:
 
 - user servers: KubeSpawner's `singleuser-server` component, user from its
   `hub.jupyter.org/username` annotation (the label, escaped, as a fallback);
@@ -11,8 +12,9 @@ cluster with more running pods takes one more call per page. Pods are sorted out
 - jobs: any other pod in a hub namespace (with the user when it carries the username label).
 
 A pod holds its CPU, memory and GPU requests (summed over its containers) while it runs; a
-claim holds its capacity while it is bound. GPUs are typed by the `nvidia.com/gpu.product`
-label of the pod's node. `portal/usage/recording.py` turns an observation into usage rows.
+claim holds its capacity while it is bound. GPUs are typed by the product label of the pod's
+node (`nvidia.com/gpu.product`, or the catalogue's `node_label_key`).
+`portal/usage/recording.py` turns an observation into usage rows.
 """
 
 from __future__ import annotations
@@ -241,9 +243,15 @@ def _requests(pod: Pod, gpu_resources: tuple[str, ...]) -> tuple[int, Decimal, i
 
 
 def observe(
-    api: client.ApiClient, gpu_resources: tuple[str, ...] = ("nvidia.com/gpu",)
+    api: client.ApiClient,
+    gpu_resources: tuple[str, ...] = ("nvidia.com/gpu",),
+    gpu_labels: tuple[str, ...] = (GPU_PRODUCT_LABEL,),
 ) -> Observation:
-    """One look at the cluster: hub namespaces, running pods, bound claims, GPU nodes."""
+    """One look at the cluster: hub namespaces, running pods, bound claims, GPU nodes.
+
+    `gpu_resources` are the extended resources that count as GPUs, `gpu_labels` the node label
+    keys that name a node's GPU product (one node list per key; the catalogue's GPU types
+    usually share the default key)."""
     started = time.monotonic()
     report = Observation()
     hubs: dict[str, int] = {}
@@ -255,12 +263,15 @@ def observe(
     report.namespaces = len(hubs)
 
     products: dict[str, str] = {}  # node name -> GPU product
-    for node in _paged(api, Node, "/api/v1/nodes", report, labelSelector=GPU_PRODUCT_LABEL):
-        product = node.metadata.labels[GPU_PRODUCT_LABEL]
-        products[node.metadata.name] = product
-        allocatable = node.status.allocatable
-        count = report.gpus.setdefault(product, GpuCount())
-        count.allocatable += sum(int(_quantity(allocatable.get(name))) for name in gpu_resources)
+    for key in gpu_labels:
+        for node in _paged(api, Node, "/api/v1/nodes", report, labelSelector=key):
+            if node.metadata.name in products:
+                continue  # labelled under two keys: counted once, by the first
+            product = node.metadata.labels[key]
+            products[node.metadata.name] = product
+            offered = node.status.allocatable
+            count = report.gpus.setdefault(product, GpuCount())
+            count.allocatable += sum(int(_quantity(offered.get(name))) for name in gpu_resources)
 
     running = _paged(api, Pod, "/api/v1/pods", report, fieldSelector="status.phase=Running")
     for pod in running:
@@ -322,8 +333,10 @@ def collect(now: datetime | None = None, api: client.ApiClient | None = None):
     from portal.usage.recording import record_pass
 
     now = now or timezone.now()
-    resources = tuple(
-        sorted(set(GpuType.objects.values_list("resource_name", flat=True)) | {"nvidia.com/gpu"})
-    )
-    observation = observe(api or k8s.api_client(), resources)
+    types = GpuType.objects.all()
+    resources = sorted({*types.values_list("resource_name", flat=True), "nvidia.com/gpu"})
+    # The default key first: a node carrying several keys counts as the product it names.
+    others = set(types.values_list("node_label_key", flat=True)) - {GPU_PRODUCT_LABEL}
+    labels = (GPU_PRODUCT_LABEL, *sorted(others))
+    observation = observe(api or k8s.api_client(), tuple(resources), labels)
     return record_pass(observation, now)

@@ -412,6 +412,35 @@ def test_a_pass_charges_from_the_later_of_the_previous_pass_and_the_start(alice,
     assert GpuInventory.objects.get(product=A100).allocatable == 4
 
 
+def test_gpus_no_node_offers_count_zero_after_a_pass(alice, spec):
+    """Before the first pass GPU capacity is unknown; after it, a catalogue type that no node
+    offers has none, and a product whose nodes are gone drops to zero, so requests for either
+    wait for an admin instead of being approved against stale or missing figures."""
+    from portal.hubs import services
+    from portal.hubs.models import SelfServicePolicy
+    from portal.usage import capacity
+    from portal.usage.recording import record_pass
+    from provisioning.usage import Observation
+
+    a100, h100 = GpuType.objects.get(name="a100"), GpuType.objects.get(name="h100")
+    assert capacity.allocatable(h100) is None
+    hub = HubFactory(owner=alice, slug="inv", state=State.RUNNING)
+    t0 = datetime.datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
+
+    record_pass(observation(hub), t0)  # sees 4 A100s and no H100 node
+    assert (capacity.allocatable(a100), capacity.allocatable(h100)) == (4, 0)
+
+    record_pass(Observation(namespaces=1, api_calls=4), t0 + datetime.timedelta(minutes=5))
+    gone = GpuInventory.objects.get(product=A100)
+    assert (gone.allocatable, gone.in_use) == (0, 0)
+    assert gone.observed == t0 + datetime.timedelta(minutes=5)
+
+    SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
+    request = services.submit(alice, spec(gpu_type="h100", gpus_per_user="1", expected_users="1"))
+    assert request.state == State.PENDING
+    assert "GPUs do not fit (1 wanted, 0 free" in request.state_reason
+
+
 def test_holdings_of_namespaces_this_portal_does_not_own_are_ignored(alice):
     from portal.usage.recording import record_pass
 

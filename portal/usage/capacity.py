@@ -2,8 +2,8 @@
 the estimated cost of a request.
 
 - Allocatable and in use now come from the nodes and pods, as the last collection pass saw
-  them (GpuInventory, written by provisioning/usage.py); "unknown" until a pass has seen a node
-  with that GPU product.
+  them (GpuInventory, written by portal/usage/recording.py); "unknown" only until the first
+  pass: after it, a GPU type no node offers (any more) has zero.
 - A hub reserves its GPU quota (expected users x servers per user x GPUs per server, held to
   HUB_QUOTA_CAPS, exactly the ResourceQuota's `requests.<gpu resource>`) on every day from its
   start to its end date, both included, while it is approved, provisioning, running, updating
@@ -131,7 +131,7 @@ def gpus_now() -> list[GpuNow]:
 
 
 def allocatable(gpu_type: GpuType) -> int | None:
-    """GPUs of this type the cluster's nodes offer; None when never observed."""
+    """GPUs of this type the cluster's nodes offer; None before the first collection pass."""
     row = GpuInventory.objects.filter(product=gpu_type.node_label_value).first()
     return row.allocatable if row else None
 

@@ -30,7 +30,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from portal.hubs.models import Hub
+from portal.hubs.models import GpuType, Hub
 from portal.usage.models import (
     CollectionGap,
     CollectionPass,
@@ -190,15 +190,7 @@ def record_pass(observation: Observation, now: datetime) -> CollectionPass | Non
 
         _upsert(UsageHour, "hour", rows(hours))
         _upsert(UsageDay, "day", rows(days))
-        for product, count in observation.gpus.items():
-            GpuInventory.objects.update_or_create(
-                product=product,
-                defaults={
-                    "allocatable": count.allocatable,
-                    "in_use": count.in_use,
-                    "observed": now,
-                },
-            )
+        _record_gpus(observation, now)
         record = CollectionPass.objects.create(
             at=now,
             charged_from=charged_from,
@@ -219,6 +211,30 @@ def record_pass(observation: Observation, now: datetime) -> CollectionPass | Non
         seconds=round(record.duration_seconds, 3),
     )
     return record
+
+
+def _record_gpus(observation: Observation, now: datetime) -> None:
+    """What the pass saw of each GPU product. A product no node offers any more, and a
+    catalogue GPU type no node has ever offered, count zero: after a pass, only a type that no
+    pass has looked for is unknown."""
+    for product, count in observation.gpus.items():
+        GpuInventory.objects.update_or_create(
+            product=product,
+            defaults={"allocatable": count.allocatable, "in_use": count.in_use, "observed": now},
+        )
+    seen = list(observation.gpus)
+    GpuInventory.objects.exclude(product__in=seen).update(allocatable=0, in_use=0, observed=now)
+    known = GpuInventory.objects.values_list("product", flat=True)
+    never = GpuType.objects.exclude(node_label_value__in=known).values_list(
+        "node_label_value", flat=True
+    )
+    GpuInventory.objects.bulk_create(
+        [
+            GpuInventory(product=product, allocatable=0, in_use=0, observed=now)
+            for product in sorted(set(never))
+        ],
+        ignore_conflicts=True,
+    )
 
 
 def prune(now: datetime | None = None) -> dict[str, int]:

@@ -263,3 +263,19 @@ def test_pods_are_read_in_pages_without_losing_any(kube_api, gpu_hub, monkeypatc
 
     assert pods(paged) == pods(whole) == ["hub-0", "job-0", "jupyter-alice", "jupyter-bob"]
     assert paged.api_calls >= whole.api_calls + 1  # at least two pages of pods
+
+
+def test_gpu_nodes_are_found_by_every_label_key_the_catalogue_uses(kube_api):
+    """A GPU type may name its nodes by another label key: one more node list per key, and a
+    node carrying both keys counts once, as the product the default key names."""
+    from provisioning import usage
+
+    default = usage.observe(kube_api)
+    both = usage.observe(
+        kube_api, gpu_labels=(usage.GPU_PRODUCT_LABEL, "node.kubernetes.io/instance-type")
+    )
+
+    assert both.api_calls == default.api_calls + 1
+    assert both.gpus[A100].allocatable == default.gpus[A100].allocatable == 4
+    assert "gpu-a100x4" not in both.gpus  # the A100 node's instance type: already counted
+    assert both.gpus["cpu-16x64"].allocatable == 0  # the CPU nodes offer no GPUs
