@@ -315,8 +315,12 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 if EMAIL_USE_TLS and EMAIL_USE_SSL:
     raise ImproperlyConfigured("Set only one of EMAIL_USE_TLS (STARTTLS) and EMAIL_USE_SSL.")
-# A slow mail server must not hold a worker or a request for long; failures are only logged.
+# A slow mail server must not hold a worker or a request for long; a notice it did not take is
+# sent again NOTICE_RETRY_SECONDS after the first failure, then after twice that, and so on,
+# NOTICE_MAX_ATTEMPTS times in all (defaults: 5, 10, 20, 40, 80 minutes; then it is given up).
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+NOTICE_RETRY_SECONDS = env_int("NOTICE_RETRY_SECONDS", 300)
+NOTICE_MAX_ATTEMPTS = env_int("NOTICE_MAX_ATTEMPTS", 6)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Hub on Demand <hubs@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 EMAIL_BACKEND = env_str(
@@ -381,6 +385,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": USAGE_COLLECT_INTERVAL_SECONDS,
     },
     "prune-usage": {"task": "portal.usage.tasks.prune_usage", "schedule": 24 * 3600},
+    # Sends again the e-mails the mail server did not take (portal/notifications/mail.py).
+    "retry-notices": {
+        "task": "portal.notifications.tasks.retry_notices",
+        "schedule": env_int("NOTICE_RETRY_INTERVAL_SECONDS", 60),
+    },
 }
 
 # --- REST API -----------------------------------------------------------------------------------

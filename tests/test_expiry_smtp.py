@@ -2,12 +2,8 @@
 suspension notice when the clock is moved past the dates (injected time, no sleeps)."""
 
 import datetime
-import email
-import email.policy
-import socket
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from portal.hubs import expiry
 from portal.hubs.lifecycle import State
@@ -18,47 +14,6 @@ from tests.factories import HubFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 DAY = datetime.timedelta(days=1)
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps every message it accepts."""
-
-    def __init__(self):
-        self.envelopes = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def messages(self):
-        return [
-            (env.rcpt_tos, email.message_from_bytes(env.content, policy=email.policy.default))
-            for env in self.envelopes
-        ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def smtp_server(settings):
-    """Start aiosmtpd on 127.0.0.1 and point Django's SMTP backend at it."""
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    settings.DEFAULT_FROM_EMAIL = "Hub on Demand <hubs@portal.example.org>"
-    settings.PORTAL_URL = "https://portal.example.org"
-    try:
-        yield inbox
-    finally:
-        controller.stop()
 
 
 def parts(message):

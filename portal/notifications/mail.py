@@ -4,10 +4,12 @@ A mail is rendered from three templates, ``emails/<kind>_subject.txt``, ``emails
 and ``emails/<kind>.html``, and goes to the hub's owner and co-owners (failures also to the
 portal admins). Sending never raises: a transition is committed before its mail is sent, and an
 unreachable mail server must not undo it or break the caller, so errors are logged and recorded
-on the Notice.
+on the Notice, which keeps the rendered message; the beat task `retry_notices` sends failed
+ones again after a doubling delay (NOTICE_RETRY_SECONDS, NOTICE_MAX_ATTEMPTS attempts in all).
 """
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -88,7 +90,7 @@ def base_context(hub: Hub) -> dict[str, Any]:
 
 
 def send(notice: Notice, context: Mapping[str, Any], *, admins: bool = False) -> Notice:
-    """Render and send a claimed notice; record the result on it. Never raises."""
+    """Render a claimed notice, keep the message on it and send it. Never raises."""
     hub = notice.hub
     to = recipients(hub, admins=admins)
     notice.recipients = "\n".join(to)
@@ -98,19 +100,88 @@ def send(notice: Notice, context: Mapping[str, Any], *, admins: bool = False) ->
         log.info("notice.skipped", hub_id=hub.pk, kind=notice.kind, why="no recipients")
         return notice
     try:
-        subject, text, html = render(notice.kind, {**base_context(hub), **context})
-        message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, to)
-        message.attach_alternative(html, "text/html")
+        notice.subject, notice.text, notice.html = render(
+            notice.kind, {**base_context(hub), **context}
+        )
+    except Exception as exc:
+        # A template that does not render will not render next time either: no retry.
+        log.exception("notice.unrenderable", hub_id=hub.pk, kind=notice.kind, key=notice.key)
+        notice.status, notice.detail = Notice.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
+        notice.save(update_fields=["status", "detail", "recipients"])
+        return notice
+    return deliver(notice)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long after its `attempts`-th failed attempt a notice is sent again (doubling)."""
+    return timedelta(seconds=settings.NOTICE_RETRY_SECONDS * 2 ** (attempts - 1))
+
+
+def deliver(notice: Notice, now: datetime | None = None) -> Notice:
+    """Hand a rendered notice to the mail server; on failure schedule the next attempt (or give
+    up after NOTICE_MAX_ATTEMPTS). Records the result on the notice and never raises."""
+    now = now or timezone.now()
+    message = EmailMultiAlternatives(
+        notice.subject, notice.text, settings.DEFAULT_FROM_EMAIL, notice.recipients.split()
+    )
+    message.attach_alternative(notice.html, "text/html")
+    notice.attempts += 1
+    try:
         message.send()
     except Exception as exc:
         # Logged without the SMTP settings: the password must never reach a log.
-        log.exception("notice.failed", hub_id=hub.pk, kind=notice.kind, key=notice.key)
+        retry = notice.attempts < settings.NOTICE_MAX_ATTEMPTS
+        notice.next_attempt = now + retry_delay(notice.attempts) if retry else None
+        log.warning(
+            "notice.failed",
+            hub_id=notice.hub_id,
+            kind=notice.kind,
+            key=notice.key,
+            attempt=notice.attempts,
+            error=type(exc).__name__,
+            retry_at=notice.next_attempt.isoformat() if retry else None,
+        )
         notice.status, notice.detail = Notice.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
     else:
-        notice.status, notice.sent = Notice.Status.SENT, timezone.now()
-        log.info("notice.sent", hub_id=hub.pk, kind=notice.kind, key=notice.key, to=len(to))
-    notice.save(update_fields=["status", "detail", "recipients", "sent"])
+        notice.status, notice.sent, notice.next_attempt = Notice.Status.SENT, now, None
+        notice.detail = ""
+        log.info(
+            "notice.sent",
+            hub_id=notice.hub_id,
+            kind=notice.kind,
+            key=notice.key,
+            to=len(notice.recipients.split()),
+            attempt=notice.attempts,
+        )
+    notice.save(
+        update_fields=[
+            "status",
+            "detail",
+            "recipients",
+            "sent",
+            "subject",
+            "text",
+            "html",
+            "attempts",
+            "next_attempt",
+        ]
+    )
     return notice
+
+
+def retry_failed(now: datetime | None = None, limit: int = 100) -> int:
+    """Send again the failed notices whose next attempt is due (oldest first, at most `limit`);
+    returns how many went out. Rows are locked and skipped when locked, so two workers running
+    this at once never send one notice twice."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = list(
+            Notice.objects.select_for_update(skip_locked=True)
+            .select_related("hub")
+            .filter(status=Notice.Status.FAILED, next_attempt__lte=now)
+            .order_by("next_attempt", "pk")[:limit]
+        )
+        return sum(deliver(notice, now).status == Notice.Status.SENT for notice in due)
 
 
 def notify(

@@ -9,6 +9,8 @@ class Notice(models.Model):
     The key says what the notice is about: ``event:<HubEvent id>`` for a transition,
     ``<end date>:<days>`` for an expiry warning, ``revision:<id>`` for a change decision. The row
     is claimed (inserted) before the mail goes out; a second run finds it and sends nothing.
+    The rendered message is kept on the row: a notice the mail server did not take is sent
+    again, as it was, after a growing delay (`next_attempt`) until NOTICE_MAX_ATTEMPTS.
     """
 
     class Kind(models.TextChoices):
@@ -36,6 +38,17 @@ class Notice(models.Model):
     detail = models.TextField(blank=True, help_text="Why it was skipped, or the sending error.")
     created = models.DateTimeField(auto_now_add=True)
     sent = models.DateTimeField(null=True, blank=True)
+    # The message as it was composed, so that a failed one is sent again unchanged.
+    subject = models.TextField(blank=True)
+    text = models.TextField(blank=True, help_text="The plain-text body.")
+    html = models.TextField(blank=True, help_text="The HTML body.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times it was handed over.")
+    next_attempt = models.DateTimeField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="When a failed notice is sent again; empty once sent or given up.",
+    )
 
     class Meta:
         ordering = ["created", "pk"]
