@@ -24,7 +24,6 @@ from tests.factories import (
     UserFactory,
 )
 from tests.support import needs_postgresql, race, won_or_lost
-from tests.test_expiry_smtp import smtp_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -456,7 +455,7 @@ def test_two_people_accepting_one_link_at_once_make_one_member():
     assert "already accepted" in str(lost)
 
 
-def test_the_invitation_reaches_a_real_smtp_server(running, alice, smtp_server):  # noqa: F811
+def test_the_invitation_reaches_a_real_smtp_server(running, alice, smtp_server):
     new = members.invite(running, alice, {"email": "erin@uni.example", "role": "co-owner"})
 
     assert new.mailed
