@@ -62,3 +62,40 @@ def test_disabling_a_catalogue_entry(client, charlie, alice, spec):
     client.force_login(alice)
     response = client.post(reverse("hubs:create"), spec(hardware_options=["large"]))
     assert "hardware_options" in response.context["form"].errors
+
+
+def test_a_hubs_page_shows_its_people_and_changes_nothing(client, charlie, alice, bob):
+    """Spec and people change through the portal (validated, versioned, applied to the
+    cluster); the admin page shows them, links there, and a posted edit changes nothing."""
+    import datetime
+
+    from django.utils import timezone
+
+    from portal.hubs.models import Collaborator, GroupGrant, Invitation, MemberTier
+
+    hub = HubFactory(owner=alice, slug="shown", state=State.RUNNING, expected_users=10)
+    tier = MemberTier.objects.create(hub=hub, name="students", description="CPU only")
+    Collaborator.objects.create(hub=hub, user=bob, role=Collaborator.Role.MEMBER, tier=tier)
+    Invitation.objects.create(
+        hub=hub,
+        email="guest@example.org",
+        tier=tier,
+        token_hash="f" * 64,
+        expires_at=timezone.now() + datetime.timedelta(days=14),
+    )
+    GroupGrant.objects.create(hub=hub, group="physics-staff", tier=tier)
+    client.force_login(charlie)
+    url = reverse("admin:hubs_hub_change", args=[hub.pk])
+
+    html = client.get(url).content.decode()
+
+    for shown in ("students", "guest@example.org", "physics-staff", "bob", "CPU only"):
+        assert shown in html
+    assert "f" * 64 not in html  # the invitation's token hash is not shown
+    assert f'href="{reverse("hubs:detail", args=[hub.pk])}"' in html
+    assert 'name="expected_users"' not in html  # no inputs for the spec
+    posted = client.post(url, {"expected_users": "999", "slug": "renamed", "_save": "Save"})
+    assert posted.status_code in (200, 302)
+    hub.refresh_from_db()
+    assert (hub.expected_users, hub.slug) == (10, "shown")
+    assert hub.collaborators.get().tier == tier

@@ -1,17 +1,24 @@
-"""Django admin: catalogues and policy are edited here; hub states change only through services."""
+"""Django admin: catalogues and policy are edited here; hubs are shown with their people,
+revisions and events, and change only through the services (the portal's pages, the API, the
+actions below)."""
 
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
 from portal.hubs import services
 from portal.hubs.lifecycle import LifecycleError
 from portal.hubs.models import (
     Collaborator,
     GpuType,
+    GroupGrant,
     HardwareOption,
     Hub,
     HubEvent,
     HubRevision,
     Image,
+    Invitation,
+    MemberTier,
     SelfServicePolicy,
     StorageOption,
 )
@@ -62,33 +69,63 @@ class SelfServicePolicyAdmin(admin.ModelAdmin):
         return False
 
 
-class CollaboratorInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    """A hub's records shown on its admin page; they change through the portal's services."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class CollaboratorInline(ReadOnlyInline):
+    """People change on the hub's members page, which also updates the running hub."""
+
     model = Collaborator
-    extra = 0
-    autocomplete_fields = ["user"]
+    fields = ["user", "role", "tier"]
 
 
-class HubEventInline(admin.TabularInline):
+class MemberTierInline(ReadOnlyInline):
+    model = MemberTier
+    fields = ["name", "description", "gpu_access", "shared_access", "jobs_access", "is_default"]
+
+
+class InvitationInline(ReadOnlyInline):
+    model = Invitation
+    fields = [
+        "email",
+        "role",
+        "tier",
+        "invited_by",
+        "created",
+        "expires_at",
+        "revoked_at",
+        "accepted_by",
+        "accepted_at",
+    ]
+
+
+class GroupGrantInline(ReadOnlyInline):
+    model = GroupGrant
+    fields = ["group", "role", "tier", "created_by", "created"]
+
+
+class HubEventInline(ReadOnlyInline):
     model = HubEvent
-    extra = 0
-    can_delete = False
     fields = ["created", "from_state", "to_state", "actor", "reason"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
-class HubRevisionInline(admin.TabularInline):
+class HubRevisionInline(ReadOnlyInline):
     model = HubRevision
-    extra = 0
-    can_delete = False
     fields = ["number", "state", "changed_fields", "author", "approver", "created", "applied"]
-    readonly_fields = fields
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(HubRevision)
@@ -123,11 +160,27 @@ class HubAdmin(admin.ModelAdmin):
     list_display = ["slug", "display_name", "owner", "state", "start_date", "end_date", "created"]
     list_filter = ["state", "kind"]
     search_fields = ["slug", "display_name", "owner__username"]
-    readonly_fields = ["state", "state_reason", "state_changed", "created", "updated"]
-    autocomplete_fields = ["owner"]
-    filter_horizontal = ["hardware_options", "images", "storage_options"]
-    inlines = [CollaboratorInline, HubRevisionInline, HubEventInline]
+    inlines = [
+        CollaboratorInline,
+        MemberTierInline,
+        InvitationInline,
+        GroupGrantInline,
+        HubRevisionInline,
+        HubEventInline,
+    ]
     actions = ["approve_selected", "delete_selected_hubs"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A hub's spec changes through the portal's change form (validated, versioned, decided,
+        # applied to the cluster), its people on the members page; editing the row here would
+        # skip all of that. This page shows it, with a link to the portal's page of the hub.
+        opts = Hub._meta
+        return ["portal_page", *(f.name for f in opts.fields), *(f.name for f in opts.many_to_many)]
+
+    @admin.display(description="In the portal")
+    def portal_page(self, hub: Hub) -> str:
+        url = reverse("hubs:detail", args=[hub.pk])
+        return format_html('<a href="{}">{}</a> (changes, members, approval)', url, url)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
