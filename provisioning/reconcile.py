@@ -126,7 +126,13 @@ def reconcile(api: client.ApiClient, specs: list[HubSpec], settings: RenderSetti
 
     for spec in specs:
         hub = HubReport(spec.hub_id)
-        if ("Namespace", "", spec.namespace) not in live:
+        namespace = live.get(("Namespace", "", spec.namespace))
+        namespace_hub = ((namespace or {}).get("metadata", {}).get("labels") or {}).get(
+            LABEL_HUB_ID
+        )
+        if namespace_hub != str(spec.hub_id):
+            # Gone, or a namespace of that name now belongs to another hub (another portal's):
+            # never applied into (provisioning refuses it too, see sync.foreign_namespace).
             hub.namespace_missing = True
             report.repaired[spec.hub_id] = hub
             continue

@@ -9,6 +9,8 @@ from kubernetes import client
 
 from provisioning import k8s
 from provisioning.render import (
+    LABEL_HUB_ID,
+    MANAGED_BY,
     SECRET_NAME,
     HubSecrets,
     Manifest,
@@ -42,6 +44,27 @@ class SyncResult:
     pruned: tuple[str, ...]
 
 
+def foreign_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> str | None:
+    """Why the hub may not use the namespace of its name, or None: it does not exist yet, or
+    this portal made it for this hub (its labels say so). A namespace someone made by hand,
+    another hub's, or another portal's on the same cluster is never applied into, adopted or
+    deleted."""
+    existing = k8s.get(api, "Namespace", namespace)
+    if existing is None:
+        return None
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    if labels.get("app.kubernetes.io/managed-by") != MANAGED_BY:
+        whose = "it was not made by this portal"
+    elif labels.get(LABEL_HUB_ID) != str(hub_id):
+        whose = f"it belongs to hub {labels.get(LABEL_HUB_ID) or '(none)'}, maybe of another portal"
+    else:
+        return None
+    return (
+        f"The namespace {namespace} already exists and is not this hub's: {whose}. The portal "
+        "leaves it alone; choose another slug or have a cluster admin remove it."
+    )
+
+
 def desired_objects(
     api: client.ApiClient, spec: HubSpec, settings: RenderSettings
 ) -> list[Manifest]:
@@ -65,8 +88,12 @@ def prune(api: client.ApiClient, spec: HubSpec, desired: list[Manifest]) -> tupl
 def sync_hub(api: client.ApiClient, spec: HubSpec, settings: RenderSettings) -> SyncResult:
     """Apply every object of the hub in order, then prune what the spec no longer needs.
 
-    Raises k8s.ClusterError naming the object the cluster refused.
+    Raises k8s.ClusterError naming the object the cluster refused, or saying why the
+    namespace of the hub's name is not its own (see foreign_namespace).
     """
+    conflict = foreign_namespace(api, spec.namespace, spec.hub_id)
+    if conflict:
+        raise k8s.ClusterError(conflict, transient=False, status=409)
     desired = desired_objects(api, spec, settings)
     for manifest in desired:
         try:

@@ -19,7 +19,7 @@ from provisioning import k8s
 from provisioning.reconcile import reconcile
 from provisioning.render import OidcSettings, RenderSettings, selector
 from provisioning.spec import from_hub, hub_queryset
-from provisioning.sync import sync_hub
+from provisioning.sync import foreign_namespace, sync_hub
 
 log = structlog.get_logger(__name__)
 
@@ -264,13 +264,22 @@ def deprovision_hub(self, hub_id: int) -> str:
 
 
 def _deprovision(self, hub_id: int) -> str:
-    from portal.hubs.lifecycle import State
+    from portal.hubs import services
+    from portal.hubs.lifecycle import LifecycleError, State
 
     hub = _hub(hub_id)
     if hub is None or hub.state != State.DEPROVISIONING:
         return "skipped"
     try:
-        k8s.delete_namespace(k8s.api_client(), hub.namespace)
+        api = k8s.api_client()
+        conflict = foreign_namespace(api, hub.namespace, hub.pk)
+        if conflict:
+            # The hub never had it (its provisioning failed on it): nothing of ours to delete.
+            log.warning("deprovision.foreign_namespace", hub_id=hub_id, namespace=hub.namespace)
+            with suppress(LifecycleError):
+                services.mark_deleted(hub_id)
+            return "deleted"
+        k8s.delete_namespace(api, hub.namespace)
     except k8s.ClusterError as error:
         if error.transient and self.request.retries < self.max_retries:
             raise self.retry(countdown=_backoff(self.request.retries)) from error
@@ -401,7 +410,7 @@ def reconcile_hubs() -> dict[str, int]:
     for hub_id, found in result.repaired.items():
         hub = hubs[hub_id]
         if found.namespace_missing:
-            _fail(hub_id, hub.state, f"Namespace {hub.namespace} disappeared")
+            _fail(hub_id, hub.state, f"Namespace {hub.namespace} disappeared (or is not its own)")
             continue
         changes = found.repaired + [f"{what} (no longer needed)" for what in found.pruned]
         HubEvent.objects.create(

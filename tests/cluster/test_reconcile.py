@@ -77,6 +77,23 @@ def test_a_hub_whose_namespace_vanished_is_reported_not_recreated(kube_api, sync
     assert k8s.get(kube_api, "Namespace", missing.namespace) is None
 
 
+def test_a_namespace_of_the_hubs_name_that_another_hub_took_is_not_applied_into(
+    kube_api, synced_hubs
+):
+    """The hub's namespace was deleted and another portal's hub made one of the same name: it
+    counts as gone for this hub, and nothing of this hub's is applied into it."""
+    spec, other = synced_hubs
+    impostor = dataclasses.replace(spec, hub_id=spec.hub_id + 1)
+
+    report = reconcile(kube_api, [impostor, other], SETTINGS)
+
+    assert report.repaired[impostor.hub_id].namespace_missing
+    assert report.repaired[impostor.hub_id].repaired == []
+    for kind, name in (("Namespace", spec.namespace), ("Deployment", "hub")):
+        labels = k8s.get(kube_api, kind, name, spec.namespace)["metadata"]["labels"]
+        assert labels["hub-on-demand.io/hub-id"] == str(spec.hub_id), kind
+
+
 @pytest.mark.django_db
 def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
     kube_api, kubeconfig_path, settings
@@ -96,7 +113,10 @@ def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
         assert event.from_state == event.to_state == State.RUNNING
         vanished.refresh_from_db()
         assert vanished.state == State.FAILED
-        assert vanished.state_reason == f"Namespace {vanished.namespace} disappeared"
+        assert (
+            vanished.state_reason
+            == f"Namespace {vanished.namespace} disappeared (or is not its own)"
+        )
     finally:
         k8s.delete_namespace(kube_api, drifting.namespace)
 

@@ -15,6 +15,7 @@ from kubernetes import client
 from portal.hubs.lifecycle import State
 from portal.hubs.models import Hub
 from provisioning import tasks
+from provisioning.render import CONFIG_MAP_NAME
 from tests.factories import HubFactory
 from tests.support import eventually
 
@@ -104,7 +105,7 @@ def test_an_unreachable_cluster_is_retried_then_fails_the_hub(
     original = tasks.k8s.get
 
     def counting_get(api, kind, name, namespace=None):
-        attempts.append(kind)  # each attempt starts by reading the hub's existing Secret
+        attempts.append(kind)  # each attempt starts by reading the hub's namespace
         return original(api, kind, name, namespace)
 
     with mock.patch.object(tasks.k8s, "get", counting_get):
@@ -133,6 +134,44 @@ def test_deprovision_deletes_the_namespace_and_the_check_marks_the_hub_deleted(
         .list_namespace(field_selector=f"metadata.name={approved_hub.namespace}")
         .items
     )
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{}, {"app.kubernetes.io/managed-by": "hub-on-demand", "hub-on-demand.io/hub-id": "999999"}],
+    ids=["made-by-hand", "another-portals-hub"],
+)
+def test_a_namespace_that_is_not_the_hubs_is_never_applied_into_or_deleted(
+    approved_hub, kube_api, scheduled, labels
+):
+    """Someone's namespace of the hub's name (made by hand, or another portal's hub on the same
+    cluster) fails the hub with a clear reason; nothing in it is touched, and deleting the hub
+    leaves it where it is."""
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace({"metadata": {"name": approved_hub.namespace, "labels": labels}})
+    core.create_namespaced_config_map(
+        approved_hub.namespace, {"metadata": {"name": "theirs"}, "data": {"keep": "me"}}
+    )
+
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "failed"
+
+    approved_hub.refresh_from_db()
+    assert approved_hub.state == State.FAILED
+    assert approved_hub.state_reason.startswith(
+        f"The namespace {approved_hub.namespace} already exists and is not this hub's"
+    )
+    namespace = core.read_namespace(approved_hub.namespace)
+    assert (namespace.metadata.labels or {}).get("hub-on-demand.io/hub-id") == labels.get(
+        "hub-on-demand.io/hub-id"
+    )
+    names = [m.metadata.name for m in core.list_namespaced_config_map(approved_hub.namespace).items]
+    assert "theirs" in names and CONFIG_MAP_NAME not in names  # nothing of the hub's applied
+    assert scheduled == []
+
+    Hub.objects.filter(pk=approved_hub.pk).update(state=State.DEPROVISIONING)
+    assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleted"
+    assert state(approved_hub) == State.DELETED
+    assert core.read_namespace(approved_hub.namespace).status.phase == "Active"
 
 
 @pytest.mark.parametrize("task", [tasks.provision_hub, tasks.deprovision_hub])
