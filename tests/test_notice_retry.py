@@ -118,3 +118,23 @@ def test_two_workers_retrying_at_once_send_a_notice_once(server_down, queued):
 
     assert len(server_down.envelopes) == 1
     assert Notice.objects.get(pk=notice.pk).attempts == 2
+
+
+def test_a_run_stops_at_the_first_failure_and_leaves_the_rest_due(failed, server_down):
+    """With the server still down, one attempt is made per run, not one per due notice (each
+    could wait out EMAIL_TIMEOUT); the others are tried on a later run."""
+    others = []
+    for n in range(2):
+        notice = Notice.objects.get(pk=failed.pk)
+        notice.pk, notice.key = None, f"copy:{n}"
+        notice.save()
+        others.append(notice)
+    due = failed.next_attempt
+
+    assert mail.retry_failed(due) == 0
+
+    attempts = dict(Notice.objects.values_list("key", "attempts"))
+    assert sorted(attempts.values()) == [1, 1, 2]  # one of the three was tried again
+    server_down.up()
+    assert mail.retry_failed(due) == 2  # the two still due go out; the third waits its delay
+    assert len(server_down.envelopes) == 2

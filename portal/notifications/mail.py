@@ -172,16 +172,23 @@ def deliver(notice: Notice, now: datetime | None = None) -> Notice:
 def retry_failed(now: datetime | None = None, limit: int = 100) -> int:
     """Send again the failed notices whose next attempt is due (oldest first, at most `limit`);
     returns how many went out. Rows are locked and skipped when locked, so two workers running
-    this at once never send one notice twice."""
+    this at once never send one notice twice. The first failure ends the run: the mail server
+    is most likely still down, and the rest stay due for the next run rather than each waiting
+    out EMAIL_TIMEOUT now (the failed one moves back in the order, its delay having grown)."""
     now = now or timezone.now()
+    sent = 0
     with transaction.atomic():
-        due = list(
+        due = (
             Notice.objects.select_for_update(skip_locked=True)
             .select_related("hub")
             .filter(status=Notice.Status.FAILED, next_attempt__lte=now)
             .order_by("next_attempt", "pk")[:limit]
         )
-        return sum(deliver(notice, now).status == Notice.Status.SENT for notice in due)
+        for notice in due:
+            if deliver(notice, now).status != Notice.Status.SENT:
+                break
+            sent += 1
+    return sent
 
 
 def notify(
