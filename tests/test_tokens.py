@@ -170,6 +170,31 @@ def test_an_admins_write_token_changes_only_their_own_hubs(charlie, hub, queued)
     assert admin.delete(f"/api/v1/hubs/{hub.pk}/").status_code == 202
 
 
+def test_an_admins_write_token_changes_no_one_elses_members_or_spec(charlie, alice, bob, queued):
+    """The same limit on the hub's sub-resources (members, changes), which look the hub up
+    from the URL rather than as the view's object."""
+    others = HubFactory(owner=alice, slug="alices", state=State.RUNNING)
+    own = HubFactory(owner=charlie, slug="charlies-own", state=State.RUNNING)
+    write, admin = (
+        client_with(api_token(charlie, "write")),
+        client_with(api_token(charlie, "admin")),
+    )
+    member = {"username": bob.username, "role": "member"}
+    change = {"description": "Changed by the admin"}
+
+    for url, body in ((f"/api/v1/hubs/{others.pk}/members/", member),
+                      (f"/api/v1/hubs/{others.pk}/revisions/", change)):  # fmt: skip
+        refused = write.post(url, body, format="json")
+        assert refused.status_code == 403 and "admin scope" in refused.json()["detail"], url
+        assert write.get(url).status_code == 200  # reading stays open
+    assert not others.collaborators.exists() and not others.revisions.filter(number=2).exists()
+
+    assert write.post(f"/api/v1/hubs/{own.pk}/members/", member, format="json").status_code == 201
+    assert (
+        admin.post(f"/api/v1/hubs/{others.pk}/members/", member, format="json").status_code == 201
+    )
+
+
 def test_admin_token_of_a_former_admin_acts_as_write(charlie, hub):
     clear = api_token(charlie, "admin")
     charlie.is_staff = charlie.is_superuser = False

@@ -224,6 +224,8 @@ class _HubMembersViewSet(viewsets.GenericViewSet):
         if not hasattr(self, "_hub"):
             hubs = Hub.objects.visible_to(self.request.user).select_related("owner")
             hub = get_object_or_404(hubs, pk=self.kwargs["hub_pk"])
+            # A portal admin's token without the admin scope changes only their own hubs.
+            self.check_object_permissions(self.request, hub)
             reading = self.request.method in ("GET", "HEAD", "OPTIONS") and self.members_may_read
             if not reading and not members.can_manage_members(hub, self.request.user):
                 raise PermissionDenied("Only the hub's owner, co-owners and admins may do this.")

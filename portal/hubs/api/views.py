@@ -183,6 +183,9 @@ class HubRevisionViewSet(
         if not hasattr(self, "_hub"):
             hubs = Hub.objects.visible_to(self.request.user).select_related("owner")
             self._hub = get_object_or_404(hubs, pk=self.kwargs["hub_pk"])
+            # The hub is the object of every call here: a portal admin's token without the
+            # admin scope changes only their own hubs (TokenScopePermission).
+            self.check_object_permissions(self.request, self._hub)
         return self._hub
 
     def get_queryset(self):
