@@ -18,17 +18,22 @@ throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsaf
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml package-lock.json
+# Python dependencies: all that the portal, the checks and the benchmarks need.
+$(BIN)/.python-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
-	@# configurable-http-proxy for the real JupyterHub test (node_modules/.bin)
+	touch $@
+
+# Plus the npm packages of the test suite: configurable-http-proxy for the real JupyterHub test
+# (node_modules/.bin). Only `make test` and `make install` need Node.js.
+$(BIN)/.installed: $(BIN)/.python-installed package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 install: $(BIN)/.installed ## Create .venv and node_modules with the pinned dependencies
 
-up: $(BIN)/.installed ## Quick start: portal, worker, beat, Redis and the local cluster on this machine
+up: $(BIN)/.python-installed ## Quick start: portal, worker, beat, Redis and the local cluster on this machine
 	bash scripts/dev-up.sh
 
 test: export SECRET_KEY ?= $(throwaway_key)
@@ -39,12 +44,12 @@ test: $(BIN)/.installed services ## Run the whole test suite (starts the local c
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 lint: export SECRET_KEY ?= $(throwaway_key)
-lint: $(BIN)/.installed ## ruff lint and format check, migrations check
+lint: $(BIN)/.python-installed ## ruff lint and format check, migrations check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
-format: $(BIN)/.installed ## Format and fix what ruff can
+format: $(BIN)/.python-installed ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
@@ -63,11 +68,11 @@ services: ## Start local PostgreSQL and Redis (Debian packages)
 services-down: ## Stop local PostgreSQL and Redis
 	bash scripts/services.sh stop redis postgres
 
-bench-cluster: $(BIN)/.installed ## Measure cluster start-up (cached) and Deployment-to-Ready time
+bench-cluster: $(BIN)/.python-installed ## Measure cluster start-up (cached) and Deployment-to-Ready time
 	$(BIN)/python benchmarks/devcluster.py
 
-bench-reconcile: $(BIN)/.installed ## Time reconcile passes over 100 and 1,000 hubs
+bench-reconcile: $(BIN)/.python-installed ## Time reconcile passes over 100 and 1,000 hubs
 	$(BIN)/python benchmarks/reconcile.py
 
-bench-usage: $(BIN)/.installed ## Time usage passes over 1,000 hubs x 20 pods and a 90-day query
+bench-usage: $(BIN)/.python-installed ## Time usage passes over 1,000 hubs x 20 pods and a 90-day query
 	$(BIN)/python benchmarks/usage.py
