@@ -19,9 +19,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
+from django import forms
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.mail import EmailMultiAlternatives
@@ -86,6 +87,10 @@ class NotAllowed(PermissionDenied):
 
 class InvitationInvalid(MembershipError):
     """An invitation link that cannot be accepted: unknown, expired, revoked or used."""
+
+
+# A member (Collaborator) or a group grant: both give a role and a tier on one hub.
+Access = TypeVar("Access", "Collaborator", "GroupGrant")
 
 
 def _locked(model, pk: int, gone: str):
@@ -265,29 +270,42 @@ def add_member(hub: Hub, actor: User, data: Mapping) -> Collaborator:
     return collaborator
 
 
-def change_member(collaborator: Collaborator, actor: User, data: Mapping) -> Collaborator:
-    """Change a member's role and tier."""
-    hub = collaborator.hub
-    _require_manager(hub, actor)
-    cleaned = _clean(ChangeMemberForm(data=data, hub=hub))
+def _change_access(access: Access, actor: User, form: forms.Form, gone: str) -> Access:
+    """Set a member's or a group grant's role and tier from `form` (managers only)."""
+    _require_manager(access.hub, actor)
+    cleaned = _clean(form)
     with transaction.atomic():
         # Saved (not updated in bulk) so that the audit log's receivers see the change.
-        collaborator = _locked(Collaborator, collaborator.pk, "This member was removed.")
-        collaborator.role, collaborator.tier = cleaned["role"], cleaned["tier"]
-        collaborator.save(update_fields=["role", "tier"])
-        members_changed(hub)
-    log.info("member_changed", hub_id=hub.pk, user=collaborator.user_id, actor=actor.pk)
+        access = _locked(type(access), access.pk, gone)
+        access.role, access.tier = cleaned["role"], cleaned["tier"]
+        access.save(update_fields=["role", "tier"])
+        members_changed(access.hub)
+    return access
+
+
+def _remove_access(access: Access, actor: User) -> None:
+    """Delete a member or a group grant (managers only); the running hub hears of it."""
+    _require_manager(access.hub, actor)
+    with transaction.atomic():
+        type(access).objects.filter(pk=access.pk).delete()
+        members_changed(access.hub)
+
+
+def change_member(collaborator: Collaborator, actor: User, data: Mapping) -> Collaborator:
+    """Change a member's role and tier."""
+    form = ChangeMemberForm(data=data, hub=collaborator.hub)
+    collaborator = _change_access(collaborator, actor, form, "This member was removed.")
+    log.info(
+        "member_changed", hub_id=collaborator.hub_id, user=collaborator.user_id, actor=actor.pk
+    )
     return collaborator
 
 
 def remove_member(collaborator: Collaborator, actor: User) -> None:
     """Remove a member (their home volume stays until the hub is deleted)."""
-    hub = collaborator.hub
-    _require_manager(hub, actor)
-    with transaction.atomic():
-        Collaborator.objects.filter(pk=collaborator.pk).delete()
-        members_changed(hub)
-    log.info("member_removed", hub_id=hub.pk, user=collaborator.user_id, actor=actor.pk)
+    _remove_access(collaborator, actor)
+    hub_id, user = collaborator.hub_id, collaborator.user_id
+    log.info("member_removed", hub_id=hub_id, user=user, actor=actor.pk)
 
 
 # --- Invitations ------------------------------------------------------------------------------
@@ -451,26 +469,16 @@ def grant_group(hub: Hub, actor: User, data: Mapping) -> GroupGrant:
 
 def change_group_grant(grant: GroupGrant, actor: User, data: Mapping) -> GroupGrant:
     """Change a group grant's role and tier."""
-    hub = grant.hub
-    _require_manager(hub, actor)
-    cleaned = _clean(GroupGrantForm(data=data, hub=hub, grant=grant))
-    with transaction.atomic():
-        grant = _locked(GroupGrant, grant.pk, "This group grant was removed.")
-        grant.role, grant.tier = cleaned["role"], cleaned["tier"]
-        grant.save(update_fields=["role", "tier"])
-        members_changed(hub)
-    log.info("group_grant_changed", hub_id=hub.pk, grant=grant.pk, actor=actor.pk)
+    form = GroupGrantForm(data=data, hub=grant.hub, grant=grant)
+    grant = _change_access(grant, actor, form, "This group grant was removed.")
+    log.info("group_grant_changed", hub_id=grant.hub_id, grant=grant.pk, actor=actor.pk)
     return grant
 
 
 def revoke_group_grant(grant: GroupGrant, actor: User) -> None:
     """Take a group's access away."""
-    hub = grant.hub
-    _require_manager(hub, actor)
-    with transaction.atomic():
-        GroupGrant.objects.filter(pk=grant.pk).delete()
-        members_changed(hub)
-    log.info("group_grant_revoked", hub_id=hub.pk, grant=grant.pk, actor=actor.pk)
+    _remove_access(grant, actor)
+    log.info("group_grant_revoked", hub_id=grant.hub_id, grant=grant.pk, actor=actor.pk)
 
 
 # --- Reaching the running hub -----------------------------------------------------------------
