@@ -272,6 +272,20 @@ def busy_a100(a100, today):
     return a100
 
 
+def a100_hub(gpu, today, slug, gpus=1, start=2, days=18, **kwargs):
+    """A one-user hub with `gpus` A100s from `start` days from today, for `days` more days."""
+    first = today + datetime.timedelta(days=start)
+    return HubFactory(
+        slug=slug,
+        gpu_type=gpu,
+        gpus_per_user=gpus,
+        expected_users=1,
+        start_date=first,
+        end_date=first + datetime.timedelta(days=days),
+        **kwargs,
+    )
+
+
 def test_form_shows_free_gpus_cost_and_a_warning_when_it_does_not_fit(
     client, alice, spec, busy_a100, prices
 ):
@@ -319,16 +333,7 @@ def test_submitting_the_form_still_submits(client, alice, spec, prices):
 def test_change_form_estimate_does_not_count_the_hub_itself(
     client, alice, busy_a100, prices, today
 ):
-    hub = HubFactory(
-        owner=alice,
-        slug="gpu-lab",
-        gpu_type=busy_a100,
-        gpus_per_user=1,
-        expected_users=1,
-        state=State.RUNNING,
-        start_date=today,
-        end_date=today + datetime.timedelta(days=5),
-    )
+    hub = a100_hub(busy_a100, today, "gpu-lab", start=0, days=5, owner=alice, state=State.RUNNING)
     client.force_login(alice)
     form = client.get(reverse("hubs:change", args=[hub.pk])).content.decode()
     assert "Check capacity and cost" in form
@@ -379,22 +384,8 @@ def test_request_form_loads_the_estimate_script_from_the_portal(client, alice):
 
 
 def test_queue_shows_the_timeline_and_whether_each_request_fits(client, charlie, busy_a100, today):
-    too_big = HubFactory(
-        slug="big-lab",
-        gpu_type=busy_a100,
-        gpus_per_user=2,
-        expected_users=1,
-        start_date=today + datetime.timedelta(days=2),
-        end_date=today + datetime.timedelta(days=20),
-    )
-    small = HubFactory(
-        slug="small-lab",
-        gpu_type=busy_a100,
-        gpus_per_user=1,
-        expected_users=1,
-        start_date=today + datetime.timedelta(days=2),
-        end_date=today + datetime.timedelta(days=20),
-    )
+    too_big = a100_hub(busy_a100, today, "big-lab", gpus=2)
+    small = a100_hub(busy_a100, today, "small-lab")
     html = page(client, charlie, reverse("hubs:queue")).content.decode()
     big = html.split(f'id="capacity-check-{too_big.pk}"', 1)[1].split("</form>", 1)[0]
     assert "does not fit" in big and "Approve over capacity" in big
@@ -407,14 +398,7 @@ def test_queue_shows_the_timeline_and_whether_each_request_fits(client, charlie,
 
 
 def test_approving_over_capacity_with_a_reason_from_the_queue(client, charlie, busy_a100, today):
-    hub = HubFactory(
-        slug="big-lab",
-        gpu_type=busy_a100,
-        gpus_per_user=2,
-        expected_users=1,
-        start_date=today + datetime.timedelta(days=2),
-        end_date=today + datetime.timedelta(days=20),
-    )
+    hub = a100_hub(busy_a100, today, "big-lab", gpus=2)
     client.force_login(charlie)
     url = reverse("hubs:approve", args=[hub.pk])
     # The plain Approve button refuses, and the queue says why.
@@ -442,16 +426,10 @@ def test_a_change_over_capacity_is_shown_and_approved_with_a_reason(
     from portal.hubs.revisions import form_data, spec_of_hub
 
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
-    hub = HubFactory(
-        slug="growing-lab",
-        owner=alice,
-        gpu_type=busy_a100,
-        gpus_per_user=1,
-        expected_users=1,
-        state=State.RUNNING,
-        start_date=today,
-        end_date=today + datetime.timedelta(days=10),
-    )  # the 4th A100: none left
+    # The 4th A100: none left.
+    hub = a100_hub(
+        busy_a100, today, "growing-lab", start=0, days=10, owner=alice, state=State.RUNNING
+    )
     revision = services.request_change(
         hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "2"}
     )
