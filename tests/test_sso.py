@@ -245,7 +245,8 @@ def test_tampered_state_is_rejected_with_a_clear_page(client, sso):
     browser = harness.Browser(sso, "Ada.Lovelace", PASSWORD)
     back = urlsplit(browser.visit(begin(client)))
     query = parse_qs(back.query)
-    query["state"] = ["x" + query["state"][0][1:]]
+    state = query["state"][0]
+    query["state"] = [("y" if state[0] == "x" else "x") + state[1:]]
     tampered = urlunsplit(("", "", back.path, urlencode(query, doseq=True), ""))
 
     response = client.get(tampered)
