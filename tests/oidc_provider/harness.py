@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -69,6 +71,33 @@ class Provider:
         """Replace a user's groups at the provider."""
         self.seed({"users": [{"username": username, "groups": groups}]})
         self.changed = True
+
+    def require_registration_token(self, token: str | None) -> None:
+        """Registering a client needs TOKEN as Bearer from now on; None opens registration."""
+        token_file = self.data_dir / "registration-token"
+        if token is None:
+            token_file.unlink(missing_ok=True)
+        else:
+            token_file.write_text(token)
+
+    def client(self, client_id: str) -> dict | None:
+        """The provider's client CLIENT_ID as its database holds it, or None if there is none."""
+        database = f"{(self.data_dir / 'provider.sqlite3').resolve().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(database, uri=True)) as connection:
+            row = connection.execute(
+                "SELECT client_id, name, redirect_uris, client_type, authorization_grant_type"
+                " FROM oauth2_provider_application WHERE client_id = ?",
+                (client_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return {
+            "client_id": row[0],
+            "name": row[1],
+            "redirect_uris": row[2].split(),
+            "client_type": row[3],
+            "authorization_grant_type": row[4],
+        }
 
     def stop(self) -> None:
         self.process.terminate()
