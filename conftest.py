@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 # Fixtures shared by test modules that are not in tests/conftest.py's scope of everyday ones.
-pytest_plugins = ["tests.smtp_support"]
+pytest_plugins = ["tests.smtp_support", "tests.sso_support"]
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEVCLUSTER_STATE = Path(os.environ.get("DEVCLUSTER_STATE", REPO_ROOT / ".devcluster"))

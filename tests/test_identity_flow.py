@@ -15,12 +15,12 @@ from django.urls import reverse
 from portal.hubs.models import Hub
 from provisioning import hubconfig
 from provisioning.spec import from_hub
-from tests.test_sso import PASSWORD, harness, oidc_provider, sign_in, sso  # noqa: F401
+from tests.test_sso import sign_in
 
 pytestmark = pytest.mark.django_db
 
 
-def test_owner_invites_by_email_and_group_and_the_colleague_lands_in_the_hub(sso, spec, settings):  # noqa: F811
+def test_owner_invites_by_email_and_group_and_the_colleague_lands_in_the_hub(sso, spec, settings):
     owner = Client()
     assert sign_in(owner, sso, "Ada.Lovelace").status_code == 302
 
