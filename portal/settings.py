@@ -240,9 +240,20 @@ OIDC_CLIENT_SECRET = env_secret("OIDC_CLIENT_SECRET", required=False)
 OIDC_AUTHORIZE_URL = env_str("OIDC_AUTHORIZE_URL")
 OIDC_TOKEN_URL = env_str("OIDC_TOKEN_URL")
 OIDC_USERINFO_URL = env_str("OIDC_USERINFO_URL")
-# Each hub is a client of the issuer named <prefix><slug>; its secret is generated with the
-# hub's other secrets.
+# Each hub logs its users in as an OAuth client of the same issuer, either
+# - its own client, registered by the portal at provisioning and deleted with the hub (OpenID
+#   Connect dynamic client registration, RFC 7591/7592): the issuer's registration_endpoint (or
+#   OIDC_REGISTRATION_URL) with OIDC_HUB_REGISTRATION_TOKEN(_FILE) as the initial access token
+#   when the issuer asks for one; the client is named <prefix><slug>; or
+# - one client shared by every hub, when OIDC_HUB_CLIENT_ID is set (its redirect URIs must
+#   allow https://<any hub>.<HUBS_DOMAIN>/hub/oauth_callback).
 OIDC_HUB_CLIENT_ID_PREFIX = env_str("OIDC_HUB_CLIENT_ID_PREFIX", "hub-")
+OIDC_REGISTRATION_URL = env_str("OIDC_REGISTRATION_URL")
+OIDC_HUB_REGISTRATION_TOKEN = env_secret("OIDC_HUB_REGISTRATION_TOKEN", required=False)
+OIDC_HUB_CLIENT_ID = env_str("OIDC_HUB_CLIENT_ID")
+OIDC_HUB_CLIENT_SECRET = env_secret("OIDC_HUB_CLIENT_SECRET", required=False)
+if OIDC_HUB_CLIENT_ID and not OIDC_HUB_CLIENT_SECRET:
+    raise ImproperlyConfigured("OIDC_HUB_CLIENT_ID needs OIDC_HUB_CLIENT_SECRET(_FILE).")
 OIDC_SCOPES = env_list("OIDC_SCOPES", "openid,profile,email")
 OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
 # The claim that lists a user's groups, e.g. "groups" or "eduperson_entitlement".

@@ -225,7 +225,7 @@ def hub_values(spec: HubSpec, oauth: OAuthSettings) -> dict[str, Any]:
             "scopes": list(oauth.scopes),
             "username_claim": oauth.username_claim,
             "groups_claim": oauth.groups_claim,
-            "callback_url": f"https://{spec.host}/hub/oauth_callback",
+            "callback_url": spec.login_callback_url,
         },
         "portal_service_name": PORTAL_SERVICE_NAME,
         "culler_service_name": CULLER_SERVICE_NAME,

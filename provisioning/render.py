@@ -41,12 +41,14 @@ Manifest = dict[str, Any]
 
 @dataclass(frozen=True)
 class OidcSettings:
-    """The identity provider hubs log in with; each hub is a client named prefix + slug."""
+    """The identity provider hubs log in with, as the client the portal registered for the hub
+    (HubSpec.login_client_id), or else the client all hubs share, or else prefix + slug."""
 
     authorize_url: str = "https://sso.example.org/authorize"
     token_url: str = "https://sso.example.org/token"
     userdata_url: str = "https://sso.example.org/userinfo"
     client_id_prefix: str = "hub-"
+    shared_client_id: str = ""
     scopes: tuple[str, ...] = ("openid", "profile", "email")
     username_claim: str = "preferred_username"
     groups_claim: str = "groups"
@@ -57,7 +59,11 @@ class OidcSettings:
             authorize_url=self.authorize_url,
             token_url=self.token_url,
             userdata_url=self.userdata_url,
-            client_id=f"{self.client_id_prefix}{spec.slug}",
+            client_id=(
+                spec.login_client_id
+                or self.shared_client_id
+                or f"{self.client_id_prefix}{spec.slug}"
+            ),
             scopes=self.scopes,
             username_claim=self.username_claim,
             groups_claim=self.groups_claim,

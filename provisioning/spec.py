@@ -111,6 +111,9 @@ class HubSpec:
     group_grants: tuple[GroupGrantSpec, ...] = ()
     # Suspended hubs keep their objects and volumes but run nothing (hub and proxy at zero).
     suspended: bool = False
+    # The OAuth client the portal registered for this hub at the identity provider ("" when it
+    # has none: a client shared by all hubs, or none registered yet).
+    login_client_id: str = ""
 
     @property
     def namespace(self) -> str:
@@ -119,6 +122,11 @@ class HubSpec:
     @property
     def host(self) -> str:
         return f"{self.slug}.{self.hubs_domain}"
+
+    @property
+    def login_callback_url(self) -> str:
+        """Where the identity provider sends users back to after they sign in to the hub."""
+        return f"https://{self.host}/hub/oauth_callback"
 
 
 def from_hub(hub, hubs_domain: str, registries: tuple[str, ...] | None = None) -> HubSpec:
@@ -200,7 +208,18 @@ def from_hub(hub, hubs_domain: str, registries: tuple[str, ...] | None = None) -
         ),
         **_membership(hub, collaborators),
         suspended=hub.state == "suspended",
+        login_client_id=_login_client_id(hub),
     )
+
+
+def _login_client_id(hub) -> str:
+    """The client id the portal registered for the hub at the identity provider, if any."""
+    from portal.hubs.models import LoginClient
+
+    try:
+        return hub.login_client.client_id
+    except (LoginClient.DoesNotExist, ValueError):  # ValueError: a hub not saved yet
+        return ""
 
 
 def _membership(hub, collaborators) -> dict:
@@ -264,7 +283,7 @@ def hub_queryset():
 
     from portal.hubs.models import Collaborator, Hub
 
-    return Hub.objects.select_related("owner", "gpu_type").prefetch_related(
+    return Hub.objects.select_related("owner", "gpu_type", "login_client").prefetch_related(
         "hardware_options",
         "images",
         "storage_options",

@@ -3,7 +3,7 @@ and delete the objects of this hub that the spec no longer asks for."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kubernetes import client
 
@@ -66,11 +66,15 @@ def foreign_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> str
 
 
 def desired_objects(
-    api: client.ApiClient, spec: HubSpec, settings: RenderSettings
+    api: client.ApiClient, spec: HubSpec, settings: RenderSettings, login_secret: str = ""
 ) -> list[Manifest]:
-    """The hub's objects as they should be, with the secrets it already has (if any)."""
+    """The hub's objects as they should be, with the secrets it already has (if any) and the
+    secret of its login client at the identity provider (when the portal knows it)."""
     existing = k8s.get(api, "Secret", SECRET_NAME, spec.namespace)
-    return render_hub(spec, settings, HubSecrets.from_secret(existing))
+    secrets = HubSecrets.from_secret(existing)
+    if login_secret:
+        secrets = replace(secrets, oauth_client_secret=login_secret)
+    return render_hub(spec, settings, secrets)
 
 
 def prune(api: client.ApiClient, spec: HubSpec, desired: list[Manifest]) -> tuple[str, ...]:
@@ -85,8 +89,13 @@ def prune(api: client.ApiClient, spec: HubSpec, desired: list[Manifest]) -> tupl
     return tuple(deleted)
 
 
-def sync_hub(api: client.ApiClient, spec: HubSpec, settings: RenderSettings) -> SyncResult:
+def sync_hub(
+    api: client.ApiClient, spec: HubSpec, settings: RenderSettings, login_secret: str = ""
+) -> SyncResult:
     """Apply every object of the hub in order, then prune what the spec no longer needs.
+
+    `login_secret` is the secret of the hub's OAuth client at the identity provider; without
+    it the hub keeps the one it has.
 
     Raises k8s.ClusterError naming the object the cluster refused, or saying why the
     namespace of the hub's name is not its own (see foreign_namespace).
@@ -94,7 +103,7 @@ def sync_hub(api: client.ApiClient, spec: HubSpec, settings: RenderSettings) -> 
     conflict = foreign_namespace(api, spec.namespace, spec.hub_id)
     if conflict:
         raise k8s.ClusterError(conflict, transient=False, status=409)
-    desired = desired_objects(api, spec, settings)
+    desired = desired_objects(api, spec, settings, login_secret)
     for manifest in desired:
         try:
             k8s.apply(api, manifest)

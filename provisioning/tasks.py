@@ -7,6 +7,7 @@ nothing to do. Tasks never sleep waiting for the cluster: they schedule a check 
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager, suppress
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from django.utils import timezone
 from provisioning import k8s
 from provisioning.reconcile import reconcile
 from provisioning.render import OidcSettings, RenderSettings, selector
-from provisioning.spec import from_hub, hub_queryset
+from provisioning.spec import HubSpec, from_hub, hub_queryset
 from provisioning.sync import foreign_namespace, sync_hub
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,7 @@ def _hub_login_settings(preview: bool = False) -> OidcSettings:
                 token_url=UNKNOWN_ENDPOINT,
                 userdata_url=UNKNOWN_ENDPOINT,
                 client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
+                shared_client_id=settings.OIDC_HUB_CLIENT_ID,
                 scopes=tuple(settings.OIDC_SCOPES),
                 username_claim=settings.OIDC_USERNAME_CLAIM,
                 groups_claim=settings.OIDC_GROUPS_CLAIM,
@@ -162,7 +164,8 @@ def _provision(self, hub_id: int) -> str:
 
     api = k8s.api_client()
     try:
-        result = sync_hub(api, from_hub(hub, settings.HUBS_DOMAIN), render_settings())
+        spec, login_secret = _with_login_client(hub, from_hub(hub, settings.HUBS_DOMAIN))
+        result = sync_hub(api, spec, render_settings(), login_secret)
         if hub.state == State.SUSPENDED:
             stopped = stop_user_servers(api, hub.namespace)
     except k8s.ClusterError as error:
@@ -184,6 +187,22 @@ def _provision(self, hub_id: int) -> str:
         return "suspended"
     check_hub_ready.apply_async((hub_id,), countdown=1)
     return "applied"
+
+
+def _with_login_client(hub, spec: HubSpec) -> tuple[HubSpec, str]:
+    """The spec with the hub's login client at the identity provider (registered now if it
+    has none yet), and the client's secret; an IdP that says no is a ClusterError too."""
+    from portal.accounts import hub_clients
+
+    try:
+        login = hub_clients.ensure(hub, spec.login_callback_url)
+    except hub_clients.RegistrationError as error:
+        raise k8s.ClusterError(error.message, transient=error.transient) from error
+    if login is None:
+        return spec, ""
+    if hub_clients.mode() == hub_clients.REGISTERED:
+        spec = dataclasses.replace(spec, login_client_id=login.client_id)
+    return spec, login.client_secret
 
 
 def stop_user_servers(api, namespace: str) -> int:
@@ -271,6 +290,7 @@ def _deprovision(self, hub_id: int) -> str:
     if hub is None or hub.state != State.DEPROVISIONING:
         return "skipped"
     try:
+        _remove_login_client(hub)
         api = k8s.api_client()
         conflict = foreign_namespace(api, hub.namespace, hub.pk)
         if conflict:
@@ -287,6 +307,16 @@ def _deprovision(self, hub_id: int) -> str:
         return "failed"
     check_hub_deleted.apply_async((hub_id,), countdown=1)
     return "deleting"
+
+
+def _remove_login_client(hub) -> None:
+    """Delete the hub's own client at the identity provider before its namespace."""
+    from portal.accounts import hub_clients
+
+    try:
+        hub_clients.remove(hub)
+    except hub_clients.RegistrationError as error:
+        raise k8s.ClusterError(error.message, transient=error.transient) from error
 
 
 @shared_task(acks_late=True)

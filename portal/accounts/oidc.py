@@ -115,6 +115,7 @@ def hub_login_settings():
         token_url=found.token_endpoint,
         userdata_url=found.userinfo_endpoint,
         client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
+        shared_client_id=settings.OIDC_HUB_CLIENT_ID,
         scopes=tuple(settings.OIDC_SCOPES),
         username_claim=settings.OIDC_USERNAME_CLAIM,
         groups_claim=settings.OIDC_GROUPS_CLAIM,

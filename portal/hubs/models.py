@@ -380,6 +380,26 @@ class HubEvent(models.Model):
         return f"{self.hub.slug}: {self.from_state or '—'} → {self.to_state}"
 
 
+class LoginClient(models.Model):
+    """The OAuth client a hub's users log in with, registered by the portal at the identity
+    provider (RFC 7591) and deleted there with the hub (RFC 7592).
+
+    Holds credentials: never shown in pages, the API, the Django admin or logs.
+    """
+
+    hub = models.OneToOneField(Hub, on_delete=models.CASCADE, related_name="login_client")
+    client_id = models.CharField(max_length=255)
+    client_secret = models.TextField()
+    redirect_uri = models.CharField(max_length=500)
+    # Where and with which token the client is read, changed and deleted (RFC 7592).
+    registration_client_uri = models.CharField(max_length=500, blank=True)
+    registration_access_token = models.TextField(blank=True)
+    registered = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.hub.slug}: {self.client_id}"
+
+
 class HubRevision(models.Model):
     """One version of a hub's spec: requested, decided by policy or an admin, then applied.
 

@@ -4,8 +4,9 @@ starting user servers in a hub namespace of the local control plane.
 Each hub runs as a `jupyterhub` process on this machine with the static config and the hub's
 values, plus the smallest override that running outside the cluster needs: the hub binds to
 127.0.0.1 and starts its own configurable-http-proxy (from node_modules), KubeSpawner reaches
-the cluster through KUBECONFIG, a DummyAuthenticator replaces the OIDC login, and a test
-service holds an admin token for the REST API.
+the cluster through KUBECONFIG, a DummyAuthenticator replaces the OIDC login (except in the
+login test, where the shipped GenericOAuthenticator logs in at the test OIDC provider with the
+client the portal registered), and a test service holds an admin token for the REST API.
 
 What is NOT real here: the simulated (kwok) nodes run no containers, so a user server never
 becomes reachable and a spawn never completes. The tests stop at the pod: they check the pod
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -39,11 +41,14 @@ from provisioning.hubconfig import CONFIG_FILE, OAuthSettings, hub_values, membe
 from provisioning.spec import (
     ExternalVolume,
     GpuRequest,
+    GroupGrantSpec,
     HubSpec,
     ImageChoice,
     ServerOption,
     TierSpec,
 )
+from tests.oidc_provider import harness
+from tests.sso_support import PASSWORD as SSO_PASSWORD
 from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
@@ -83,12 +88,7 @@ c.ConfigurableHTTPProxy.should_start = True
 c.ConfigurableHTTPProxy.api_url = {proxy_api_url!r}
 c.ConfigurableHTTPProxy.command = [{chp!r}]
 c.JupyterHub.db_url = {db_url!r}
-# The DummyAuthenticator in place of the OIDC login, still limited to the members file.
-from jupyterhub.auth import DummyAuthenticator
-c.JupyterHub.authenticator_class = type(
-    "LocalAuthenticator", (c.JupyterHub.authenticator_class.members_mixin, DummyAuthenticator), {{}}
-)
-c.DummyAuthenticator.password = {password!r}
+{login}
 c.KubeSpawner.start_timeout = 60
 c.JupyterHub.services = [*c.JupyterHub.services, {{"name": "test-admin", "api_token": {token!r}}}]
 c.JupyterHub.load_roles = [
@@ -100,6 +100,24 @@ c.JupyterHub.load_roles = [
     }},
 ]
 """
+# The DummyAuthenticator in place of the OIDC login, still limited to the members file.
+DUMMY_LOGIN = """\
+from jupyterhub.auth import DummyAuthenticator
+c.JupyterHub.authenticator_class = type(
+    "LocalAuthenticator", (c.JupyterHub.authenticator_class.members_mixin, DummyAuthenticator), {{}}
+)
+c.DummyAuthenticator.password = {password!r}
+"""
+# The shipped OIDC login; only the callback is this machine's address instead of the hub's host.
+OIDC_LOGIN = "c.GenericOAuthenticator.oauth_callback_url = {callback!r}\n"
+
+
+@dataclass(frozen=True)
+class HubLogin:
+    """The hub's own client at the identity provider, for the shipped OIDC login."""
+
+    oauth: OAuthSettings
+    client_secret: str
 
 
 @dataclass
@@ -131,16 +149,25 @@ class RunningHub:
         return self.log_path.read_text(errors="replace")
 
 
-def start_hub(spec: HubSpec, workdir: Path, kubeconfig: Path) -> RunningHub:
+def start_hub(
+    spec: HubSpec,
+    workdir: Path,
+    kubeconfig: Path,
+    login: HubLogin | None = None,
+    public_url: str = "",
+) -> RunningHub:
+    """Start the hub with the DummyAuthenticator, or with the shipped OIDC login when `login`
+    gives its client (registered for `public_url`)."""
     if not CHP.exists():
         pytest.fail(f"{CHP} is missing: run `npm ci` in the repository root (make install)")
     workdir.mkdir(parents=True, exist_ok=True)
     values_file = workdir / "values.json"
-    values_file.write_text(json.dumps(hub_values(spec, OAUTH), indent=2, sort_keys=True))
+    oauth = login.oauth if login else OAUTH
+    values_file.write_text(json.dumps(hub_values(spec, oauth), indent=2, sort_keys=True))
     members_file = workdir / "members.json"
     members_file.write_text(json.dumps(members_values(spec), indent=2, sort_keys=True))
     hub_url = f"http://127.0.0.1:{free_port()}"
-    public_url = f"http://127.0.0.1:{free_port()}/"
+    public_url = public_url or f"http://127.0.0.1:{free_port()}/"
     admin_token, portal_token = secrets.token_hex(32), secrets.token_hex(32)
     override = workdir / "jupyterhub_config_local.py"
     override.write_text(
@@ -151,7 +178,11 @@ def start_hub(spec: HubSpec, workdir: Path, kubeconfig: Path) -> RunningHub:
             proxy_api_url=f"http://127.0.0.1:{free_port()}",
             chp=str(CHP),
             db_url=f"sqlite:///{workdir / 'jupyterhub.sqlite'}",
-            password=PASSWORD,
+            login=(
+                OIDC_LOGIN.format(callback=public_url + "hub/oauth_callback")
+                if login
+                else DUMMY_LOGIN.format(password=PASSWORD)
+            ),
             token=admin_token,
         )
     )
@@ -163,7 +194,9 @@ def start_hub(spec: HubSpec, workdir: Path, kubeconfig: Path) -> RunningHub:
         hubconfig.ENV_COOKIE_SECRET: secrets.token_hex(32),
         hubconfig.ENV_PROXY_AUTH_TOKEN: secrets.token_hex(32),
         hubconfig.ENV_CRYPT_KEY: secrets.token_hex(32),
-        hubconfig.ENV_OAUTH_CLIENT_SECRET: "unused-with-the-dummy-authenticator",
+        hubconfig.ENV_OAUTH_CLIENT_SECRET: (
+            login.client_secret if login else "unused-with-the-dummy-authenticator"
+        ),
         hubconfig.ENV_PORTAL_SERVICE_TOKEN: portal_token,
     }
     log_path = workdir / "jupyterhub.log"
@@ -813,3 +846,71 @@ def test_only_members_log_in_and_a_new_member_needs_no_restart(tier_hub):
         tier_hub.write_members(tier_hub.spec)
     _, refused_again = log_in(tier_hub, NEWCOMER)
     assert "/hub/spawn" not in refused_again.url
+
+
+# --- Login through the identity provider ----------------------------------------------------
+
+
+def oidc_log_in(hub: RunningHub, provider, username: str) -> requests.Response:
+    """Press the hub's login button, sign in at the provider, and bring the code back to the
+    hub, as a browser does; returns the hub's answer to the callback."""
+    browser = harness.Browser(provider, username, SSO_PASSWORD)
+
+    def started():
+        # Through the proxy, whose route to the hub may lag the hub's start by a moment.
+        answer = browser.session.get(
+            hub.public_url + "hub/oauth_login", allow_redirects=False, timeout=30
+        )
+        return answer if answer.status_code == 302 else None
+
+    start = eventually(started, timeout=30)
+    back = browser.visit(urljoin(start.url, start.headers["Location"]))
+    assert back.startswith(hub.public_url + "hub/oauth_callback?"), back
+    return browser.session.get(back, allow_redirects=False, timeout=30)
+
+
+@pytest.mark.django_db
+def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
+    registering, kubeconfig_path, tmp_path
+):
+    """The portal registers the hub's client (as provisioning does); the shipped
+    GenericOAuthenticator logs members in with it and refuses everyone else."""
+    from portal.accounts import hub_clients
+    from provisioning import tasks
+    from tests.factories import HubFactory
+
+    portal_hub = HubFactory(slug=f"jh{secrets.token_hex(3)}")
+    spec = HubSpec(
+        hub_id=portal_hub.pk,
+        slug=portal_hub.slug,
+        owner="ada.lovelace",
+        hubs_domain="hubs.localhost",
+        expected_users=2,
+        server_options=(ServerOption("small", "Small", 0.5, 1, 1, 2),),
+        images=(LAB,),
+    )
+    public_url = f"http://127.0.0.1:{free_port()}/"
+    client_login = hub_clients.ensure(portal_hub, public_url + "hub/oauth_callback")
+    spec = dataclasses.replace(spec, login_client_id=client_login.client_id)
+    oauth = tasks.render_settings().oidc.for_hub(spec)
+    hub = start_hub(
+        spec, tmp_path, kubeconfig_path, HubLogin(oauth, client_login.client_secret), public_url
+    )
+    try:
+        owner = oidc_log_in(hub, registering, "Ada.Lovelace")
+        assert owner.status_code == 302, owner.text
+        assert hub.api("GET", "/users/ada.lovelace").json()["admin"] is True
+
+        refused = oidc_log_in(hub, registering, "grace")
+        assert refused.status_code == 403
+        assert hub.api("GET", "/users/grace").status_code == 404
+
+        # A group granted in the portal lets its members in, by the provider's groups claim.
+        registering.set_groups("grace", ["course-101"])
+        hub.write_members(dataclasses.replace(spec, group_grants=(GroupGrantSpec("course-101"),)))
+        member = oidc_log_in(hub, registering, "grace")
+        assert member.status_code == 302, member.text
+        assert hub.api("GET", "/users/grace").json()["admin"] is False
+    finally:
+        stop_hub(hub)
+        hub_clients.remove(portal_hub)

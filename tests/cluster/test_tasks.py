@@ -6,6 +6,8 @@ Kubernetes call is real.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 from unittest import mock
 
@@ -13,9 +15,9 @@ import pytest
 from kubernetes import client
 
 from portal.hubs.lifecycle import State
-from portal.hubs.models import Hub
-from provisioning import tasks
-from provisioning.render import CONFIG_MAP_NAME
+from portal.hubs.models import Hub, LoginClient
+from provisioning import hubconfig, k8s, tasks
+from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME
 from tests.factories import HubFactory
 from tests.support import eventually
 
@@ -48,8 +50,6 @@ def scheduled():
 def approved_hub(kube_api):
     hub = HubFactory(slug=f"task-{secrets.token_hex(3)}", state=State.APPROVED, expected_users=2)
     yield hub
-    from provisioning import k8s
-
     k8s.delete_namespace(kube_api, hub.namespace)
 
 
@@ -255,6 +255,44 @@ def test_a_change_is_applied_in_place_and_a_rollback_restores_the_previous_objec
 
 
 def k8s_get(kind, name, namespace, kube_api):
-    from provisioning import k8s
-
     return k8s.get(kube_api, kind, name, namespace)
+
+
+def test_provisioning_registers_the_hubs_login_client_and_deleting_deletes_it(
+    registering, approved_hub, kube_api, scheduled, settings
+):
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
+
+    login = LoginClient.objects.get(hub=approved_hub)
+    callback = f"https://{approved_hub.slug}.{settings.HUBS_DOMAIN}/hub/oauth_callback"
+    assert registering.client(login.client_id)["redirect_uris"] == [callback]
+    core = client.CoreV1Api(kube_api)
+    config = core.read_namespaced_config_map(CONFIG_MAP_NAME, approved_hub.namespace)
+    values = json.loads(config.data[hubconfig.VALUES_FILE_KEY])
+    assert values["oauth"]["client_id"] == login.client_id
+    secret = core.read_namespaced_secret(SECRET_NAME, approved_hub.namespace)
+    assert base64.b64decode(secret.data["oauth-client-secret"]).decode() == login.client_secret
+
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
+    assert list(LoginClient.objects.filter(hub=approved_hub)) == [login]
+
+    Hub.objects.filter(pk=approved_hub.pk).update(state=State.DEPROVISIONING)
+    assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
+    assert registering.client(login.client_id) is None
+    assert not LoginClient.objects.filter(hub=approved_hub).exists()
+
+
+def test_a_login_client_the_provider_refuses_fails_the_hub_before_anything_is_applied(
+    registering, approved_hub, kube_api, scheduled, settings
+):
+    settings.OIDC_HUB_REGISTRATION_TOKEN = "not-the-initial-access-token"
+
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "failed"
+
+    approved_hub.refresh_from_db()
+    assert approved_hub.state == State.FAILED
+    assert approved_hub.state_reason.startswith(
+        "The identity provider refused to register the hub's login client (HTTP 401"
+    )
+    assert k8s.get(kube_api, "Namespace", approved_hub.namespace) is None
+    assert scheduled == []
