@@ -9,6 +9,7 @@ what differs.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import InvalidOperation
 from typing import Any
@@ -108,12 +109,19 @@ def read_cluster(api: client.ApiClient, report: PassReport) -> dict[Key, dict[st
     return live
 
 
-def reconcile(api: client.ApiClient, specs: list[HubSpec], settings: RenderSettings) -> PassReport:
+def reconcile(
+    api: client.ApiClient,
+    specs: list[HubSpec],
+    settings: RenderSettings,
+    login_secrets: Mapping[int, str] | None = None,
+) -> PassReport:
     """One pass over all live hubs: repair drift, re-create what vanished, prune leftovers.
 
     Hubs whose namespace is gone are reported (`namespace_missing`) and not re-created: the
-    portal decides what happens to them.
+    portal decides what happens to them. `login_secrets` are the secrets of hubs' clients at
+    the identity provider, by hub id; other hubs keep the one they have.
     """
+    login_secrets = login_secrets or {}
     report = PassReport(hubs=len(specs))
     live = read_cluster(api, report)
     # A hub's objects are those in its namespace that carry its id: hub ids are only unique
@@ -137,7 +145,9 @@ def reconcile(api: client.ApiClient, specs: list[HubSpec], settings: RenderSetti
             report.repaired[spec.hub_id] = hub
             continue
         secret = live.get(("Secret", spec.namespace, SECRET_NAME))
-        desired = render_hub(spec, settings, HubSecrets.from_secret(secret))
+        desired = render_hub(
+            spec, settings, HubSecrets.from_secret(secret, login_secrets.get(spec.hub_id, ""))
+        )
         wanted = set()
         for manifest in desired:
             key = _key(manifest)

@@ -115,13 +115,16 @@ class HubSecrets:
         return cls(**{attr: secrets.token_hex(32) for attr in cls.KEYS})
 
     @classmethod
-    def from_secret(cls, existing: dict[str, Any] | None) -> HubSecrets:
-        """The secrets in an existing Secret object; keys it lacks are generated."""
+    def from_secret(cls, existing: dict[str, Any] | None, login_secret: str = "") -> HubSecrets:
+        """The secrets in an existing Secret object, keys it lacks generated; `login_secret`,
+        the secret of the hub's client at the identity provider, wins over the one it has."""
         data = (existing or {}).get("data") or {}
         values = {
             attr: base64.b64decode(data[key]).decode() if key in data else secrets.token_hex(32)
             for attr, key in cls.KEYS.items()
         }
+        if login_secret:
+            values["oauth_client_secret"] = login_secret
         return cls(**values)
 
     def data(self) -> dict[str, str]:

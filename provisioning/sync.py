@@ -3,7 +3,7 @@ and delete the objects of this hub that the spec no longer asks for."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from kubernetes import client
 
@@ -71,10 +71,7 @@ def desired_objects(
     """The hub's objects as they should be, with the secrets it already has (if any) and the
     secret of its login client at the identity provider (when the portal knows it)."""
     existing = k8s.get(api, "Secret", SECRET_NAME, spec.namespace)
-    secrets = HubSecrets.from_secret(existing)
-    if login_secret:
-        secrets = replace(secrets, oauth_client_secret=login_secret)
-    return render_hub(spec, settings, secrets)
+    return render_hub(spec, settings, HubSecrets.from_secret(existing, login_secret))
 
 
 def prune(api: client.ApiClient, spec: HubSpec, desired: list[Manifest]) -> tuple[str, ...]:

@@ -435,8 +435,16 @@ def reconcile_hubs() -> dict[str, int]:
 
     registries = tuple(SelfServicePolicy.current().registries)
     hubs = {hub.pk: hub for hub in hub_queryset().filter(state__in=RECONCILED_STATES)}
-    specs = [from_hub(hub, settings.HUBS_DOMAIN, registries) for hub in hubs.values()]
-    result = reconcile(k8s.api_client(), specs, render_settings())
+    specs, login_secrets = [], {}
+    for hub in hubs.values():
+        spec = from_hub(hub, settings.HUBS_DOMAIN, registries)
+        try:
+            # A hub provisioned before it had a client of its own gets one here.
+            spec, login_secrets[hub.pk] = _with_login_client(hub, spec)
+        except k8s.ClusterError as error:
+            log.warning("reconcile.login_client_failed", hub_id=hub.pk, error=error.message)
+        specs.append(spec)
+    result = reconcile(k8s.api_client(), specs, render_settings(), login_secrets)
     for hub_id, found in result.repaired.items():
         hub = hubs[hub_id]
         if found.namespace_missing:

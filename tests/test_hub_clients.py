@@ -8,6 +8,7 @@ registration endpoints), which checks the initial access token and the managemen
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -17,12 +18,13 @@ import requests
 
 from portal.accounts import hub_clients
 from portal.audit.models import AuditEvent
-from portal.hubs.models import LoginClient
+from portal.hubs.models import Hub, LoginClient
 from provisioning import tasks
 from provisioning.spec import from_hub, hub_queryset
 from tests.factories import HubFactory
 from tests.oidc_provider import harness
-from tests.sso_support import PASSWORD
+from tests.sso_support import INITIAL_TOKEN, PASSWORD
+from tests.support import needs_postgresql, race
 
 pytestmark = pytest.mark.django_db
 
@@ -96,6 +98,24 @@ def test_the_hub_is_rendered_with_the_client_registered_for_it(registering, hub)
     assert spec.login_client_id == login.client_id
     assert spec.login_callback_url == CALLBACK
     assert tasks.render_settings().oidc.for_hub(spec).client_id == login.client_id
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@needs_postgresql
+def test_two_workers_registering_the_same_hub_keep_one_client(registering, hub):
+    got = []
+    before = {c["client_id"] for c in registering.clients(name="hub-stats-course")}
+
+    def provision():
+        got.append(hub_clients.ensure(Hub.objects.get(pk=hub.pk), CALLBACK))
+
+    race(provision, provision, losing=())
+
+    assert len(got) == 2 and got[0] == got[1]
+    after = {c["client_id"] for c in registering.clients(name="hub-stats-course")}
+    assert after - before == {got[0].client_id}  # the other registration was deleted
+    assert list(LoginClient.objects.values_list("client_id", flat=True)) == [got[0].client_id]
+    hub_clients.remove(hub)
 
 
 def test_a_refused_registration_says_why_and_keeps_nothing(registering, hub, settings):
@@ -226,11 +246,16 @@ def test_without_an_identity_provider_no_client_is_registered(settings, hub):
     assert not LoginClient.objects.exists()
 
 
-def test_the_client_secret_is_never_shown(registering, hub, client, settings):
+def test_the_client_credentials_stay_out_of_pages_answers_and_logs(
+    registering, hub, client, caplog
+):
     from django.contrib.auth import get_user_model
 
+    caplog.set_level(logging.DEBUG)
     login = hub_clients.ensure(hub, CALLBACK)
-    stored = LoginClient.objects.get(hub=hub)
+    token = LoginClient.objects.get(hub=hub).registration_access_token
+    hub_clients.ensure(hub, CALLBACK.replace("hubs.example.org", "jupyter.uni.example"))
+    moved = LoginClient.objects.get(hub=hub)
     admin = get_user_model().objects.create_superuser("root", "root@uni.example", "pw-root-1")
     client.force_login(admin)
 
@@ -239,9 +264,16 @@ def test_the_client_secret_is_never_shown(registering, hub, client, settings):
         client.get(f"/api/v1/hubs/{hub.pk}/"),
         client.get(f"/admin/hubs/hub/{hub.pk}/change/"),
         client.get("/audit/"),
+        client.get("/api/v1/audit/"),
     ]
+    hub_clients.remove(hub)
 
-    for page in pages:
-        assert page.status_code == 200, page.request
-        assert login.client_secret.encode() not in page.content
-        assert stored.registration_access_token.encode() not in page.content
+    logs = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
+    assert "hub.login_client_registered" in logs and "hub.login_client_deleted" in logs
+    audit = str(list(AuditEvent.objects.values()))
+    for secret in {login.client_secret, token, moved.client_secret, INITIAL_TOKEN}:
+        assert secret not in logs
+        assert secret not in audit
+        for page in pages:
+            assert page.status_code == 200, page.request
+            assert secret.encode() not in page.content

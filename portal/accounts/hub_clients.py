@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 import structlog
 from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from portal.accounts import oidc
 from portal.audit.log import record
@@ -64,10 +65,11 @@ def ensure(hub: Hub, redirect_uri: str) -> Credentials | None:
         return Credentials(settings.OIDC_HUB_CLIENT_ID, settings.OIDC_HUB_CLIENT_SECRET)
     if current == NONE:
         return None
-    client = LoginClient.objects.filter(hub=hub).first()
-    if client is None:
+    try:
+        client = hub.login_client  # no query when the hub was fetched with it
+    except LoginClient.DoesNotExist:
         client = _register(hub, redirect_uri)
-    elif client.redirect_uri != redirect_uri:
+    if client.redirect_uri != redirect_uri:
         _update(client, hub, redirect_uri)
     return Credentials(client.client_id, client.client_secret)
 
@@ -85,15 +87,9 @@ def remove(hub: Hub) -> str:
     client = LoginClient.objects.filter(hub=hub).first()
     if client is None:
         return ""
-    left = ""
-    if not (client.registration_client_uri and client.registration_access_token):
-        left = "the identity provider gave no way to delete it"
-    else:
-        response = _call("DELETE", client.registration_client_uri, client.registration_access_token)
-        if _transient(response):
-            raise _refused(response, f"to delete the hub's login client {client.client_id}")
-        if response.status_code not in (200, 204, 404):
-            left = f"the identity provider refused to delete it ({_detail(response)})"
+    left = _delete_at_provider(
+        client.client_id, client.registration_client_uri, client.registration_access_token
+    )
     client.delete()
     if left:
         log.warning("hub.login_client_left", hub_id=hub.pk, client_id=client.client_id, why=left)
@@ -102,6 +98,19 @@ def remove(hub: Hub) -> str:
         log.info("hub.login_client_deleted", hub_id=hub.pk, client_id=client.client_id)
         record("hub.login_client_deleted", hub, actor=None, client_id=client.client_id)
     return left
+
+
+def _delete_at_provider(client_id: str, uri: str, token: str) -> str:
+    """Delete a client at the identity provider (RFC 7592 §2.3); "" when it is gone, else why
+    it is left. RegistrationError (transient) when the provider does not answer."""
+    if not (uri and token):
+        return "the identity provider gave no way to delete it"
+    response = _call("DELETE", uri, token)
+    if _transient(response):
+        raise _refused(response, f"to delete the hub's login client {client_id}")
+    if response.status_code not in (200, 204, 404):
+        return f"the identity provider refused to delete it ({_detail(response)})"
+    return ""
 
 
 def registration_endpoint() -> str:
@@ -156,14 +165,22 @@ def _register(hub: Hub, redirect_uri: str) -> LoginClient:
             "client_id and client_secret.",
             transient=False,
         )
-    client = LoginClient.objects.create(
-        hub=hub,
-        client_id=client_id,
-        client_secret=secret,
-        redirect_uri=redirect_uri,
-        registration_client_uri=str(answer.get("registration_client_uri") or ""),
-        registration_access_token=str(answer.get("registration_access_token") or ""),
-    )
+    uri = str(answer.get("registration_client_uri") or "")
+    token = str(answer.get("registration_access_token") or "")
+    try:
+        with transaction.atomic():
+            client = LoginClient.objects.create(
+                hub=hub,
+                client_id=client_id,
+                client_secret=secret,
+                redirect_uri=redirect_uri,
+                registration_client_uri=uri,
+                registration_access_token=token,
+            )
+    except IntegrityError:
+        # Another worker registered the hub's client at the same moment: keep that one.
+        _delete_at_provider(client_id, uri, token)
+        return LoginClient.objects.get(hub=hub)
     log.info("hub.login_client_registered", hub_id=hub.pk, client_id=client_id)
     record(
         "hub.login_client_registered",

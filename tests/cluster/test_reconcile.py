@@ -3,17 +3,21 @@ repairs of what drifted or vanished, and nothing written when nothing drifted.""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import secrets
 
 import pytest
 from kubernetes import client
 
+from portal.accounts import hub_clients
 from portal.hubs.lifecycle import State
-from portal.hubs.models import HubEvent
+from portal.hubs.models import HubEvent, LoginClient
 from provisioning import k8s, tasks
+from provisioning.hubconfig import VALUES_FILE_KEY
 from provisioning.reconcile import KINDS, reconcile
-from provisioning.render import RenderSettings
+from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME, RenderSettings
 from provisioning.sync import sync_hub
 from tests.factories import HubFactory
 from tests.provisioning.examples import EXAMPLES
@@ -119,6 +123,38 @@ def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
         )
     finally:
         k8s.delete_namespace(kube_api, drifting.namespace)
+
+
+@pytest.mark.django_db
+def test_a_hub_applied_before_it_had_its_own_login_client_gets_one(
+    kube_api, kubeconfig_path, settings, registering
+):
+    settings.KUBECONFIG = str(kubeconfig_path)
+    hub = HubFactory(slug=f"task-old-{secrets.token_hex(3)}", state=State.RUNNING)
+    core = client.CoreV1Api(kube_api)
+    try:
+        # As applied before the portal registered clients: client hub-<slug>, a made-up secret.
+        sync_hub(kube_api, tasks.from_hub(hub, settings.HUBS_DOMAIN), tasks.render_settings())
+
+        tasks.reconcile_hubs()
+
+        login = LoginClient.objects.get(hub=hub)
+        callback = f"https://{hub.slug}.{settings.HUBS_DOMAIN}/hub/oauth_callback"
+        assert registering.client(login.client_id)["redirect_uris"] == [callback]
+        config = core.read_namespaced_config_map(CONFIG_MAP_NAME, hub.namespace)
+        assert json.loads(config.data[VALUES_FILE_KEY])["oauth"]["client_id"] == login.client_id
+        secret = core.read_namespaced_secret(SECRET_NAME, hub.namespace)
+        assert base64.b64decode(secret.data["oauth-client-secret"]).decode() == login.client_secret
+        repaired = HubEvent.objects.filter(hub=hub).latest("created").reason
+        assert "ConfigMap hub (changed)" in repaired and "Secret hub (changed)" in repaired
+
+        events = HubEvent.objects.filter(hub=hub).count()
+        tasks.reconcile_hubs()
+        assert HubEvent.objects.filter(hub=hub).count() == events
+        assert list(LoginClient.objects.filter(hub=hub)) == [login]
+    finally:
+        k8s.delete_namespace(kube_api, hub.namespace)
+        hub_clients.remove(hub)
 
 
 def test_objects_of_another_namespace_with_the_same_hub_id_are_never_pruned(kube_api, synced_hubs):

@@ -80,24 +80,28 @@ class Provider:
         else:
             token_file.write_text(token)
 
-    def client(self, client_id: str) -> dict | None:
-        """The provider's client CLIENT_ID as its database holds it, or None if there is none."""
+    def clients(self, **where: str) -> list[dict]:
+        """The provider's clients whose columns have these values (client_id=..., name=...), as
+        its database holds them."""
+        columns = ("client_id", "name", "redirect_uris", "client_type", "authorization_grant_type")
+        if not set(where) <= set(columns):
+            raise ValueError(f"unknown columns: {sorted(set(where) - set(columns))}")
+        condition = " AND ".join(f"{column} = ?" for column in where) or "1"
         database = f"{(self.data_dir / 'provider.sqlite3').resolve().as_uri()}?mode=ro"
         with closing(sqlite3.connect(database, uri=True)) as connection:
-            row = connection.execute(
-                "SELECT client_id, name, redirect_uris, client_type, authorization_grant_type"
-                " FROM oauth2_provider_application WHERE client_id = ?",
-                (client_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        return {
-            "client_id": row[0],
-            "name": row[1],
-            "redirect_uris": row[2].split(),
-            "client_type": row[3],
-            "authorization_grant_type": row[4],
-        }
+            rows = connection.execute(
+                f"SELECT {', '.join(columns)} FROM oauth2_provider_application WHERE {condition}",
+                tuple(where.values()),
+            ).fetchall()
+        return [
+            {**dict(zip(columns, row, strict=True)), "redirect_uris": row[2].split()}
+            for row in rows
+        ]
+
+    def client(self, client_id: str) -> dict | None:
+        """The provider's client CLIENT_ID, or None if there is none."""
+        found = self.clients(client_id=client_id)
+        return found[0] if found else None
 
     def stop(self) -> None:
         self.process.terminate()
