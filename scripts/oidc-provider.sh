@@ -5,8 +5,10 @@
 #   OIDC_ISSUER=... OIDC_CLIENT_ID=portal OIDC_CLIENT_SECRET_FILE=... make up   # in another
 #
 # Users "ada" (groups physics, course-101) and "grace" (group portal-admins, so a portal
-# admin with OIDC_ADMIN_GROUPS=portal-admins) share one generated password. State (SQLite,
-# signing key, client secret, password) is kept in .state/oidc-provider. Not for production.
+# admin with OIDC_ADMIN_GROUPS=portal-admins) share one generated password. Registration is
+# open: every hub the portal provisions registers its own login client here (and deletes it
+# with the hub). State (SQLite, signing key, client secret, password) is kept in
+# .state/oidc-provider. Not for production.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${OIDC_PROVIDER_PORT:-9000}
@@ -48,5 +50,6 @@ Start the portal with:
   export OIDC_ISSUER=http://127.0.0.1:$PORT/o OIDC_CLIENT_ID=portal
   export OIDC_CLIENT_SECRET_FILE=$DATA/client-secret OIDC_ADMIN_GROUPS=portal-admins
 Users: ada (physics, course-101) and grace (portal-admins), password: $PASSWORD
+Hubs register their own login clients at http://127.0.0.1:$PORT/o/register/ (open).
 INFO
 exec $PY tests/oidc_provider/serve.py --port "$PORT" --data-dir "$DATA" --seed "$DATA/seed.json"

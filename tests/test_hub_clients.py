@@ -268,6 +268,8 @@ def test_the_client_credentials_stay_out_of_pages_answers_and_logs(
     ]
     hub_clients.remove(hub)
 
+    # The client id is what an IdP admin looks for: the hub's admin page names it.
+    assert moved.client_id.encode() in pages[2].content
     logs = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
     assert "hub.login_client_registered" in logs and "hub.login_client_deleted" in logs
     audit = str(list(AuditEvent.objects.values()))

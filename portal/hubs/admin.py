@@ -4,6 +4,7 @@ actions below)."""
 
 from django.contrib import admin, messages
 from django.urls import reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from portal.hubs import services
@@ -18,6 +19,7 @@ from portal.hubs.models import (
     HubRevision,
     Image,
     Invitation,
+    LoginClient,
     MemberTier,
     SelfServicePolicy,
     StorageOption,
@@ -175,12 +177,31 @@ class HubAdmin(admin.ModelAdmin):
         # applied to the cluster), its people on the members page; editing the row here would
         # skip all of that. This page shows it, with a link to the portal's page of the hub.
         opts = Hub._meta
-        return ["portal_page", *(f.name for f in opts.fields), *(f.name for f in opts.many_to_many)]
+        return [
+            "portal_page",
+            "login_client",
+            *(f.name for f in opts.fields),
+            *(f.name for f in opts.many_to_many),
+        ]
 
     @admin.display(description="In the portal")
     def portal_page(self, hub: Hub) -> str:
         url = reverse("hubs:detail", args=[hub.pk])
         return format_html('<a href="{}">{}</a> (changes, members, approval)', url, url)
+
+    @admin.display(description="Login client at the identity provider")
+    def login_client(self, hub: Hub) -> str:
+        # The client id an IdP admin looks for; its secret and management token stay unshown.
+        try:
+            client = hub.login_client
+        except LoginClient.DoesNotExist:
+            return "none registered (a shared client, or not provisioned yet)"
+        return format_html(
+            "{} for {} (registered {})",
+            client.client_id,
+            client.redirect_uri,
+            date_format(client.registered, "DATETIME_FORMAT"),
+        )
 
     def get_actions(self, request):
         actions = super().get_actions(request)
