@@ -184,6 +184,11 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 # Hubs are served at https://<slug>.<HUBS_DOMAIN>.
 HUBS_DOMAIN = env_str("HUBS_DOMAIN", "hubs.localhost")
+# Where the portal reaches a hub's REST API ({host}, {namespace} filled in): through the hub's
+# ingress by default, as a browser does. HUB_API_CA_BUNDLE: the CA file that signs the hubs'
+# certificates, when it is not a public one.
+HUB_API_URL = env_str("HUB_API_URL", "https://{host}/hub/api")
+HUB_API_CA_BUNDLE = env_str("HUB_API_CA_BUNDLE")
 
 
 def _default_kubeconfig() -> str | None:

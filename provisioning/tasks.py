@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from provisioning import k8s
 from provisioning.reconcile import reconcile
-from provisioning.render import OidcSettings, RenderSettings, selector
+from provisioning.render import SECRET_NAME, OidcSettings, RenderSettings, selector
 from provisioning.spec import HubSpec, from_hub, hub_queryset
 from provisioning.sync import foreign_namespace, sync_hub
 
@@ -490,4 +490,58 @@ def apply_members(self, hub_id: int) -> str:
         log.error("members.failed", hub_id=hub_id, error=error.message)
         return "failed"
     log.info("members.applied", hub_id=hub_id, namespace=hub.namespace)
+    if hub.state in ACCESS_STATES:
+        # Now, and again once the kubelet has surely refreshed the hub's copy of the file (a
+        # removed member logging in again before that would still get in).
+        end_removed_access.apply_async((hub_id,), queue="provisioning")
+        end_removed_access.apply_async(
+            (hub_id,), countdown=MEMBERS_FILE_REFRESH_SECONDS, queue="provisioning"
+        )
     return "applied"
+
+
+# States in which a hub runs and its users may be logged in.
+ACCESS_STATES = ("running", "expiring")
+# How long a changed ConfigMap may take to reach the pods that mount it (kubelet sync period
+# plus its cache TTL, one minute each by default).
+MEMBERS_FILE_REFRESH_SECONDS = 150
+
+
+def hub_api_url(spec: HubSpec) -> str:
+    """Where the portal reaches the hub's REST API (HUB_API_URL)."""
+    return settings.HUB_API_URL.format(host=spec.host, namespace=spec.namespace).rstrip("/")
+
+
+@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def end_removed_access(self, hub_id: int) -> str:
+    """Delete, in the running hub, the users its members no longer include: their servers
+    stop and their sessions end now rather than at the hub's next membership refresh."""
+    from portal.audit.log import record
+    from provisioning import hubapi
+    from provisioning.hubconfig import members_values
+    from provisioning.render import HubSecrets
+
+    hub = _hub(hub_id)
+    if hub is None or hub.state not in ACCESS_STATES:
+        return "skipped"
+    spec = from_hub(hub, settings.HUBS_DOMAIN)
+    try:
+        secret = k8s.get(k8s.api_client(), "Secret", SECRET_NAME, spec.namespace)
+        if secret is None:
+            return "skipped"
+        removed = hubapi.end_removed_access(
+            hub_api_url(spec),
+            HubSecrets.from_secret(secret).portal_token,
+            members_values(spec),
+            verify=settings.HUB_API_CA_BUNDLE or True,
+        )
+    except (k8s.ClusterError, hubapi.HubApiError) as error:
+        if error.transient and self.request.retries < self.max_retries:
+            raise self.retry(countdown=_backoff(self.request.retries)) from error
+        # The hub's own refresh ends their access within minutes anyway.
+        log.warning("access.unreached", hub_id=hub_id, error=error.message)
+        return "unreached"
+    if removed:
+        log.info("access.ended", hub_id=hub_id, users=removed)
+        record("hub.access_ended", hub, actor=None, users=removed)
+    return f"ended {len(removed)}"

@@ -195,9 +195,13 @@ c.JupyterHub.load_roles = [
     },
     {
         "name": "hub-on-demand",
-        "description": "The portal reads the hub's users and servers; it changes nothing",
-        # list:users to list them at all (read:* only reads the users one names).
-        "scopes": ["list:users", "read:users", "read:servers", "read:hub"],
+        "description": (
+            "The portal reads the hub's users and servers, and deletes users who are no "
+            "longer members (their servers stop, their sessions and tokens end)"
+        ),
+        # list:users to list them at all (read:* only reads the users one names); deleting a
+        # user needs admin:users.
+        "scopes": ["list:users", "read:users", "read:servers", "read:hub", "admin:users"],
         "services": [values["portal_service_name"]],
     },
 ]

@@ -914,3 +914,52 @@ def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
     finally:
         stop_hub(hub)
         hub_clients.remove(portal_hub)
+
+
+# --- Ending a removed member's access ---------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_removed_members_session_ends_at_once(kube_api, tier_hub, settings):
+    """The portal's task deletes, through the hub's API with the portal's service token, the
+    users its members no longer include; members keep their access."""
+    from portal.audit.models import AuditEvent
+    from portal.hubs.lifecycle import State
+    from portal.hubs.models import Collaborator
+    from provisioning import tasks
+    from tests.factories import HubFactory, UserFactory
+
+    # The portal's record of the same hub, and its Secret with the portal's token.
+    portal_hub = HubFactory(
+        slug=tier_hub.spec.slug, owner=UserFactory(username=OWNER), state=State.RUNNING
+    )
+    for name in (STUDENT, STAFF):
+        Collaborator.objects.create(
+            hub=portal_hub, user=UserFactory(username=name), role=Collaborator.Role.MEMBER
+        )
+    secrets_of_hub = dataclasses.replace(
+        render.HubSecrets.generate(), portal_token=tier_hub.portal_token
+    )
+    k8s.apply(kube_api, render.hub_secret(tier_hub.spec, secrets_of_hub))
+    settings.HUB_API_URL = tier_hub.api_url
+    tier_hub.write_members(
+        dataclasses.replace(tier_hub.spec, members=(*tier_hub.spec.members, NEWCOMER))
+    )
+    try:
+        session, answer = log_in(tier_hub, NEWCOMER)
+        assert answer.ok and session.get(tier_hub.public_url + "hub/home").url.endswith("/home")
+
+        tier_hub.write_members(tier_hub.spec)  # the owner removed them
+        assert tasks.end_removed_access.apply((portal_hub.pk,)).get() == "ended 1"
+
+        assert tier_hub.api("GET", f"/users/{NEWCOMER}").status_code == 404
+        assert "/hub/login" in session.get(tier_hub.public_url + "hub/home").url
+        left = {user["name"] for user in tier_hub.api("GET", "/users").json()}
+        assert {OWNER, STUDENT, STAFF} <= left
+        event = AuditEvent.objects.get(action="hub.access_ended")
+        assert event.details == {"users": [NEWCOMER]} and event.actor is None
+        # Nothing more to do at the second run (after the kubelet's refresh).
+        assert tasks.end_removed_access.apply((portal_hub.pk,)).get() == "ended 0"
+    finally:
+        tier_hub.write_members(tier_hub.spec)
+        k8s.delete(kube_api, "Secret", render.SECRET_NAME, tier_hub.spec.namespace)

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import secrets
+from unittest import mock
 
 import pytest
 from django.conf import settings
 
 from portal.hubs import members
 from portal.hubs.lifecycle import State
-from provisioning import k8s
+from provisioning import k8s, tasks
 from provisioning.render import selector
 from provisioning.spec import from_hub, hub_queryset
 from provisioning.sync import sync_hub
 from provisioning.tasks import apply_members, render_settings
 from tests.factories import HubFactory, UserFactory
+from tests.oidc_provider.harness import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 
@@ -26,6 +28,18 @@ def _tasks_use_the_test_cluster(settings, kubeconfig_path):
     """Tasks build their API client from settings.KUBECONFIG: point it at the test cluster
     (it may have been started after settings were read)."""
     settings.KUBECONFIG = str(kubeconfig_path)
+
+
+@pytest.fixture(autouse=True)
+def access_checks():
+    """The runs of end_removed_access that apply_members queues, as (args, countdown)."""
+    calls = []
+    with mock.patch.object(
+        tasks.end_removed_access,
+        "apply_async",
+        lambda args, countdown=None, **kw: calls.append((args, countdown)),
+    ):
+        yield calls
 
 
 @pytest.fixture
@@ -50,7 +64,7 @@ def hub_deployment(kube_api, hub) -> dict:
 
 
 def test_a_new_member_and_tier_reach_the_cluster_without_touching_the_hub(
-    kube_api, running_hub, alice, django_capture_on_commit_callbacks
+    kube_api, running_hub, alice, django_capture_on_commit_callbacks, access_checks
 ):
     before = hub_deployment(kube_api, running_hub)
     UserFactory(username="erin")
@@ -63,6 +77,11 @@ def test_a_new_member_and_tier_reach_the_cluster_without_touching_the_hub(
 
     assert apply_members.apply(args=(running_hub.pk,)).get() == "applied"
 
+    # Removed members' sessions are ended now and after the kubelet's refresh of the file.
+    assert access_checks == [
+        ((running_hub.pk,), None),
+        ((running_hub.pk,), tasks.MEMBERS_FILE_REFRESH_SECONDS),
+    ]
     values = members_file(kube_api, running_hub)
     assert values["user_tiers"] == {"erin": "students"}
     assert values["tiers"][tier.name]["profiles"] == ["small"]
@@ -90,3 +109,18 @@ def test_members_of_a_hub_that_does_not_run_are_not_applied(kube_api, alice):
     hub = HubFactory(owner=alice, state=State.PENDING)
     assert apply_members.apply(args=(hub.pk,)).get() == "skipped"
     assert apply_members.apply(args=(10**9,)).get() == "skipped"
+
+
+def test_a_hub_whose_api_cannot_be_reached_keeps_its_state(running_hub, settings):
+    """Ending access early is best effort: the hub's own membership refresh still ends it."""
+    settings.HUB_API_URL = f"http://127.0.0.1:{free_port()}/hub/api"
+
+    assert tasks.end_removed_access.apply((running_hub.pk,)).get() == "unreached"
+
+    running_hub.refresh_from_db()
+    assert running_hub.state == State.RUNNING
+
+
+def test_no_access_is_ended_in_a_hub_that_does_not_run(kube_api, alice):
+    hub = HubFactory(owner=alice, state=State.SUSPENDED)
+    assert tasks.end_removed_access.apply((hub.pk,)).get() == "skipped"

@@ -218,6 +218,7 @@ def test_idle_culler_and_portal_services(config_for):
         "read:users",
         "read:servers",
         "read:hub",
+        "admin:users",  # to delete users who are no longer members
     }
 
 
