@@ -512,7 +512,8 @@ def hub_api_url(spec: HubSpec) -> str:
     return settings.HUB_API_URL.format(host=spec.host, namespace=spec.namespace).rstrip("/")
 
 
-@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+# A few quick retries: the second run, MEMBERS_FILE_REFRESH_SECONDS later, tries again anyway.
+@shared_task(bind=True, acks_late=True, max_retries=3)
 def end_removed_access(self, hub_id: int) -> str:
     """Delete, in the running hub, the users its members no longer include: their servers
     stop and their sessions end now rather than at the hub's next membership refresh."""
