@@ -213,6 +213,56 @@ def test_a_change_asking_for_gpus_that_do_not_fit_waits_for_an_admin(a100, alice
     assert shrunk.state == HubRevision.State.APPLIED
 
 
+def test_a_request_for_gpus_nobody_has_counted_yet_waits_for_an_admin(spec, alice, queued):
+    from portal.hubs.models import SelfServicePolicy
+
+    SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
+    data = spec(gpu_type="a100", gpus_per_user="1", expected_users="2")
+
+    hub = services.submit(alice, {**data, "slug": "before-count"})
+
+    assert hub.state == State.PENDING
+    assert "NVIDIA A100 80 GB GPUs have not been counted yet" in hub.state_reason
+    counted(8)
+    assert services.submit(alice, {**data, "slug": "after-count"}).state == State.APPROVED
+
+
+def test_gpus_nobody_has_counted_yet_wait_for_an_admin(alice, queued):
+    """Before the usage collector's first pass the cluster's GPUs of a type are unknown: a
+    request or a change that would take them is not approved by the policy alone."""
+    from portal.hubs.models import GpuType, HubRevision, SelfServicePolicy
+    from portal.hubs.revisions import form_data, spec_of_hub
+
+    SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
+    a100 = GpuType.objects.get(name="a100")
+    uncounted = (
+        "Waiting for an admin: the cluster's NVIDIA A100 80 GB GPUs have not been counted yet, so "
+        "whether they fit is not known."
+    )
+    start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
+    hub = gpu_hub(a100, start, end, users=2, owner=alice)
+
+    grown = services.request_change(
+        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "3"}
+    )
+    assert grown.state == HubRevision.State.PENDING
+    assert grown.reason == uncounted
+    services.reject_change(grown, AdminFactory(), "Wait for the count")
+    # Fewer GPUs on the same days need no count.
+    shrunk = services.request_change(
+        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "1"}
+    )
+    assert shrunk.state == HubRevision.State.APPLIED
+
+    counted(8)
+    hub.refresh_from_db()
+    services.mark_running(hub.pk)
+    grown_again = services.request_change(
+        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "3"}
+    )
+    assert grown_again.state == HubRevision.State.APPLIED
+
+
 class TestApproveChange:
     """An admin's approval of a change re-checks its GPUs, as the approval of a new hub does."""
 

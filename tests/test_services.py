@@ -4,10 +4,12 @@ import datetime
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from portal.hubs import services
 from portal.hubs.lifecycle import State, StateConflict
-from portal.hubs.models import Collaborator, Hub, SelfServicePolicy
+from portal.hubs.models import Collaborator, GpuType, Hub, SelfServicePolicy
+from portal.usage.models import GpuInventory
 from tests.factories import HardwareOptionFactory, HubFactory, UserFactory
 from tests.support import needs_postgresql, race, won_or_lost
 
@@ -101,6 +103,10 @@ class TestPolicy:
         policy.max_gpus_per_user = 2
         policy.max_cpu_limit = Decimal("1")
         policy.save()
+        h100 = GpuType.objects.get(name="h100")  # 40 users x 2 GPUs, all counted and free
+        GpuInventory.objects.create(
+            product=h100.node_label_value, allocatable=80, observed=timezone.now()
+        )
         hub = services.submit(
             alice, spec(hardware_options=["small"], gpu_type="h100", gpus_per_user="2")
         )

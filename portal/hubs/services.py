@@ -154,6 +154,8 @@ def submit(owner: "User", spec_data: Mapping) -> Hub:
                     f"its GPUs do not fit ({over.wanted} wanted, "
                     f"{max(over.free.free or 0, 0)} free over its dates)"
                 )
+            elif hub.gpu_type_id and hub.gpus_per_user and not _counted(hub.gpu_type):
+                violations.append(_uncounted(hub.gpu_type))
             if violations:
                 hub.state_reason = "Waiting for an admin: " + "; ".join(violations) + "."
                 Hub.objects.filter(pk=hub.pk).update(state_reason=hub.state_reason)
@@ -190,6 +192,21 @@ def _over_capacity(hub: Hub) -> "OverCapacity | None":
     except OverCapacity as error:
         return error
     return None
+
+
+def _counted(gpu_type) -> bool:
+    """Whether a collection pass has counted the cluster's GPUs of this type."""
+    from portal.usage.capacity import allocatable
+
+    return allocatable(gpu_type) is not None
+
+
+def _uncounted(gpu_type) -> str:
+    # Until the usage collector's first pass nobody knows whether GPUs fit: an admin decides.
+    return (
+        f"the cluster's {gpu_type.display_name} GPUs have not been counted yet, so whether "
+        "they fit is not known"
+    )
 
 
 def _lock_gpu_type(gpu_type_id: int) -> None:
@@ -477,6 +494,10 @@ def plan_change(hub: Hub, spec_data: Mapping, lock: bool = False) -> ChangePlan:
                 f"its GPUs do not fit ({over.wanted} wanted, {free} free over its dates)",
             )
         )
+    else:
+        taking = _change_takes_gpus(hub, new_spec, changed)
+        if taking is not None and not _counted(taking.gpu_type):
+            violations.append(Violation("gpu_type", _uncounted(taking.gpu_type)))
     return ChangePlan(hub, form, old_spec, new_spec, changed, violations)
 
 
@@ -492,13 +513,10 @@ def _change_over_capacity(
     """Why a change's GPUs do not fit over its dates, or None. The hub's own reservation does
     not count against it, and a change that holds fewer GPUs on the same days always fits.
     With `lock`, the new GPU type's row is locked before the check (see _lock_gpu_type)."""
-    from portal.usage.capacity import OverCapacity, check_hub_fits, reserved_gpus
+    from portal.usage.capacity import OverCapacity, check_hub_fits
 
-    if not CAPACITY_FIELDS & set(changed):
-        return None
-    proposed = revisions.ProposedHub(hub, new_spec)
-    moved = {"gpu_type", "start_date", "end_date"} & set(changed)
-    if not moved and reserved_gpus(proposed) <= reserved_gpus(hub):
+    proposed = _change_takes_gpus(hub, new_spec, changed)
+    if proposed is None:
         return None
     if lock and proposed.gpu_type is not None:
         _lock_gpu_type(proposed.gpu_type.pk)
@@ -507,6 +525,22 @@ def _change_over_capacity(
     except OverCapacity as error:
         return error
     return None
+
+
+def _change_takes_gpus(
+    hub: Hub, new_spec: Mapping, changed: list[str]
+) -> revisions.ProposedHub | None:
+    """The hub as the change makes it, when the change takes more GPUs or takes them on other
+    days (or another type); else None."""
+    from portal.usage.capacity import reserved_gpus
+
+    if not CAPACITY_FIELDS & set(changed):
+        return None
+    proposed = revisions.ProposedHub(hub, new_spec)
+    moved = {"gpu_type", "start_date", "end_date"} & set(changed)
+    if not reserved_gpus(proposed) or (not moved and reserved_gpus(proposed) <= reserved_gpus(hub)):
+        return None
+    return proposed
 
 
 def preview_change(hub: Hub, spec_data: Mapping) -> tuple[ChangePlan, revisions.Diff]:
