@@ -435,15 +435,19 @@ def reconcile_hubs() -> dict[str, int]:
 
     registries = tuple(SelfServicePolicy.current().registries)
     hubs = {hub.pk: hub for hub in hub_queryset().filter(state__in=RECONCILED_STATES)}
-    specs, login_secrets = [], {}
+    specs, login_secrets, unregistered = [], {}, {}
     for hub in hubs.values():
         spec = from_hub(hub, settings.HUBS_DOMAIN, registries)
         try:
             # A hub provisioned before it had a client of its own gets one here.
             spec, login_secrets[hub.pk] = _with_login_client(hub, spec)
         except k8s.ClusterError as error:
-            log.warning("reconcile.login_client_failed", hub_id=hub.pk, error=error.message)
+            unregistered.setdefault(error.message, []).append(hub.pk)
         specs.append(spec)
+    for error, hub_ids in unregistered.items():  # one line per reason, not one per hub
+        log.warning(
+            "reconcile.login_client_failed", hub_ids=hub_ids[:20], hubs=len(hub_ids), error=error
+        )
     result = reconcile(k8s.api_client(), specs, render_settings(), login_secrets)
     for hub_id, found in result.repaired.items():
         hub = hubs[hub_id]
