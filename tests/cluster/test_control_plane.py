@@ -339,3 +339,40 @@ def test_a_claim_of_the_default_storage_class_gets_a_volume(kube_api, namespace)
     )
     assert bound.spec.storage_class_name == "standard"
     assert bound.status.capacity["storage"] == "5Gi"
+
+
+def test_a_shared_claim_gets_a_volume_that_goes_with_it(kube_api, namespace):
+    """ReadWriteMany claims (a hub's project volume) bind too, and their volume is deleted
+    with them."""
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name="shared"),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteMany"],
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "20Gi"}),
+            ),
+        ),
+    )
+    bound = eventually(
+        lambda: (
+            c := core.read_namespaced_persistent_volume_claim("shared", namespace)
+        ).status.phase
+        == "Bound"
+        and c
+    )
+    assert bound.status.access_modes == ["ReadWriteMany"]
+    assert bound.status.capacity["storage"] == "20Gi"
+    volume = bound.spec.volume_name
+
+    core.delete_namespaced_persistent_volume_claim("shared", namespace)
+
+    def volume_gone():
+        try:
+            core.read_persistent_volume(volume)
+        except client.ApiException as error:
+            return error.status == 404
+        return False
+
+    eventually(volume_gone)

@@ -256,13 +256,13 @@ def prepare_namespace(kube_api, spec: HubSpec, extra: list[dict]) -> None:
 
 
 def pvc(spec: HubSpec, name: str, gib: int) -> dict:
-    # ReadWriteOnce: the local cluster's provisioner binds nothing else (see devcluster/).
+    """A shared claim as provisioning makes it (ReadWriteMany)."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": name, "namespace": spec.namespace},
         "spec": {
-            "accessModes": ["ReadWriteOnce"],
+            "accessModes": ["ReadWriteMany"],
             "resources": {"requests": {"storage": f"{gib}Gi"}},
         },
     }
@@ -920,7 +920,7 @@ def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
 
 
 @pytest.mark.django_db
-def test_a_removed_members_session_ends_at_once(kube_api, tier_hub, settings):
+def test_a_removed_members_session_ends_at_once(kube_api, kubeconfig_path, tier_hub, settings):
     """The portal's task deletes, through the hub's API with the portal's service token, the
     users its members no longer include; members keep their access."""
     from portal.audit.models import AuditEvent
@@ -942,6 +942,7 @@ def test_a_removed_members_session_ends_at_once(kube_api, tier_hub, settings):
     )
     k8s.apply(kube_api, render.hub_secret(tier_hub.spec, secrets_of_hub))
     settings.HUB_API_URL = tier_hub.api_url
+    settings.KUBECONFIG = str(kubeconfig_path)  # where the task reads the hub's Secret
     tier_hub.write_members(
         dataclasses.replace(tier_hub.spec, members=(*tier_hub.spec.members, NEWCOMER))
     )
