@@ -89,12 +89,20 @@ def api_client(kubeconfig: str | Path | None = None) -> client.ApiClient:
     if cache is None:
         cache = _local.clients = {}
     if key not in cache:
-        if kubeconfig:
-            api = config.new_client_from_config(config_file=str(kubeconfig))
-        else:
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
-            api = client.ApiClient(configuration)
+        try:
+            if kubeconfig:
+                api = config.new_client_from_config(config_file=str(kubeconfig))
+            else:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                api = client.ApiClient(configuration)
+        except (config.ConfigException, OSError) as error:
+            where = f"the kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster config"
+            raise ClusterError(
+                f"The portal has no usable Kubernetes configuration ({where}: {error}). Set "
+                "KUBECONFIG, or run the workers in the cluster with a service account.",
+                transient=False,
+            ) from error
         # Fail fast and let the task's retry policy handle outages, instead of urllib3's
         # own retries stacking up inside one task run.
         api.configuration.retries = 1

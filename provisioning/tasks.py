@@ -162,8 +162,8 @@ def _provision(self, hub_id: int) -> str:
         log.info("provision.skip", hub_id=hub_id, state=getattr(hub, "state", None))
         return "skipped"
 
-    api = k8s.api_client()
     try:
+        api = k8s.api_client()
         spec, login_secret = _with_login_client(hub, from_hub(hub, settings.HUBS_DOMAIN))
         result = sync_hub(api, spec, render_settings(), login_secret)
         if hub.state == State.SUSPENDED:

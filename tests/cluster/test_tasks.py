@@ -117,6 +117,21 @@ def test_an_unreachable_cluster_is_retried_then_fails_the_hub(
     assert "cannot reach the Kubernetes API server" in approved_hub.state_reason
 
 
+def test_a_worker_without_a_kubernetes_configuration_fails_the_hub_saying_so(
+    approved_hub, settings, tmp_path, scheduled
+):
+    settings.KUBECONFIG = str(tmp_path / "missing-kubeconfig")
+
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "failed"
+
+    approved_hub.refresh_from_db()
+    assert approved_hub.state == State.FAILED
+    assert approved_hub.state_reason.startswith(
+        f"The portal has no usable Kubernetes configuration (the kubeconfig {tmp_path}"
+    )
+    assert "Set KUBECONFIG" in approved_hub.state_reason
+
+
 def test_deprovision_deletes_the_namespace_and_the_check_marks_the_hub_deleted(
     approved_hub, kube_api, scheduled
 ):
