@@ -189,13 +189,14 @@ def _provision(self, hub_id: int) -> str:
     return "applied"
 
 
-def _with_login_client(hub, spec: HubSpec) -> tuple[HubSpec, str]:
+def _with_login_client(hub, spec: HubSpec, contact: bool = True) -> tuple[HubSpec, str]:
     """The spec with the hub's login client at the identity provider (registered now if it
-    has none yet), and the client's secret; an IdP that says no is a ClusterError too."""
+    has none yet, unless not `contact`), and the client's secret; an IdP that says no is a
+    ClusterError too."""
     from portal.accounts import hub_clients
 
     try:
-        login = hub_clients.ensure(hub, spec.login_callback_url)
+        login = hub_clients.ensure(hub, spec.login_callback_url, contact)
     except hub_clients.RegistrationError as error:
         raise k8s.ClusterError(error.message, transient=error.transient) from error
     if login is None:
@@ -439,12 +440,14 @@ def reconcile_hubs() -> dict[str, int]:
     for hub in hubs.values():
         spec = from_hub(hub, settings.HUBS_DOMAIN, registries)
         try:
-            # A hub provisioned before it had a client of its own gets one here.
-            spec, login_secrets[hub.pk] = _with_login_client(hub, spec)
+            # A hub provisioned before it had a client of its own gets one here; once the
+            # identity provider did not answer, the rest of the pass does not wait for it.
+            contact = not any(transient for transient, _ in unregistered)
+            spec, login_secrets[hub.pk] = _with_login_client(hub, spec, contact)
         except k8s.ClusterError as error:
-            unregistered.setdefault(error.message, []).append(hub.pk)
+            unregistered.setdefault((error.transient, error.message), []).append(hub.pk)
         specs.append(spec)
-    for error, hub_ids in unregistered.items():  # one line per reason, not one per hub
+    for (_, error), hub_ids in unregistered.items():  # one line per reason, not per hub
         log.warning(
             "reconcile.login_client_failed", hub_ids=hub_ids[:20], hubs=len(hub_ids), error=error
         )

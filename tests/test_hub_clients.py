@@ -144,6 +144,18 @@ def test_a_hub_at_a_new_address_keeps_its_client_with_the_new_redirect_uri(regis
     assert log_in_as_the_hub(registering, again, moved)["preferred_username"] == "Ada.Lovelace"
 
 
+def test_without_contact_the_provider_is_not_called(registering, hub, settings):
+    settings.OIDC_REGISTRATION_URL = f"http://127.0.0.1:{harness.free_port()}/o/register/"
+
+    assert hub_clients.ensure(hub, CALLBACK, contact=False) is None
+
+    settings.OIDC_REGISTRATION_URL = ""
+    login = hub_clients.ensure(hub, CALLBACK)
+    moved = CALLBACK.replace("hubs.example.org", "jupyter.uni.example")
+    assert hub_clients.ensure(hub, moved, contact=False) == login
+    assert registering.client(login.client_id)["redirect_uris"] == [CALLBACK]
+
+
 def test_removing_a_hubs_client_deletes_it_at_the_provider(registering, hub):
     login = hub_clients.ensure(hub, CALLBACK)
 

@@ -55,9 +55,12 @@ def mode() -> str:
     return REGISTERED if oidc.issuer() else NONE
 
 
-def ensure(hub: Hub, redirect_uri: str) -> Credentials | None:
+def ensure(hub: Hub, redirect_uri: str, contact: bool = True) -> Credentials | None:
     """The hub's login client, registered first if it has none, its redirect URI changed if
-    the hub moved; None when there is no identity provider. Raises RegistrationError."""
+    the hub moved; None when there is no identity provider. Raises RegistrationError.
+
+    Without `contact` the identity provider is not called: the client the hub has, or None.
+    """
     from portal.hubs.models import LoginClient
 
     current = mode()
@@ -68,8 +71,10 @@ def ensure(hub: Hub, redirect_uri: str) -> Credentials | None:
     try:
         client = hub.login_client  # no query when the hub was fetched with it
     except LoginClient.DoesNotExist:
+        if not contact:
+            return None
         client = _register(hub, redirect_uri)
-    if client.redirect_uri != redirect_uri:
+    if contact and client.redirect_uri != redirect_uri:
         _update(client, hub, redirect_uri)
     return Credentials(client.client_id, client.client_secret)
 

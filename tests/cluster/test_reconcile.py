@@ -7,6 +7,8 @@ import base64
 import dataclasses
 import json
 import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from kubernetes import client
@@ -155,6 +157,39 @@ def test_a_hub_applied_before_it_had_its_own_login_client_gets_one(
     finally:
         k8s.delete_namespace(kube_api, hub.namespace)
         hub_clients.remove(hub)
+
+
+@pytest.mark.django_db
+def test_an_identity_provider_that_fails_is_asked_once_per_pass(
+    kube_api, kubeconfig_path, settings, registering
+):
+    """Hubs without a client of their own: after one answer of 503, the pass goes on without
+    calling the provider for the others (the next pass tries again)."""
+    calls = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_POST(self):
+            calls.append(self.path)
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.KUBECONFIG = str(kubeconfig_path)
+    settings.OIDC_REGISTRATION_URL = f"http://127.0.0.1:{server.server_port}/register/"
+    hubs = [
+        HubFactory(slug=f"task-idp-{secrets.token_hex(3)}", state=State.RUNNING) for _ in range(3)
+    ]
+    try:
+        tasks.reconcile_hubs()
+    finally:
+        server.shutdown()
+
+    assert calls == ["/register/"]
+    assert not LoginClient.objects.filter(hub__in=hubs).exists()
 
 
 def test_objects_of_another_namespace_with_the_same_hub_id_are_never_pruned(kube_api, synced_hubs):
