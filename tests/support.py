@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -75,3 +79,38 @@ def _on_postgresql() -> bool:
 needs_postgresql = pytest.mark.skipif(
     not _on_postgresql(), reason="SQLite serialises writers; race needs PostgreSQL"
 )
+
+
+@contextmanager
+def http_server(
+    answer: Callable[[str, str], tuple[int, Any]],
+) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A local HTTP server standing in for a service that misbehaves (an identity provider
+    without registration, one answering 503). `answer(method, path)` gives the status and a
+    JSON body (None: empty). Yields the server's base URL and the (method, path) it was asked."""
+    asked: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            asked.append((self.command, self.path))
+            status, body = answer(self.command, self.path)
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", asked
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,10 +7,7 @@ registration endpoints), which checks the initial access token and the managemen
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -24,7 +21,7 @@ from provisioning.spec import from_hub, hub_queryset
 from tests.factories import HubFactory
 from tests.oidc_provider import harness
 from tests.sso_support import INITIAL_TOKEN, PASSWORD
-from tests.support import needs_postgresql, race
+from tests.support import http_server, needs_postgresql, race
 
 pytestmark = pytest.mark.django_db
 
@@ -200,33 +197,23 @@ def test_a_provider_that_does_not_answer_is_tried_again_later(registering, hub, 
 @pytest.fixture
 def issuer_without_registration(settings):
     """An issuer whose discovery document has no registration_endpoint."""
+    found = {}
 
-    class Discovery(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = json.dumps(
-                {
-                    "issuer": issuer,
-                    "authorization_endpoint": f"{issuer}/authorize",
-                    "token_endpoint": f"{issuer}/token",
-                    "userinfo_endpoint": f"{issuer}/userinfo",
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
+    def discovery(method, path):
+        issuer = found["url"]
+        return 200, {
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/authorize",
+            "token_endpoint": f"{issuer}/token",
+            "userinfo_endpoint": f"{issuer}/userinfo",
+        }
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Discovery)
-    issuer = f"http://127.0.0.1:{server.server_port}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings.OIDC_ISSUER = issuer
-    settings.OIDC_AUTHORIZE_URL = settings.OIDC_TOKEN_URL = settings.OIDC_USERINFO_URL = ""
-    settings.OIDC_REGISTRATION_URL = settings.OIDC_HUB_CLIENT_ID = ""
-    yield issuer
-    server.shutdown()
+    with http_server(discovery) as (url, _):
+        found["url"] = url
+        settings.OIDC_ISSUER = url
+        settings.OIDC_AUTHORIZE_URL = settings.OIDC_TOKEN_URL = settings.OIDC_USERINFO_URL = ""
+        settings.OIDC_REGISTRATION_URL = settings.OIDC_HUB_CLIENT_ID = ""
+        yield url
 
 
 def test_an_issuer_without_registration_says_what_to_configure(issuer_without_registration, hub):

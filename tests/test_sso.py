@@ -9,9 +9,6 @@ Debian's Chromium against a live server.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -32,6 +29,7 @@ from tests.factories import UserFactory
 from tests.oidc_provider import harness
 from tests.provisioning.examples import EXAMPLES, FIXED_SECRETS
 from tests.sso_support import ADMIN_GROUP, OTHER_CLIENT, OTHER_REDIRECT, PASSWORD, SEED
+from tests.support import http_server
 
 pytestmark = pytest.mark.django_db
 
@@ -351,29 +349,14 @@ def test_a_token_endpoint_that_is_down_gives_a_clear_page(client, sso, settings)
     assert signed_in_as(client) is None
 
 
-class _Failing(BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(json.dumps({"error": "temporarily_unavailable"}).encode())
-
-    def log_message(self, *args):
-        pass
-
-
 def test_a_token_endpoint_answering_5xx_gives_a_clear_page(client, sso, settings):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    unavailable = http_server(lambda method, path: (503, {"error": "temporarily_unavailable"}))
+    with unavailable as (url, _):
         browser = harness.Browser(sso, "Ada.Lovelace", PASSWORD)
         back = browser.visit(begin(client))
-        settings.OIDC_TOKEN_URL = f"http://127.0.0.1:{server.server_address[1]}/token"
+        settings.OIDC_TOKEN_URL = f"{url}/token"
 
         response = client.get(callback_path(back))
-    finally:
-        server.shutdown()
-        server.server_close()
 
     assert response.status_code == 502
     assert b"The identity provider is not available" in response.content

@@ -320,23 +320,27 @@ def test_start_reports_a_taken_port_clearly(tmp_path):
     assert not (tmp_path / "state" / "pids").exists()
 
 
-def test_a_claim_of_the_default_storage_class_gets_a_volume(kube_api, namespace):
-    core = client.CoreV1Api(kube_api)
+def bound_claim(core, namespace: str, name: str, mode: str, size: str):
+    """Create a claim of the default class and wait until it is bound; return it."""
     core.create_namespaced_persistent_volume_claim(
         namespace,
         client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name="home"),
+            metadata=client.V1ObjectMeta(name=name),
             spec=client.V1PersistentVolumeClaimSpec(
-                access_modes=["ReadWriteOnce"],
-                resources=client.V1VolumeResourceRequirements(requests={"storage": "5Gi"}),
+                access_modes=[mode],
+                resources=client.V1VolumeResourceRequirements(requests={"storage": size}),
             ),
         ),
     )
-    bound = eventually(
-        lambda: (c := core.read_namespaced_persistent_volume_claim("home", namespace)).status.phase
+    return eventually(
+        lambda: (c := core.read_namespaced_persistent_volume_claim(name, namespace)).status.phase
         == "Bound"
         and c
     )
+
+
+def test_a_claim_of_the_default_storage_class_gets_a_volume(kube_api, namespace):
+    bound = bound_claim(client.CoreV1Api(kube_api), namespace, "home", "ReadWriteOnce", "5Gi")
     assert bound.spec.storage_class_name == "standard"
     assert bound.status.capacity["storage"] == "5Gi"
 
@@ -345,23 +349,7 @@ def test_a_shared_claim_gets_a_volume_that_goes_with_it(kube_api, namespace):
     """ReadWriteMany claims (a hub's project volume) bind too, and their volume is deleted
     with them."""
     core = client.CoreV1Api(kube_api)
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name="shared"),
-            spec=client.V1PersistentVolumeClaimSpec(
-                access_modes=["ReadWriteMany"],
-                resources=client.V1VolumeResourceRequirements(requests={"storage": "20Gi"}),
-            ),
-        ),
-    )
-    bound = eventually(
-        lambda: (
-            c := core.read_namespaced_persistent_volume_claim("shared", namespace)
-        ).status.phase
-        == "Bound"
-        and c
-    )
+    bound = bound_claim(core, namespace, "shared", "ReadWriteMany", "20Gi")
     assert bound.status.access_modes == ["ReadWriteMany"]
     assert bound.status.capacity["storage"] == "20Gi"
     volume = bound.spec.volume_name

@@ -7,8 +7,6 @@ import base64
 import dataclasses
 import json
 import secrets
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from kubernetes import client
@@ -23,6 +21,7 @@ from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME, RenderSettings
 from provisioning.sync import sync_hub
 from tests.factories import HubFactory
 from tests.provisioning.examples import EXAMPLES
+from tests.support import http_server
 
 pytestmark = pytest.mark.cluster
 
@@ -165,30 +164,15 @@ def test_an_identity_provider_that_fails_is_asked_once_per_pass(
 ):
     """Hubs without a client of their own: after one answer of 503, the pass goes on without
     calling the provider for the others (the next pass tries again)."""
-    calls = []
-
-    class Unavailable(BaseHTTPRequestHandler):
-        def do_POST(self):
-            calls.append(self.path)
-            self.send_response(503)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     settings.KUBECONFIG = str(kubeconfig_path)
-    settings.OIDC_REGISTRATION_URL = f"http://127.0.0.1:{server.server_port}/register/"
     hubs = [
         HubFactory(slug=f"task-idp-{secrets.token_hex(3)}", state=State.RUNNING) for _ in range(3)
     ]
-    try:
+    with http_server(lambda method, path: (503, None)) as (url, asked):
+        settings.OIDC_REGISTRATION_URL = f"{url}/register/"
         tasks.reconcile_hubs()
-    finally:
-        server.shutdown()
 
-    assert calls == ["/register/"]
+    assert asked == [("POST", "/register/")]
     assert not LoginClient.objects.filter(hub__in=hubs).exists()
 
 
