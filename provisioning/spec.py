@@ -111,8 +111,8 @@ class HubSpec:
     group_grants: tuple[GroupGrantSpec, ...] = ()
     # Suspended hubs keep their objects and volumes but run nothing (hub and proxy at zero).
     suspended: bool = False
-    # The OAuth client the portal registered for this hub at the identity provider ("" when it
-    # has none: a client shared by all hubs, or none registered yet).
+    # The OAuth client this hub logs in with at the identity provider ("" when not known here:
+    # the client all hubs share, or else <prefix><slug>; see OidcSettings.for_hub).
     login_client_id: str = ""
 
     @property

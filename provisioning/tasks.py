@@ -189,21 +189,26 @@ def _provision(self, hub_id: int) -> str:
     return "applied"
 
 
-def _with_login_client(hub, spec: HubSpec, contact: bool = True) -> tuple[HubSpec, str]:
-    """The spec with the hub's login client at the identity provider (registered now if it
-    has none yet, unless not `contact`), and the client's secret; an IdP that says no is a
-    ClusterError too."""
+@contextmanager
+def _identity_provider():
+    """An identity provider that says no (or nothing) fails or retries the task as a cluster
+    that does would."""
     from portal.accounts import hub_clients
 
     try:
-        login = hub_clients.ensure(hub, spec.login_callback_url, contact)
+        yield hub_clients
     except hub_clients.RegistrationError as error:
         raise k8s.ClusterError(error.message, transient=error.transient) from error
+
+
+def _with_login_client(hub, spec: HubSpec, contact: bool = True) -> tuple[HubSpec, str]:
+    """The spec with the hub's login client at the identity provider (registered now if it
+    has none yet, unless not `contact`), and the client's secret."""
+    with _identity_provider() as hub_clients:
+        login = hub_clients.ensure(hub, spec.login_callback_url, contact)
     if login is None:
         return spec, ""
-    if hub_clients.mode() == hub_clients.REGISTERED:
-        spec = dataclasses.replace(spec, login_client_id=login.client_id)
-    return spec, login.client_secret
+    return dataclasses.replace(spec, login_client_id=login.client_id), login.client_secret
 
 
 def stop_user_servers(api, namespace: str) -> int:
@@ -291,7 +296,8 @@ def _deprovision(self, hub_id: int) -> str:
     if hub is None or hub.state != State.DEPROVISIONING:
         return "skipped"
     try:
-        _remove_login_client(hub)
+        with _identity_provider() as hub_clients:
+            hub_clients.remove(hub)  # the hub's own client, before its namespace
         api = k8s.api_client()
         conflict = foreign_namespace(api, hub.namespace, hub.pk)
         if conflict:
@@ -308,16 +314,6 @@ def _deprovision(self, hub_id: int) -> str:
         return "failed"
     check_hub_deleted.apply_async((hub_id,), countdown=1)
     return "deleting"
-
-
-def _remove_login_client(hub) -> None:
-    """Delete the hub's own client at the identity provider before its namespace."""
-    from portal.accounts import hub_clients
-
-    try:
-        hub_clients.remove(hub)
-    except hub_clients.RegistrationError as error:
-        raise k8s.ClusterError(error.message, transient=error.transient) from error
 
 
 @shared_task(acks_late=True)
@@ -474,6 +470,11 @@ def reconcile_hubs() -> dict[str, int]:
 # States in which a hub's members ConfigMap is applied on its own; provisioning and updating
 # hubs get it with everything else from provision_hub.
 MEMBERS_STATES = ("running", "expiring", "suspended")
+# States in which a hub runs and its users may be logged in.
+ACCESS_STATES = ("running", "expiring")
+# How long a changed ConfigMap may take to reach the pods that mount it (kubelet sync period
+# plus its cache TTL, one minute each by default).
+MEMBERS_FILE_REFRESH_SECONDS = 150
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
@@ -505,13 +506,6 @@ def apply_members(self, hub_id: int) -> str:
             (hub_id,), countdown=MEMBERS_FILE_REFRESH_SECONDS, queue="provisioning"
         )
     return "applied"
-
-
-# States in which a hub runs and its users may be logged in.
-ACCESS_STATES = ("running", "expiring")
-# How long a changed ConfigMap may take to reach the pods that mount it (kubelet sync period
-# plus its cache TTL, one minute each by default).
-MEMBERS_FILE_REFRESH_SECONDS = 150
 
 
 def hub_api_url(spec: HubSpec) -> str:
