@@ -297,7 +297,9 @@ def _deprovision(self, hub_id: int) -> str:
         return "skipped"
     try:
         with _identity_provider() as hub_clients:
-            hub_clients.remove(hub)  # the hub's own client, before its namespace
+            # The hub's own client, before its namespace; left for an IdP admin to remove
+            # when the provider has not answered by the last try.
+            hub_clients.remove(hub, last_try=self.request.retries >= self.max_retries)
         api = k8s.api_client()
         conflict = foreign_namespace(api, hub.namespace, hub.pk)
         if conflict:

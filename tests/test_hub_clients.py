@@ -186,6 +186,11 @@ def test_a_provider_that_does_not_answer_is_tried_again_later(registering, hub, 
         hub_clients.remove(hub)
     assert raised.value.transient
     assert LoginClient.objects.filter(hub=hub, client_id=login.client_id).exists()
+    # The deletion's last try leaves the client for an IdP admin rather than keep the hub.
+    why = hub_clients.remove(hub, last_try=True)
+    assert why.startswith("The identity provider did not answer at http://127.0.0.1:")
+    assert not LoginClient.objects.filter(hub=hub).exists()
+    assert AuditEvent.objects.get(action="hub.login_client_left").details["why"] == why
 
     settings.OIDC_REGISTRATION_URL = f"http://127.0.0.1:{harness.free_port()}/o/register/"
     with pytest.raises(hub_clients.RegistrationError) as raised:

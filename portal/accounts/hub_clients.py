@@ -79,22 +79,28 @@ def ensure(hub: Hub, redirect_uri: str, contact: bool = True) -> Credentials | N
     return Credentials(client.client_id, client.client_secret)
 
 
-def remove(hub: Hub) -> str:
+def remove(hub: Hub, last_try: bool = False) -> str:
     """Delete the hub's own client at the identity provider and forget it.
 
     Returns "" when it is gone, else why it was left at the provider (its management token
     refused, no way to delete it given): the hub's deletion goes on, and the audit log says
     which client an IdP admin should remove. Raises RegistrationError (transient) when the
-    provider does not answer, so that the deletion is tried again.
+    provider does not answer, so that the deletion is tried again; on the `last_try` the
+    client is left instead, so that an identity provider that is down never keeps a hub.
     """
     from portal.hubs.models import LoginClient
 
     client = LoginClient.objects.filter(hub=hub).first()
     if client is None:
         return ""
-    left = _delete_at_provider(
-        client.client_id, client.registration_client_uri, client.registration_access_token
-    )
+    try:
+        left = _delete_at_provider(
+            client.client_id, client.registration_client_uri, client.registration_access_token
+        )
+    except RegistrationError as error:
+        if not (last_try and error.transient):
+            raise
+        left = error.message
     client.delete()
     if left:
         log.warning("hub.login_client_left", hub_id=hub.pk, client_id=client.client_id, why=left)

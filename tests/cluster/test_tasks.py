@@ -14,11 +14,13 @@ from unittest import mock
 import pytest
 from kubernetes import client
 
+from portal.audit.models import AuditEvent
 from portal.hubs.lifecycle import State
 from portal.hubs.models import Hub, LoginClient
 from provisioning import hubconfig, k8s, tasks
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME
 from tests.factories import HubFactory
+from tests.oidc_provider.harness import free_port
 from tests.support import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
@@ -295,6 +297,26 @@ def test_provisioning_registers_the_hubs_login_client_and_deleting_deletes_it(
     assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
     assert registering.client(login.client_id) is None
     assert not LoginClient.objects.filter(hub=approved_hub).exists()
+
+
+def test_a_hub_is_deleted_though_the_identity_provider_does_not_answer(
+    registering, approved_hub, kube_api, scheduled
+):
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
+    login = LoginClient.objects.get(hub=approved_hub)
+    LoginClient.objects.filter(pk=login.pk).update(
+        registration_client_uri=f"http://127.0.0.1:{free_port()}/o/register/{login.client_id}/"
+    )
+    Hub.objects.filter(pk=approved_hub.pk).update(state=State.DEPROVISIONING)
+
+    # Eager retries run at once; the last one leaves the client and deletes the namespace.
+    assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
+
+    assert ("deleted", (approved_hub.pk,)) in scheduled
+    assert not LoginClient.objects.filter(hub=approved_hub).exists()
+    left = AuditEvent.objects.get(action="hub.login_client_left")
+    assert left.details["client_id"] == login.client_id
+    assert "did not answer" in left.details["why"]
 
 
 def test_a_login_client_the_provider_refuses_fails_the_hub_before_anything_is_applied(
