@@ -276,7 +276,9 @@ def test_role_binding_allows_pods_in_its_namespace_only(kube_api, namespace):
             ],
         ),
     )
-    assert can_create_pods(kube_api, namespace, "spawner", in_namespace=namespace)
+    # The API server's RBAC authorizer sees a new binding through its informer cache, a moment
+    # after the write: wait for it, then check what it does not allow.
+    eventually(lambda: can_create_pods(kube_api, namespace, "spawner", in_namespace=namespace))
     assert not can_create_pods(kube_api, namespace, "spawner", in_namespace="default")
     assert not can_create_pods(kube_api, namespace, "default", in_namespace=namespace)
 
