@@ -15,18 +15,15 @@ from urllib.parse import quote
 
 import requests
 
+from provisioning.errors import ServiceError
+
 TIMEOUT_SECONDS = 10
 PAGE_SIZE = 200  # JupyterHub's largest page
 PAGINATED = "application/jupyterhub-pagination+json"
 
 
-class HubApiError(Exception):
+class HubApiError(ServiceError):
     """The hub's API could not be reached or refused the portal."""
-
-    def __init__(self, message: str, transient: bool):
-        super().__init__(message)
-        self.message = message
-        self.transient = transient
 
 
 def is_member(user: Mapping[str, Any], members: Mapping[str, Any]) -> bool:

@@ -12,6 +12,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from provisioning.errors import ServiceError
 from provisioning.render import FIELD_MANAGER, Manifest
 
 
@@ -42,14 +43,8 @@ KINDS: dict[str, Kind] = {
 }
 
 
-class ClusterError(Exception):
+class ClusterError(ServiceError):
     """The cluster refused or failed a request; `transient` says whether retrying may help."""
-
-    def __init__(self, message: str, *, transient: bool, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.transient = transient
-        self.status = status
 
 
 def api_message(error: ApiException) -> str:

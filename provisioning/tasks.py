@@ -17,6 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from provisioning import k8s
+from provisioning.errors import ServiceError
 from provisioning.reconcile import reconcile
 from provisioning.render import SECRET_NAME, OidcSettings, RenderSettings, selector
 from provisioning.spec import HubSpec, from_hub, hub_queryset
@@ -168,7 +169,7 @@ def _provision(self, hub_id: int) -> str:
         result = sync_hub(api, spec, render_settings(), login_secret)
         if hub.state == State.SUSPENDED:
             stopped = stop_user_servers(api, hub.namespace)
-    except k8s.ClusterError as error:
+    except ServiceError as error:
         if error.transient and self.request.retries < self.max_retries:
             log.warning("provision.retry", hub_id=hub_id, error=error.message)
             raise self.retry(countdown=_backoff(self.request.retries)) from error
@@ -189,23 +190,12 @@ def _provision(self, hub_id: int) -> str:
     return "applied"
 
 
-@contextmanager
-def _identity_provider():
-    """An identity provider that says no (or nothing) fails or retries the task as a cluster
-    that does would."""
-    from portal.accounts import hub_clients
-
-    try:
-        yield hub_clients
-    except hub_clients.RegistrationError as error:
-        raise k8s.ClusterError(error.message, transient=error.transient) from error
-
-
 def _with_login_client(hub, spec: HubSpec, contact: bool = True) -> tuple[HubSpec, str]:
     """The spec with the hub's login client at the identity provider (registered now if it
     has none yet, unless not `contact`), and the client's secret."""
-    with _identity_provider() as hub_clients:
-        login = hub_clients.ensure(hub, spec.login_callback_url, contact)
+    from portal.accounts import hub_clients
+
+    login = hub_clients.ensure(hub, spec.login_callback_url, contact)
     if login is None:
         return spec, ""
     return dataclasses.replace(spec, login_client_id=login.client_id), login.client_secret
@@ -289,6 +279,7 @@ def deprovision_hub(self, hub_id: int) -> str:
 
 
 def _deprovision(self, hub_id: int) -> str:
+    from portal.accounts import hub_clients
     from portal.hubs import services
     from portal.hubs.lifecycle import LifecycleError, State
 
@@ -296,10 +287,9 @@ def _deprovision(self, hub_id: int) -> str:
     if hub is None or hub.state != State.DEPROVISIONING:
         return "skipped"
     try:
-        with _identity_provider() as hub_clients:
-            # The hub's own client, before its namespace; left for an IdP admin to remove
-            # when the provider has not answered by the last try.
-            hub_clients.remove(hub, last_try=self.request.retries >= self.max_retries)
+        # The hub's own client, before its namespace; left for an IdP admin to remove when
+        # the provider has not answered by the last try.
+        hub_clients.remove(hub, last_try=self.request.retries >= self.max_retries)
         api = k8s.api_client()
         conflict = foreign_namespace(api, hub.namespace, hub.pk)
         if conflict:
@@ -309,7 +299,7 @@ def _deprovision(self, hub_id: int) -> str:
                 services.mark_deleted(hub_id)
             return "deleted"
         k8s.delete_namespace(api, hub.namespace)
-    except k8s.ClusterError as error:
+    except ServiceError as error:
         if error.transient and self.request.retries < self.max_retries:
             raise self.retry(countdown=_backoff(self.request.retries)) from error
         _fail(hub_id, State.DEPROVISIONING, f"Cannot delete {hub.namespace}: {error.message}")
@@ -442,7 +432,7 @@ def reconcile_hubs() -> dict[str, int]:
             # identity provider did not answer, the rest of the pass does not wait for it.
             contact = not any(transient for transient, _ in unregistered)
             spec, login_secrets[hub.pk] = _with_login_client(hub, spec, contact)
-        except k8s.ClusterError as error:
+        except ServiceError as error:
             unregistered.setdefault((error.transient, error.message), []).append(hub.pk)
         specs.append(spec)
     for (_, error), hub_ids in unregistered.items():  # one line per reason, not per hub
@@ -539,7 +529,7 @@ def end_removed_access(self, hub_id: int) -> str:
             members_values(spec),
             verify=settings.HUB_API_CA_BUNDLE or True,
         )
-    except (k8s.ClusterError, hubapi.HubApiError) as error:
+    except ServiceError as error:
         if error.transient and self.request.retries < self.max_retries:
             raise self.retry(countdown=_backoff(self.request.retries)) from error
         # The hub's own refresh ends their access within minutes anyway.

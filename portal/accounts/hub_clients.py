@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 
 from portal.accounts import oidc
 from portal.audit.log import record
+from provisioning.errors import ServiceError
 
 if TYPE_CHECKING:
     from portal.hubs.models import Hub, LoginClient
@@ -31,13 +32,8 @@ TIMEOUT_SECONDS = 10
 REGISTERED, SHARED, NONE = "registered", "shared", "none"
 
 
-class RegistrationError(Exception):
+class RegistrationError(ServiceError):
     """The identity provider did not register, change or delete a hub's client."""
-
-    def __init__(self, message: str, transient: bool):
-        super().__init__(message)
-        self.message = message
-        self.transient = transient
 
 
 @dataclass(frozen=True)
