@@ -44,9 +44,10 @@ test: $(BIN)/.installed services ## Run the whole test suite (starts the local c
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 lint: export SECRET_KEY ?= $(throwaway_key)
-lint: $(BIN)/.python-installed ## ruff lint and format check, migrations check
+lint: $(BIN)/.python-installed ## ruff, import contracts (portal -> provisioning only), migrations check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 format: $(BIN)/.python-installed ## Format and fix what ruff can

@@ -60,7 +60,7 @@ def cluster_runs() -> bool:
 def make_hubs(count: int):
     from django.contrib.auth import get_user_model
 
-    from portal.hubs.lifecycle import State
+    from portal.hubs.lifecycle import HubState
     from portal.hubs.models import Hub
 
     run = secrets.token_hex(2)
@@ -71,7 +71,7 @@ def make_hubs(count: int):
             display_name=f"Bench {i}",
             slug=f"bu-{run}-{i}",
             owner=owner,
-            state=State.RUNNING,
+            state=HubState.RUNNING,
             start_date=today - timedelta(days=30),
             end_date=today + timedelta(days=30),
         )
@@ -169,8 +169,8 @@ def wait_for_quiet(threshold: float = QUIET_IDLE, limit: float = 300) -> tuple[f
 
 
 def bench_pass(api, hubs, pods: int) -> None:
-    from portal.usage.recording import record_pass
-    from provisioning.usage import collect, observe
+    from portal.usage.recording import collect, record_pass
+    from provisioning.observe import observe
 
     started = time.monotonic()
     setup = create_objects(api, hubs, pods)
@@ -213,7 +213,7 @@ def bench_query(users: int, days: int) -> None:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from portal.hubs.lifecycle import State
+    from portal.hubs.lifecycle import HubState
     from portal.hubs.models import GpuType, Hub
     from portal.usage import queries
     from portal.usage.models import GpuPrice, PriceList, UsageDay
@@ -225,7 +225,7 @@ def bench_query(users: int, days: int) -> None:
         display_name="Big",
         slug=f"big-{run}",
         owner=owner,
-        state=State.RUNNING,
+        state=HubState.RUNNING,
         start_date=today - timedelta(days=days),
         end_date=today,
     )

@@ -1,4 +1,4 @@
-"""The Celery app: configured from Django settings (CELERY_*), tasks routed by module."""
+"""The Celery app, configured from Django settings (CELERY_*, routes in CELERY_TASK_ROUTES)."""
 
 import os
 
@@ -9,6 +9,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("portal")
 # Every CELERY_* setting in portal/settings.py configures the app (acks_late, prefetch, routes).
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# Tasks of the Django apps, plus the provisioning package, which is deliberately not a Django app.
+# Each Django app keeps its tasks in its own tasks.py (hub work in portal/hubs/tasks.py, usage
+# collection in portal/usage/tasks.py); `provisioning` is a library and has none.
 app.autodiscover_tasks()
-app.autodiscover_tasks(["provisioning"])

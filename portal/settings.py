@@ -374,19 +374,25 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # this many seconds. Longer than any countdown the tasks schedule (at most 120 s), so a
 # scheduled check is not delivered twice while its worker still holds it.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600)}
-CELERY_TASK_ROUTES = {"provisioning.tasks.*": {"queue": "provisioning"}}
+# The one place that says which queue a task goes to; call sites never name a queue. The work
+# on the cluster has its own queue (its workers need the cluster's credentials); the expiry
+# pass, usage and mail stay on Celery's default one. Exact names win over the pattern.
+CELERY_TASK_ROUTES = {
+    "portal.hubs.tasks.run_expiry": {"queue": "celery"},
+    "portal.hubs.tasks.*": {"queue": "provisioning"},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     # Re-queues hubs whose task got lost (worker died, broker restarted).
     "sweep-stuck-hubs": {
-        "task": "provisioning.tasks.sweep_stuck_hubs",
+        "task": "portal.hubs.tasks.sweep_stuck_hubs",
         "schedule": env_int("SWEEP_INTERVAL_SECONDS", 60),
     },
     # Repairs hubs whose objects drifted or vanished in the cluster.
     "reconcile-hubs": {
-        "task": "provisioning.tasks.reconcile_hubs",
+        "task": "portal.hubs.tasks.reconcile_hubs",
         "schedule": env_int("RECONCILE_INTERVAL_SECONDS", 300),
     },
     # Warns owners before their hub's end date, suspends it at the end, deletes it after the
@@ -437,7 +443,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"HubState": "portal.hubs.lifecycle.State"},
+    "ENUM_NAME_OVERRIDES": {"HubState": "portal.hubs.lifecycle.HubState"},
     # Every operation documents the error answers it can give (400/401/403/404/409/429).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

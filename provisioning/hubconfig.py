@@ -1,7 +1,8 @@
 """The values a hub's JupyterHub reads at start-up, and the names both sides agree on.
 
-A hub's ConfigMap holds two files: `jupyterhub/jupyterhub_config.py`, the same static file for
-every hub (`CONFIG_FILE`), and `values.json`, this hub's data (`hub_values`). The config only
+A hub's ConfigMap holds two files: `in_hub_container/jupyterhub_config.py`, the same static
+file for every hub (`CONFIG_FILE`; it runs inside the hub's container, not in the portal), and
+`values.json`, this hub's data (`hub_values`). The config only
 ever reads data from the JSON file, so nothing a requester typed becomes Python code.
 Secrets are not values: the hub Deployment passes them as environment variables (`ENV_*`)
 from the hub's Secret.
@@ -23,7 +24,7 @@ from provisioning.spec import (
     TierSpec,
 )
 
-CONFIG_FILE = Path(__file__).resolve().parent / "jupyterhub" / "jupyterhub_config.py"
+CONFIG_FILE = Path(__file__).resolve().parent / "in_hub_container" / "jupyterhub_config.py"
 
 # Where the hub container finds its ConfigMap (both files) and keeps its state (the PVC).
 CONFIG_MOUNT_PATH = "/usr/local/etc/jupyterhub"
@@ -76,7 +77,7 @@ DEFAULT_OPTION = ServerOption("default", "Default", 0.5, 1.0, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
-class OAuthSettings:
+class HubOAuthClient:
     """How a hub's JupyterHub logs users in through the portal's OIDC issuer."""
 
     authorize_url: str
@@ -190,7 +191,7 @@ def _unique(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def hub_values(spec: HubSpec, oauth: OAuthSettings) -> dict[str, Any]:
+def hub_values(spec: HubSpec, oauth: HubOAuthClient) -> dict[str, Any]:
     """The JSON-serialisable values `jupyterhub_config.py` configures this hub from."""
     shared = None
     if spec.shared_mode in ("ro", "rw"):

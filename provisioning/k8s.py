@@ -72,13 +72,9 @@ def classify(error: Exception) -> ClusterError:
 _local = threading.local()
 
 
-def api_client(kubeconfig: str | Path | None = None) -> client.ApiClient:
-    """An ApiClient for the configured cluster (kubeconfig file, else in-cluster); cached
-    per thread and per kubeconfig."""
-    if kubeconfig is None:
-        from django.conf import settings
-
-        kubeconfig = settings.KUBECONFIG
+def api_client(kubeconfig: str | Path | None) -> client.ApiClient:
+    """An ApiClient for a cluster: from a kubeconfig file, or with None from the in-cluster
+    service account; cached per thread and per kubeconfig."""
     key = str(kubeconfig or "in-cluster")
     cache = getattr(_local, "clients", None)
     if cache is None:

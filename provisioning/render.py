@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from provisioning import hubconfig
-from provisioning.hubconfig import OAuthSettings
+from provisioning.hubconfig import HubOAuthClient
 from provisioning.spec import HubSpec
 
 FIELD_MANAGER = "hub-on-demand"
@@ -40,7 +40,7 @@ Manifest = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class OidcSettings:
+class IdentityProvider:
     """The identity provider hubs log in with, as the client the portal registered for the hub
     (HubSpec.login_client_id), or else the client all hubs share, or else prefix + slug."""
 
@@ -53,9 +53,9 @@ class OidcSettings:
     username_claim: str = "preferred_username"
     groups_claim: str = "groups"
 
-    def for_hub(self, spec: HubSpec) -> OAuthSettings:
+    def for_hub(self, spec: HubSpec) -> HubOAuthClient:
         """The OAuth client settings of one hub."""
-        return OAuthSettings(
+        return HubOAuthClient(
             authorize_url=self.authorize_url,
             token_url=self.token_url,
             userdata_url=self.userdata_url,
@@ -89,7 +89,7 @@ class RenderSettings:
     # Installation-wide ceilings on any hub's quota, e.g. {"requests.nvidia.com/gpu": "16"}.
     quota_caps: dict[str, str] = field(default_factory=dict)
     # The portal's OpenID Connect provider, which every hub logs its users in with.
-    oidc: OidcSettings = field(default_factory=lambda: OidcSettings())
+    identity_provider: IdentityProvider = field(default_factory=lambda: IdentityProvider())
 
 
 @dataclass(frozen=True)
@@ -426,7 +426,7 @@ def hub_secret(spec: HubSpec, hub_secrets: HubSecrets) -> Manifest:
 
 def hub_config_map(spec: HubSpec, settings: RenderSettings) -> Manifest:
     """The static jupyterhub_config.py and the hub's values it reads."""
-    values = hubconfig.hub_values(spec, settings.oidc.for_hub(spec))
+    values = hubconfig.hub_values(spec, settings.identity_provider.for_hub(spec))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -647,7 +647,7 @@ def _service(spec: HubSpec, name: str, component: str, ports: list[dict]) -> Man
     }
 
 
-def services(spec: HubSpec) -> list[Manifest]:
+def service_objects(spec: HubSpec) -> list[Manifest]:
     """hub, proxy-api and proxy-public Services."""
     return [
         _service(spec, "hub", "hub", [{"name": "http", "port": 8081, "targetPort": "http"}]),
@@ -710,7 +710,7 @@ def render_hub(
         config,
         members_config_map(spec),
         *volumes(spec, settings),
-        *services(spec),
+        *service_objects(spec),
         hub_deployment(spec, settings, config),
         proxy_deployment(spec, settings),
         ingress(spec, settings),

@@ -5,13 +5,13 @@ Cluster fixtures live in the repository's conftest.py and tests/cluster/.
 """
 
 import datetime
-from unittest import mock
 
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.factories import AdminFactory, HubFactory, UserFactory
+from tests.support import broker_hand_over
 
 
 def pytest_configure(config):
@@ -129,29 +129,42 @@ def queued():
     Only the hand-over to the broker is replaced; the tasks themselves are tested against the
     real control plane in tests/cluster/.
     """
-    from provisioning import tasks
+    from portal.hubs import queue
 
+    names = {queue.PROVISION: "provision", queue.DEPROVISION: "deprovision"}
     calls: list[tuple[str, tuple, dict]] = []
 
-    def recorder(name):
-        return lambda args, **kwargs: calls.append((name, args, kwargs))
+    def record(name: str, args: tuple, routed_to: str) -> None:
+        if name in names:
+            calls.append((names[name], args, {"queue": routed_to}))
 
-    with (
-        mock.patch.object(tasks.provision_hub, "apply_async", side_effect=recorder("provision")),
-        mock.patch.object(
-            tasks.deprovision_hub, "apply_async", side_effect=recorder("deprovision")
-        ),
-    ):
+    with broker_hand_over(record):
+        yield calls
+
+
+@pytest.fixture
+def applied():
+    """Hub ids whose members ConfigMap was queued (only the hand-over to the broker is
+    replaced; the task runs against the real control plane in tests/cluster/)."""
+    from portal.hubs import queue
+
+    calls: list[int] = []
+
+    def record(name: str, args: tuple, routed_to: str) -> None:
+        if name == queue.APPLY_MEMBERS:
+            calls.append(args[0])
+
+    with broker_hand_over(record):
         yield calls
 
 
 @pytest.fixture
 def running_hub(alice):
     """alice's hub, approved and running (the state a change starts from)."""
-    from portal.hubs.lifecycle import State
+    from portal.hubs.lifecycle import HubState
 
     return HubFactory(
-        owner=alice, slug="alice-course", display_name="Alice's course", state=State.RUNNING
+        owner=alice, slug="alice-course", display_name="Alice's course", state=HubState.RUNNING
     )
 
 

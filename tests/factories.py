@@ -7,7 +7,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import GpuType, HardwareOption, Hub, Image, StorageOption
 
 
@@ -83,7 +83,7 @@ class HubFactory(factory.django.DjangoModelFactory):
     start_date = factory.LazyFunction(lambda: timezone.localdate() + datetime.timedelta(days=1))
     end_date = factory.LazyAttribute(lambda h: h.start_date + datetime.timedelta(days=30))
     owner = factory.SubFactory(UserFactory)
-    state = State.PENDING
+    state = HubState.PENDING
 
     @factory.post_generation
     def hardware_options(self, create, extracted, **kwargs):

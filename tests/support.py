@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -114,3 +115,16 @@ def http_server(
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def broker_hand_over(record):
+    """Call `record(task name, args, the queue CELERY_TASK_ROUTES picks)` for every task that
+    portal/hubs/queue.py hands to the broker, instead of sending it."""
+    from portal.celery import app
+
+    def send_task(name, args=(), **options):
+        record(name, tuple(args), app.amqp.router.route(options, name)["queue"].name)
+
+    with mock.patch.object(app, "send_task", side_effect=send_task):
+        yield

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import GpuType, HardwareOption, Hub, Image, SelfServicePolicy, StorageOption
 from tests.factories import HubFactory
 
@@ -39,7 +39,7 @@ def test_policy_is_a_single_row(client, charlie):
 
 
 def test_admin_action_approves_through_the_service(client, charlie, hub, queued):
-    done = HubFactory(slug="already-running", state=State.RUNNING)
+    done = HubFactory(slug="already-running", state=HubState.RUNNING)
     client.force_login(charlie)
     response = client.post(
         reverse("admin:hubs_hub_changelist"),
@@ -48,7 +48,7 @@ def test_admin_action_approves_through_the_service(client, charlie, hub, queued)
     )
     assert response.status_code == 200
     hub.refresh_from_db()
-    assert hub.state == State.APPROVED
+    assert hub.state == HubState.APPROVED
     assert hub.events.get().actor == charlie
     notes = [str(m) for m in response.context["messages"]]
     assert any(n.startswith("already-running: The hub is running now") for n in notes), notes
@@ -71,11 +71,11 @@ def test_a_hubs_page_shows_its_people_and_changes_nothing(client, charlie, alice
 
     from django.utils import timezone
 
-    from portal.hubs.models import Collaborator, GroupGrant, Invitation, MemberTier
+    from portal.hubs.models import GroupGrant, Invitation, Member, MemberTier
 
-    hub = HubFactory(owner=alice, slug="shown", state=State.RUNNING, expected_users=10)
+    hub = HubFactory(owner=alice, slug="shown", state=HubState.RUNNING, expected_users=10)
     tier = MemberTier.objects.create(hub=hub, name="students", description="CPU only")
-    Collaborator.objects.create(hub=hub, user=bob, role=Collaborator.Role.MEMBER, tier=tier)
+    Member.objects.create(hub=hub, user=bob, role=Member.Role.MEMBER, tier=tier)
     Invitation.objects.create(
         hub=hub,
         email="guest@example.org",
@@ -98,4 +98,4 @@ def test_a_hubs_page_shows_its_people_and_changes_nothing(client, charlie, alice
     assert posted.status_code in (200, 302)
     hub.refresh_from_db()
     assert (hub.expected_users, hub.slug) == (10, "shown")
-    assert hub.collaborators.get().tier == tier
+    assert hub.members.get().tier == tier

@@ -2,7 +2,7 @@
 
 import pytest
 
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
 from tests.factories import GpuTypeFactory, HubFactory, UserFactory
 
@@ -70,7 +70,7 @@ def test_reject_needs_a_reason(api, hub, charlie):
     assert missing.status_code == blank.status_code == 400
     assert "reason" in missing.json() and "reason" in blank.json()
     hub.refresh_from_db()
-    assert hub.state == State.PENDING
+    assert hub.state == HubState.PENDING
 
     done = api.post(f"/api/v1/hubs/{hub.pk}/reject/", {"reason": "No GPUs"}, format="json")
     assert done.status_code == 200
@@ -80,7 +80,7 @@ def test_reject_needs_a_reason(api, hub, charlie):
 def test_delete_running_answers_202_and_deprovisions(
     api, alice, queued, django_capture_on_commit_callbacks
 ):
-    hub = HubFactory(owner=alice, state=State.RUNNING)
+    hub = HubFactory(owner=alice, state=HubState.RUNNING)
     api.force_authenticate(alice)
     with django_capture_on_commit_callbacks(execute=True):
         response = api.delete(f"/api/v1/hubs/{hub.pk}/")
@@ -93,9 +93,9 @@ def test_delete_running_answers_202_and_deprovisions(
 
 
 def test_filter_by_state_and_owner(api, charlie, alice, bob):
-    HubFactory(owner=alice, slug="a-running", state=State.RUNNING)
+    HubFactory(owner=alice, slug="a-running", state=HubState.RUNNING)
     HubFactory(owner=alice, slug="a-pending")
-    HubFactory(owner=bob, slug="b-running", state=State.RUNNING)
+    HubFactory(owner=bob, slug="b-running", state=HubState.RUNNING)
     api.force_authenticate(charlie)
 
     def slugs(query):
@@ -152,7 +152,7 @@ def test_unknown_hub_is_json_404(api, alice):
 
 def test_list_queries_do_not_grow_with_hubs(api, alice, django_assert_max_num_queries):
     for i in range(5):
-        HubFactory(owner=alice, slug=f"many-{i}", state=State.RUNNING)
+        HubFactory(owner=alice, slug=f"many-{i}", state=HubState.RUNNING)
     api.force_authenticate(alice)
     with django_assert_max_num_queries(12):
         response = api.get("/api/v1/hubs/")

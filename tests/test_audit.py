@@ -10,9 +10,10 @@ from rest_framework.test import APIClient
 
 from portal.audit import log
 from portal.audit.models import AuditEvent
-from portal.hubs import revisions, services
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, GpuType
+from portal.hubs import revisions
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import GpuType, Member
+from portal.hubs.services import changes
 from tests.factories import GpuTypeFactory, HubFactory, api_token
 
 pytestmark = pytest.mark.django_db
@@ -25,18 +26,18 @@ def events(action: str):
 def test_web_approval_records_actor_ip_and_channel(client, charlie, hub, queued):
     client.force_login(charlie)
     client.post(reverse("hubs:approve", args=[hub.pk]), REMOTE_ADDR="192.0.2.7")
-    event = events("hub.transition").get(details__to_state=State.APPROVED)
+    event = events("hub.transition").get(details__to_state=HubState.APPROVED)
     assert event.actor == charlie and event.actor_username == "charlie"
     assert event.source_ip == "192.0.2.7" and event.via == AuditEvent.Via.WEB
     assert (event.object_type, event.object_id) == ("hubs.hub", str(hub.pk))
-    assert event.details["from_state"] == State.PENDING
+    assert event.details["from_state"] == HubState.PENDING
 
 
 def test_api_approval_is_recorded_as_api(charlie, hub, queued):
     client = APIClient(REMOTE_ADDR="198.51.100.4")
     client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(charlie)}")
     assert client.post(f"/api/v1/hubs/{hub.pk}/approve/", {}, format="json").status_code == 200
-    event = events("hub.transition").get(details__to_state=State.APPROVED)
+    event = events("hub.transition").get(details__to_state=HubState.APPROVED)
     assert (event.actor, event.via, event.source_ip) == (charlie, "api", "198.51.100.4")
 
 
@@ -57,23 +58,23 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(client, charlie, hu
 def test_system_transitions_have_no_actor(alice, hub):
     from portal.hubs.lifecycle import transition
 
-    transition(hub.pk, State.PENDING, State.APPROVED, None, "policy")
+    transition(hub.pk, HubState.PENDING, HubState.APPROVED, None, "policy")
     event = events("hub.transition").get()
     assert event.actor is None and event.actor_username == "" and event.via == "system"
 
 
 def test_change_request_approval_and_rejection_are_recorded(running_hub, alice, charlie, queued):
-    services.ensure_initial_revision(running_hub)
+    changes.ensure_initial_revision(running_hub)
 
     def change(users: int) -> dict:
         data = revisions.form_data(revisions.spec_of_hub(running_hub))
         return {**data, "expected_users": str(users)}
 
-    first = services.request_change(running_hub, alice, change(5000))
+    first = changes.request_change(running_hub, alice, change(5000))
     assert first.state == "pending"
-    services.reject_change(first, charlie, "Too many")
-    second = services.request_change(running_hub, alice, change(4000))
-    services.approve_change(second, charlie, "fine")
+    changes.reject_change(first, charlie, "Too many")
+    second = changes.request_change(running_hub, alice, change(4000))
+    changes.approve_change(second, charlie, "fine")
     requested = events("hub.change_requested").filter(actor=alice)
     # Revision 1 (the spec the hub was approved with) is recorded when it is first written.
     assert [e.details["number"] for e in requested] == [1, first.number, second.number]
@@ -84,15 +85,15 @@ def test_change_request_approval_and_rejection_are_recorded(running_hub, alice, 
 
 
 def test_membership_changes_are_recorded(hub, bob):
-    person = Collaborator.objects.create(hub=hub, user=bob, role=Collaborator.Role.MEMBER)
-    person.role = Collaborator.Role.CO_OWNER
+    person = Member.objects.create(hub=hub, user=bob, role=Member.Role.MEMBER)
+    person.role = Member.Role.CO_OWNER
     person.save()
     person.delete()
-    recorded = AuditEvent.objects.filter(object_type="hubs.collaborator").order_by("pk")
+    recorded = AuditEvent.objects.filter(object_type="hubs.member").order_by("pk")
     assert [e.action for e in recorded] == [
-        "collaborator.created",
-        "collaborator.changed",
-        "collaborator.deleted",
+        "member.created",
+        "member.changed",
+        "member.deleted",
     ]
     assert recorded[1].details["role"] == "co-owner" and recorded[0].details["user_id"] == bob.pk
 
@@ -118,7 +119,7 @@ def test_tasks_record_as_task(alice, hub):
 
     today = timezone.localdate()
     type(hub).objects.filter(pk=hub.pk).update(
-        state=State.RUNNING,
+        state=HubState.RUNNING,
         start_date=today - datetime.timedelta(days=9),
         end_date=today - datetime.timedelta(days=1),
     )
@@ -152,7 +153,7 @@ def logged(alice, bob):
     log.record("hub.transition", alice, actor=alice, to_state="approved")
     log.record("token.created", bob, actor=bob)
     with log.context(log.Context(via="web", ip="192.0.2.50")):
-        log.record("collaborator.created", bob, actor=alice)
+        log.record("member.created", bob, actor=alice)
     AuditEvent.objects.filter(action="token.created").update(
         created=timezone.now() - datetime.timedelta(days=10)
     )
@@ -168,15 +169,15 @@ def test_page_is_for_admins_only(client, alice):
 @pytest.mark.parametrize(
     ("query", "actions"),
     [
-        ({}, {"hub.transition", "token.created", "collaborator.created"}),
-        ({"actor": "ALICE"}, {"hub.transition", "collaborator.created"}),
+        ({}, {"hub.transition", "token.created", "member.created"}),
+        ({"actor": "ALICE"}, {"hub.transition", "member.created"}),
         ({"action": "token."}, {"token.created"}),
-        ({"object_type": "auth.user"}, {"hub.transition", "token.created", "collaborator.created"}),
-        ({"ip": "192.0.2.50"}, {"collaborator.created"}),
+        ({"object_type": "auth.user"}, {"hub.transition", "token.created", "member.created"}),
+        ({"ip": "192.0.2.50"}, {"member.created"}),
         ({"ip": "not-an-ip"}, set()),
-        ({"via": "web"}, {"collaborator.created"}),
+        ({"via": "web"}, {"member.created"}),
         ({"until": str(timezone.localdate() - datetime.timedelta(days=5))}, {"token.created"}),
-        ({"since": str(timezone.localdate())}, {"hub.transition", "collaborator.created"}),
+        ({"since": str(timezone.localdate())}, {"hub.transition", "member.created"}),
     ],
 )
 def test_page_and_api_filter(client, charlie, logged, query, actions):

@@ -29,9 +29,10 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from portal.hubs import revisions, services
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator
+from portal.hubs import revisions
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import Member
+from portal.hubs.services import changes
 from tests.factories import AdminFactory, HubFactory, UserFactory, api_token
 
 CALLERS = ("owner", "co_owner", "member", "other", "admin", "anonymous", "small_token")
@@ -345,20 +346,20 @@ def world(db, queued):
 
     def make(slug: str, state: str, **extra):
         made = HubFactory(owner=alice, slug=slug, display_name=slug.title(), state=state, **extra)
-        Collaborator.objects.create(hub=made, user=dana, role=Collaborator.Role.CO_OWNER)
-        Collaborator.objects.create(hub=made, user=erin, role=Collaborator.Role.MEMBER)
+        Member.objects.create(hub=made, user=dana, role=Member.Role.CO_OWNER)
+        Member.objects.create(hub=made, user=erin, role=Member.Role.MEMBER)
         return made
 
-    running = make("running", State.RUNNING)
-    services.ensure_initial_revision(running)
+    running = make("running", HubState.RUNNING)
+    changes.ensure_initial_revision(running)
     spec = revisions.form_data(revisions.spec_of_hub(running))
     # Beyond the self-service policy, so it waits for an admin as revision 2.
-    change = services.request_change(running, alice, {**spec, "expected_users": "5000"})
+    change = changes.request_change(running, alice, {**spec, "expected_users": "5000"})
     assert change.number == 2 and change.state == "pending"
-    pending_hub = make("pending", State.PENDING)
+    pending_hub = make("pending", HubState.PENDING)
     suspended_hub = make(
         "suspended",
-        State.SUSPENDED,
+        HubState.SUSPENDED,
         start_date=today - datetime.timedelta(days=20),
         end_date=today + datetime.timedelta(days=5),
     )
@@ -370,7 +371,7 @@ def world(db, queued):
     invited = members.invite(running, alice, {"email": "zed@example.org", "role": "member"})
     return SimpleNamespace(
         hub=running,
-        member=running.collaborators.get(user=erin),
+        member=running.members.get(user=erin),
         tier=members.default_tier(running),
         invitation=invited.invitation,
         invitation_token=invited.token,

@@ -7,9 +7,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from portal.hubs import services
-from portal.hubs.lifecycle import State
+from portal.hubs import hubspec, lifecycle
+from portal.hubs.lifecycle import HubState, RevisionState
 from portal.hubs.models import GpuType, Hub
+from portal.hubs.services import changes, decisions
 from portal.usage import capacity
 from portal.usage.capacity import OverCapacity
 from portal.usage.models import GpuInventory
@@ -43,7 +44,7 @@ def a100():
     return counted(8, in_use=2)
 
 
-def gpu_hub(gpu, start, end, users=1, gpus=1, state=State.RUNNING, **kwargs):
+def gpu_hub(gpu, start, end, users=1, gpus=1, state=HubState.RUNNING, **kwargs):
     return HubFactory(
         gpu_type=gpu,
         gpus_per_user=gpus,
@@ -57,18 +58,19 @@ def gpu_hub(gpu, start, end, users=1, gpus=1, state=State.RUNNING, **kwargs):
 
 def test_reserved_gpus_are_the_hubs_gpu_quota(a100, settings):
     hub = gpu_hub(a100, day(0), day(1), users=3, gpus=2, notebooks_per_user=2)
-    assert capacity.reserved_gpus(hub) == 12  # 3 users x 2 servers x 2 GPUs, as the quota
+    spec = hubspec.from_hub(hub)
+    assert capacity.reserved_gpus(spec) == 12  # 3 users x 2 servers x 2 GPUs, as the quota
     settings.HUB_QUOTA_CAPS = {"requests.nvidia.com/gpu": "5"}
-    assert capacity.reserved_gpus(hub) == 5
-    assert capacity.reserved_gpus(HubFactory()) == 0
+    assert capacity.reserved_gpus(spec) == 5
+    assert capacity.reserved_gpus(hubspec.from_hub(HubFactory())) == 0
 
 
 def test_free_over_a_period_with_overlapping_hubs_is_the_minimum_over_its_days(a100):
     gpu_hub(a100, day(0), day(9), users=2)  # 2 GPUs on days 0-9
-    gpu_hub(a100, day(5), day(14), users=3, state=State.APPROVED)  # 3 GPUs on days 5-14
-    gpu_hub(a100, day(8), day(8), users=1, state=State.EXPIRING)  # 1 GPU on day 8
+    gpu_hub(a100, day(5), day(14), users=3, state=HubState.APPROVED)  # 3 GPUs on days 5-14
+    gpu_hub(a100, day(8), day(8), users=1, state=HubState.EXPIRING)  # 1 GPU on day 8
     # Not reserving: pending, rejected, suspended, deleted hubs and other GPU types.
-    for state in (State.PENDING, State.REJECTED, State.SUSPENDED, State.DELETED):
+    for state in (HubState.PENDING, HubState.REJECTED, HubState.SUSPENDED, HubState.DELETED):
         gpu_hub(a100, day(0), day(20), users=4, state=state)
     gpu_hub(GpuType.objects.get(name="h100"), day(0), day(20), users=4)
 
@@ -97,27 +99,27 @@ def test_capacity_of_a_gpu_type_never_observed_is_unknown_and_not_enforced():
 class TestApprove:
     def test_gpus_that_fit_are_approved(self, a100, charlie, queued):
         gpu_hub(a100, day(0), day(9), users=5)
-        hub = gpu_hub(a100, day(5), day(20), users=3, state=State.PENDING)
-        assert services.approve(hub, charlie).state == State.APPROVED
+        hub = gpu_hub(a100, day(5), day(20), users=3, state=HubState.PENDING)
+        assert decisions.approve(hub, charlie).state == HubState.APPROVED
 
     def test_gpus_over_capacity_are_refused_and_nothing_changes(self, a100, charlie, queued):
         gpu_hub(a100, day(0), day(9), users=6)
-        hub = gpu_hub(a100, day(9), day(20), users=3, state=State.PENDING)
+        hub = gpu_hub(a100, day(9), day(20), users=3, state=HubState.PENDING)
         with pytest.raises(OverCapacity, match="only 2 of 8 are free"):
-            services.approve(hub, charlie)
+            decisions.approve(hub, charlie)
         hub.refresh_from_db()
-        assert hub.state == State.PENDING and queued == []
+        assert hub.state == HubState.PENDING and queued == []
 
     def test_override_needs_a_reason_which_the_event_records(self, a100, charlie, queued):
         gpu_hub(a100, day(0), day(9), users=8)
-        hub = gpu_hub(a100, day(0), day(3), users=1, state=State.PENDING)
-        with pytest.raises(services.ReasonRequired):
-            services.approve(hub, charlie, "  ", override=True)
-        assert Hub.objects.get(pk=hub.pk).state == State.PENDING
+        hub = gpu_hub(a100, day(0), day(3), users=1, state=HubState.PENDING)
+        with pytest.raises(decisions.ReasonRequired):
+            decisions.approve(hub, charlie, "  ", override=True)
+        assert Hub.objects.get(pk=hub.pk).state == HubState.PENDING
 
-        services.approve(hub, charlie, "Node arrives on Monday", override=True)
+        decisions.approve(hub, charlie, "Node arrives on Monday", override=True)
         event = hub.events.last()
-        assert event.to_state == State.APPROVED and event.actor == charlie
+        assert event.to_state == HubState.APPROVED and event.actor == charlie
         assert event.reason == "Approved over capacity (1 GPUs, 0 free): Node arrives on Monday"
 
 
@@ -126,13 +128,13 @@ class TestApprove:
 def test_two_admins_approving_the_last_gpus_at_once_let_exactly_one_through(queued):
     a100 = counted(4)
     gpu_hub(a100, day(0), day(30), users=2)
-    first = gpu_hub(a100, day(10), day(20), users=2, state=State.PENDING)
-    second = gpu_hub(a100, day(15), day(25), users=2, state=State.PENDING)
+    first = gpu_hub(a100, day(10), day(20), users=2, state=HubState.PENDING)
+    second = gpu_hub(a100, day(15), day(25), users=2, state=HubState.PENDING)
     admins = [AdminFactory(username="admin1"), AdminFactory(username="admin2")]
 
     outcomes = race(
-        lambda: services.approve(Hub.objects.get(pk=first.pk), admins[0]),
-        lambda: services.approve(Hub.objects.get(pk=second.pk), admins[1]),
+        lambda: decisions.approve(Hub.objects.get(pk=first.pk), admins[0]),
+        lambda: decisions.approve(Hub.objects.get(pk=second.pk), admins[1]),
         losing=(OverCapacity,),
     )
 
@@ -140,7 +142,7 @@ def test_two_admins_approving_the_last_gpus_at_once_let_exactly_one_through(queu
     states = sorted(
         Hub.objects.filter(pk__in=[first.pk, second.pk]).values_list("state", flat=True)
     )
-    assert states == [State.APPROVED, State.PENDING]
+    assert states == [HubState.APPROVED, HubState.PENDING]
     assert capacity.free_over(a100, day(0), day(30)).free == 0
 
 
@@ -183,17 +185,17 @@ def test_a_self_service_request_whose_gpus_do_not_fit_waits_for_an_admin(a100, s
 
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
     data = spec(gpu_type="a100", gpus_per_user="1", expected_users="6")
-    inside = services.submit(alice, {**data, "slug": "fits"})  # 6 of 8 free
-    assert inside.state == State.APPROVED
+    inside = decisions.submit(alice, {**data, "slug": "fits"})  # 6 of 8 free
+    assert inside.state == HubState.APPROVED
 
-    over = services.submit(alice, {**data, "slug": "does-not-fit"})  # 6 more, 2 free
+    over = decisions.submit(alice, {**data, "slug": "does-not-fit"})  # 6 more, 2 free
 
-    assert over.state == State.PENDING
+    assert over.state == HubState.PENDING
     assert "GPUs do not fit (6 wanted, 2 free" in over.state_reason
 
 
 def test_a_change_asking_for_gpus_that_do_not_fit_waits_for_an_admin(a100, alice, queued):
-    from portal.hubs.models import HubRevision, SelfServicePolicy
+    from portal.hubs.models import SelfServicePolicy
     from portal.hubs.revisions import form_data, spec_of_hub
 
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
@@ -204,13 +206,13 @@ def test_a_change_asking_for_gpus_that_do_not_fit_waits_for_an_admin(a100, alice
     def change(**fields):
         return {**form_data(spec_of_hub(hub)), **fields}
 
-    grown = services.request_change(hub, alice, change(expected_users="4"))  # 2 more, 1 free
-    assert grown.state == HubRevision.State.PENDING
+    grown = changes.request_change(hub, alice, change(expected_users="4"))  # 2 more, 1 free
+    assert grown.state == RevisionState.PENDING
     assert "GPUs do not fit (4 wanted, 3 free" in grown.reason
-    services.reject_change(grown, AdminFactory(), "No GPUs left")
+    changes.reject_change(grown, AdminFactory(), "No GPUs left")
 
-    shrunk = services.request_change(hub, alice, change(expected_users="1"))
-    assert shrunk.state == HubRevision.State.APPLIED
+    shrunk = changes.request_change(hub, alice, change(expected_users="1"))
+    assert shrunk.state == RevisionState.APPLIED
 
 
 def test_a_request_for_gpus_nobody_has_counted_yet_waits_for_an_admin(spec, alice, queued):
@@ -219,18 +221,18 @@ def test_a_request_for_gpus_nobody_has_counted_yet_waits_for_an_admin(spec, alic
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
     data = spec(gpu_type="a100", gpus_per_user="1", expected_users="2")
 
-    hub = services.submit(alice, {**data, "slug": "before-count"})
+    hub = decisions.submit(alice, {**data, "slug": "before-count"})
 
-    assert hub.state == State.PENDING
+    assert hub.state == HubState.PENDING
     assert "NVIDIA A100 80 GB GPUs have not been counted yet" in hub.state_reason
     counted(8)
-    assert services.submit(alice, {**data, "slug": "after-count"}).state == State.APPROVED
+    assert decisions.submit(alice, {**data, "slug": "after-count"}).state == HubState.APPROVED
 
 
 def test_gpus_nobody_has_counted_yet_wait_for_an_admin(alice, queued):
     """Before the usage collector's first pass the cluster's GPUs of a type are unknown: a
     request or a change that would take them is not approved by the policy alone."""
-    from portal.hubs.models import GpuType, HubRevision, SelfServicePolicy
+    from portal.hubs.models import GpuType, SelfServicePolicy
     from portal.hubs.revisions import form_data, spec_of_hub
 
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
@@ -242,25 +244,25 @@ def test_gpus_nobody_has_counted_yet_wait_for_an_admin(alice, queued):
     start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
     hub = gpu_hub(a100, start, end, users=2, owner=alice)
 
-    grown = services.request_change(
+    grown = changes.request_change(
         hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "3"}
     )
-    assert grown.state == HubRevision.State.PENDING
+    assert grown.state == RevisionState.PENDING
     assert grown.reason == uncounted
-    services.reject_change(grown, AdminFactory(), "Wait for the count")
+    changes.reject_change(grown, AdminFactory(), "Wait for the count")
     # Fewer GPUs on the same days need no count.
-    shrunk = services.request_change(
+    shrunk = changes.request_change(
         hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "1"}
     )
-    assert shrunk.state == HubRevision.State.APPLIED
+    assert shrunk.state == RevisionState.APPLIED
 
     counted(8)
     hub.refresh_from_db()
-    services.mark_running(hub.pk)
-    grown_again = services.request_change(
+    lifecycle.mark_running(hub.pk)
+    grown_again = changes.request_change(
         hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "3"}
     )
-    assert grown_again.state == HubRevision.State.APPLIED
+    assert grown_again.state == RevisionState.APPLIED
 
 
 class TestApproveChange:
@@ -278,17 +280,15 @@ class TestApproveChange:
         gpu_hub(a100, start, end, users=5)
         hub = gpu_hub(a100, start, end, users=2, owner=alice)
         change = {**form_data(spec_of_hub(hub)), "expected_users": "4"}
-        return services.request_change(hub, alice, change)
+        return changes.request_change(hub, alice, change)
 
     def test_over_capacity_is_refused_and_nothing_changes(self, pending_change, charlie, queued):
-        from portal.hubs.models import HubRevision
-
         with pytest.raises(OverCapacity, match="the hub needs 4, but only 3 of 8 are free"):
-            services.approve_change(pending_change, charlie)
+            changes.approve_change(pending_change, charlie)
         pending_change.refresh_from_db()
         hub = Hub.objects.get(pk=pending_change.hub_id)
-        assert pending_change.state == HubRevision.State.PENDING
-        assert (hub.state, hub.expected_users, queued) == (State.RUNNING, 2, [])
+        assert pending_change.state == RevisionState.PENDING
+        assert (hub.state, hub.expected_users, queued) == (HubState.RUNNING, 2, [])
 
     def test_an_override_needs_a_reason_which_the_decision_records(
         self, pending_change, charlie, queued, django_capture_on_commit_callbacks
@@ -296,14 +296,14 @@ class TestApproveChange:
         from portal.audit.models import AuditEvent
         from portal.hubs.models import HubRevision
 
-        with pytest.raises(services.ReasonRequired):
-            services.approve_change(pending_change, charlie, " ", override=True)
-        assert HubRevision.objects.get(pk=pending_change.pk).state == HubRevision.State.PENDING
+        with pytest.raises(decisions.ReasonRequired):
+            changes.approve_change(pending_change, charlie, " ", override=True)
+        assert HubRevision.objects.get(pk=pending_change.pk).state == RevisionState.PENDING
 
         with django_capture_on_commit_callbacks(execute=True):
-            applied = services.approve_change(pending_change, charlie, "Grant money", override=True)
+            applied = changes.approve_change(pending_change, charlie, "Grant money", override=True)
 
-        assert applied.state == HubRevision.State.APPLIED and applied.approver == charlie
+        assert applied.state == RevisionState.APPLIED and applied.approver == charlie
         assert applied.reason == "Approved over capacity (4 GPUs, 3 free): Grant money"
         assert Hub.objects.get(pk=applied.hub_id).expected_users == 4
         audit = AuditEvent.objects.filter(action="hub.change_approved").last()
@@ -320,12 +320,12 @@ class TestApproveChange:
         start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
         hub = gpu_hub(a100, start, end, users=2, owner=alice)
         change = {**form_data(spec_of_hub(hub)), "expected_users": "6"}  # 6 of 8 free: fits
-        revision = services.request_change(hub, alice, change)
+        revision = changes.request_change(hub, alice, change)
         assert "GPUs do not fit" not in revision.reason and "users" in revision.reason
-        gpu_hub(a100, start, end, users=3, state=State.APPROVED)  # now 5 free for its 6
+        gpu_hub(a100, start, end, users=3, state=HubState.APPROVED)  # now 5 free for its 6
 
         with pytest.raises(OverCapacity, match="the hub needs 6, but only 5 of 8 are free"):
-            services.approve_change(revision, charlie)
+            changes.approve_change(revision, charlie)
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -341,19 +341,19 @@ def test_approving_a_change_and_a_request_for_the_last_gpus_at_once_lets_one_thr
     hub = gpu_hub(a100, start, end, users=2, owner=owner)  # 2 of 4; 2 left
     change = {**form_data(spec_of_hub(hub)), "expected_users": "4", "description": "grow"}
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_expected_users": 3})
-    revision = services.request_change(hub, owner, change)  # 2 more: fits, waits for users
-    assert revision.state == HubRevision.State.PENDING
-    pending = gpu_hub(a100, start, end, users=2, state=State.PENDING)  # 2 more: fits alone
+    revision = changes.request_change(hub, owner, change)  # 2 more: fits, waits for users
+    assert revision.state == RevisionState.PENDING
+    pending = gpu_hub(a100, start, end, users=2, state=HubState.PENDING)  # 2 more: fits alone
     admins = [AdminFactory(username="admin1"), AdminFactory(username="admin2")]
 
     outcomes = race(
-        lambda: services.approve_change(HubRevision.objects.get(pk=revision.pk), admins[0]),
-        lambda: services.approve(Hub.objects.get(pk=pending.pk), admins[1]),
+        lambda: changes.approve_change(HubRevision.objects.get(pk=revision.pk), admins[0]),
+        lambda: decisions.approve(Hub.objects.get(pk=pending.pk), admins[1]),
         losing=(OverCapacity,),
     )
 
     assert won_or_lost(outcomes) == ["lost", "won"]
     assert capacity.free_over(a100, start, end).free == 0
-    change_won = HubRevision.objects.get(pk=revision.pk).state == HubRevision.State.APPLIED
-    request_won = Hub.objects.get(pk=pending.pk).state == State.APPROVED
+    change_won = HubRevision.objects.get(pk=revision.pk).state == RevisionState.APPLIED
+    request_won = Hub.objects.get(pk=pending.pk).state == HubState.APPROVED
     assert change_won != request_won

@@ -2,7 +2,7 @@
 
 import pytest
 
-from portal.hubs import services
+from portal.hubs.services import changes
 from tests.test_revisions import change
 
 pytestmark = pytest.mark.django_db
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db
 
 def request_beyond_policy(hub, owner, capture):
     with capture(execute=True):
-        return services.request_change(hub, owner, change(hub, expected_users=80))
+        return changes.request_change(hub, owner, change(hub, expected_users=80))
 
 
 def test_an_approved_change_is_mailed_to_the_owner(
@@ -19,7 +19,7 @@ def test_an_approved_change_is_mailed_to_the_owner(
     revision = request_beyond_policy(running_hub, alice, django_capture_on_commit_callbacks)
     mailoutbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        services.approve_change(revision, charlie, "Big course")
+        changes.approve_change(revision, charlie, "Big course")
     approved = [m for m in mailoutbox if "approved" in m.subject.lower()]
     assert len(approved) == 1
     assert approved[0].to == [alice.email]
@@ -33,7 +33,7 @@ def test_a_rejected_change_is_mailed_with_its_reason(
     revision = request_beyond_policy(running_hub, alice, django_capture_on_commit_callbacks)
     mailoutbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        services.reject_change(revision, charlie, "Not this semester")
+        changes.reject_change(revision, charlie, "Not this semester")
     (mail,) = mailoutbox
     assert mail.to == [alice.email]
     assert "Not this semester" in mail.body

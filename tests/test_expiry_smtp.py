@@ -6,8 +6,8 @@ import datetime
 import pytest
 
 from portal.hubs import expiry
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, Hub
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import Hub, Member
 from portal.notifications.models import Notice
 from tests.factories import HubFactory, UserFactory
 
@@ -29,13 +29,13 @@ def test_smtp_server_receives_warnings_and_suspension_notice(
         owner=alice,
         slug="alice-course",
         display_name="Alice's course",
-        state=State.RUNNING,
+        state=HubState.RUNNING,
         start_date=today - 10 * DAY,
         end_date=today + 20 * DAY,
     )
-    Collaborator.objects.create(hub=hub, user=UserFactory(username="dave"), role="co-owner")
-    Collaborator.objects.create(hub=hub, user=UserFactory(username="erin"), role="member")
-    end = expiry.ends_at(hub)
+    Member.objects.create(hub=hub, user=UserFactory(username="dave"), role="co-owner")
+    Member.objects.create(hub=hub, user=UserFactory(username="erin"), role="member")
+    end = hub.ends_at()
 
     def run(now):
         with django_capture_on_commit_callbacks(execute=True):
@@ -49,7 +49,7 @@ def test_smtp_server_receives_warnings_and_suspension_notice(
     run(end + datetime.timedelta(hours=1))
     run(end + datetime.timedelta(hours=2))
 
-    assert Hub.objects.get(pk=hub.pk).state == State.SUSPENDED
+    assert Hub.objects.get(pk=hub.pk).state == HubState.SUSPENDED
     received = smtp_server.messages()
     subjects = [message["Subject"] for _, message in received]
     assert subjects == [

@@ -15,9 +15,9 @@ import requests
 
 from portal.accounts import hub_clients
 from portal.audit.models import AuditEvent
+from portal.hubs import cluster
+from portal.hubs.hubspec import from_hub, hub_queryset
 from portal.hubs.models import Hub, LoginClient
-from provisioning import tasks
-from provisioning.spec import from_hub, hub_queryset
 from tests.factories import HubFactory
 from tests.oidc_provider import harness
 from tests.sso_support import INITIAL_TOKEN, PASSWORD
@@ -94,7 +94,7 @@ def test_the_hub_is_rendered_with_the_client_registered_for_it(registering, hub)
 
     assert spec.login_client_id == login.client_id
     assert spec.login_callback_url == CALLBACK
-    assert tasks.render_settings().oidc.for_hub(spec).client_id == login.client_id
+    assert cluster.render_settings().identity_provider.for_hub(spec).client_id == login.client_id
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -240,7 +240,7 @@ def test_hubs_share_one_client_when_one_is_configured(sso, settings, hub):
     assert login == hub_clients.Credentials("all-hubs", settings.OIDC_HUB_CLIENT_SECRET)
     assert not LoginClient.objects.exists()
     spec = from_hub(hub_queryset().get(pk=hub.pk), "hubs.example.org")
-    assert tasks.render_settings().oidc.for_hub(spec).client_id == "all-hubs"
+    assert cluster.render_settings().identity_provider.for_hub(spec).client_id == "all-hubs"
 
 
 def test_without_an_identity_provider_no_client_is_registered(settings, hub):

@@ -12,9 +12,9 @@ from django.core import mail
 from django.test import Client
 from django.urls import reverse
 
+from portal.hubs.hubspec import from_hub
 from portal.hubs.models import Hub
 from provisioning import hubconfig
-from provisioning.spec import from_hub
 from tests.test_sso import sign_in
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +61,7 @@ def test_owner_invites_by_email_and_group_and_the_colleague_lands_in_the_hub(sso
     colleague = Client()
     # Following the link before signing in asks for sign-in and changes nothing.
     assert colleague.get("/" + path).status_code == 302
-    assert not hub.collaborators.filter(user__username="grace").exists()
+    assert not hub.members.filter(user__username="grace").exists()
     assert sign_in(colleague, sso, "grace").status_code == 302
     accepted = colleague.post("/" + path)
     assert accepted.status_code == 302, accepted.content.decode()[:2000]

@@ -4,11 +4,11 @@ from functools import partial
 
 import pytest
 
-from portal.hubs import services
+from portal.hubs import lifecycle
 from portal.hubs.lifecycle import (
     FINAL_STATES,
     TRANSITIONS,
-    State,
+    HubState,
     StateConflict,
     TransitionNotAllowed,
     sources,
@@ -19,24 +19,24 @@ from tests.factories import HubFactory
 from tests.support import needs_postgresql, race, won_or_lost
 
 ALLOWED = [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)]
-FORBIDDEN = [(a, b) for a in State for b in State if b not in TRANSITIONS[a]]
+FORBIDDEN = [(a, b) for a in HubState for b in HubState if b not in TRANSITIONS[a]]
 
 
 def test_every_state_has_a_row():
-    assert set(TRANSITIONS) == set(State)
-    assert {State.DELETED, State.REJECTED, State.CANCELLED} == FINAL_STATES
+    assert set(TRANSITIONS) == set(HubState)
+    assert {HubState.DELETED, HubState.REJECTED, HubState.CANCELLED} == FINAL_STATES
 
 
 def test_failed_is_retryable_and_most_live_states_can_be_deleted():
-    assert {State.APPROVED, State.PROVISIONING} <= TRANSITIONS[State.FAILED]
-    assert sources(State.DEPROVISIONING) == {
-        State.APPROVED,
-        State.PROVISIONING,
-        State.RUNNING,
-        State.UPDATING,
-        State.EXPIRING,
-        State.SUSPENDED,
-        State.FAILED,
+    assert {HubState.APPROVED, HubState.PROVISIONING} <= TRANSITIONS[HubState.FAILED]
+    assert sources(HubState.DEPROVISIONING) == {
+        HubState.APPROVED,
+        HubState.PROVISIONING,
+        HubState.RUNNING,
+        HubState.UPDATING,
+        HubState.EXPIRING,
+        HubState.SUSPENDED,
+        HubState.FAILED,
     }
 
 
@@ -75,13 +75,13 @@ def test_forbidden_transition_is_refused(from_state, to_state):
 
 @pytest.mark.django_db
 def test_second_of_two_identical_transitions_loses():
-    hub = HubFactory(state=State.PENDING)
+    hub = HubFactory(state=HubState.PENDING)
 
-    transition(hub.pk, State.PENDING, State.APPROVED, reason="first")
+    transition(hub.pk, HubState.PENDING, HubState.APPROVED, reason="first")
     with pytest.raises(StateConflict) as lost:
-        transition(hub.pk, State.PENDING, State.APPROVED, reason="second")
+        transition(hub.pk, HubState.PENDING, HubState.APPROVED, reason="second")
 
-    assert lost.value.current_state == State.APPROVED
+    assert lost.value.current_state == HubState.APPROVED
     assert "approved now" in str(lost.value)
     hub.refresh_from_db()
     assert hub.state_reason == "first"
@@ -91,17 +91,17 @@ def test_second_of_two_identical_transitions_loses():
 @pytest.mark.django_db
 def test_transition_of_a_missing_hub_is_a_conflict():
     with pytest.raises(StateConflict) as lost:
-        transition(999999, State.PENDING, State.APPROVED)
+        transition(999999, HubState.PENDING, HubState.APPROVED)
     assert lost.value.current_state is None
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @needs_postgresql
 def test_concurrent_transitions_exactly_one_wins():
-    hub = HubFactory(state=State.PENDING)
-    targets = [State.APPROVED, State.REJECTED, State.CANCELLED, State.APPROVED]
+    hub = HubFactory(state=HubState.PENDING)
+    targets = [HubState.APPROVED, HubState.REJECTED, HubState.CANCELLED, HubState.APPROVED]
     outcomes = race(
-        *[partial(transition, hub.pk, State.PENDING, to_state) for to_state in targets],
+        *[partial(transition, hub.pk, HubState.PENDING, to_state) for to_state in targets],
         losing=(StateConflict,),
     )
 
@@ -114,31 +114,31 @@ class TestMarks:
     """The transitions provisioning reports."""
 
     def test_provisioning_then_running(self):
-        hub = HubFactory(state=State.APPROVED)
-        assert services.mark_provisioning(hub.pk) is True
-        assert services.mark_running(hub.pk) is True
+        hub = HubFactory(state=HubState.APPROVED)
+        assert lifecycle.mark_provisioning(hub.pk).to_state == HubState.PROVISIONING
+        assert lifecycle.mark_running(hub.pk).to_state == HubState.RUNNING
         hub.refresh_from_db()
-        assert hub.state == State.RUNNING
+        assert hub.state == HubState.RUNNING
         assert [e.actor for e in hub.events.all()] == [None, None]
 
     def test_delivered_twice_the_second_has_nothing_to_do(self):
-        hub = HubFactory(state=State.APPROVED)
-        services.mark_provisioning(hub.pk)
+        hub = HubFactory(state=HubState.APPROVED)
+        lifecycle.mark_provisioning(hub.pk)
         with pytest.raises(StateConflict):
-            services.mark_provisioning(hub.pk)
+            lifecycle.mark_provisioning(hub.pk)
         assert hub.events.count() == 1
 
     def test_failed_keeps_the_api_servers_message(self):
-        hub = HubFactory(state=State.PROVISIONING)
+        hub = HubFactory(state=HubState.PROVISIONING)
         message = 'ResourceQuota "quota" is invalid: spec.hard[cpu]: must be positive'
-        services.mark_failed(hub.pk, message)
+        lifecycle.mark_failed(hub.pk, message)
         hub.refresh_from_db()
-        assert (hub.state, hub.state_reason) == (State.FAILED, message)
+        assert (hub.state, hub.state_reason) == (HubState.FAILED, message)
 
     def test_deleted_only_from_deprovisioning(self):
-        running = HubFactory(state=State.RUNNING)
+        running = HubFactory(state=HubState.RUNNING)
         with pytest.raises(StateConflict):
-            services.mark_deleted(running.pk)
-        going = HubFactory(state=State.DEPROVISIONING)
-        services.mark_deleted(going.pk)
-        assert Hub.objects.get(pk=going.pk).state == State.DELETED
+            lifecycle.mark_deleted(running.pk)
+        going = HubFactory(state=HubState.DEPROVISIONING)
+        lifecycle.mark_deleted(going.pk)
+        assert Hub.objects.get(pk=going.pk).state == HubState.DELETED

@@ -4,7 +4,6 @@ do what, and how it all reaches the hub's members file."""
 from __future__ import annotations
 
 import datetime
-from unittest import mock
 
 import pytest
 from django.core import mail
@@ -12,10 +11,10 @@ from django.utils import timezone
 
 from portal.accounts.models import IdentityProfile
 from portal.hubs import members
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, GroupGrant, Hub, Invitation
+from portal.hubs.hubspec import from_hub, hub_queryset
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import GroupGrant, Hub, Invitation, Member
 from provisioning.hubconfig import members_values
-from provisioning.spec import from_hub, hub_queryset
 from tests.factories import (
     GpuTypeFactory,
     HardwareOptionFactory,
@@ -29,19 +28,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def applied():
-    """Hub ids whose members ConfigMap was queued (only the hand-over to the broker is
-    replaced; the task runs against the real control plane in tests/cluster/)."""
-    from provisioning import tasks
-
-    calls: list[int] = []
-    with mock.patch.object(
-        tasks.apply_members, "apply_async", side_effect=lambda args, **kw: calls.append(args[0])
-    ):
-        yield calls
-
-
-@pytest.fixture
 def running(alice):
     """A running GPU course of alice's: small and large sizes, two images, a shared volume
     and jobs access."""
@@ -50,7 +36,7 @@ def running(alice):
     hub = HubFactory(
         owner=alice,
         slug="gpu-course",
-        state=State.RUNNING,
+        state=HubState.RUNNING,
         hardware_options=[small, large],
         images=[scipy, rstudio],
         gpu_type=GpuTypeFactory(name="h100", node_label_value="NVIDIA-H100-80GB-HBM3"),
@@ -87,7 +73,7 @@ def rendered(hub: Hub) -> dict:
 
 def co_owner_of(hub: Hub, username: str = "dora"):
     user = UserFactory(username=username)
-    Collaborator.objects.create(hub=hub, user=user, role=Collaborator.Role.CO_OWNER)
+    Member.objects.create(hub=hub, user=user, role=Member.Role.CO_OWNER)
     return user
 
 
@@ -95,9 +81,9 @@ def co_owner_of(hub: Hub, username: str = "dora"):
 
 
 def test_a_submitted_hub_gets_a_default_tier_with_everything(alice, spec):
-    from portal.hubs import services
+    from portal.hubs.services import decisions
 
-    hub = services.submit(alice, spec(shared_volume_gib="10", shared_volume_mode="rw"))
+    hub = decisions.submit(alice, spec(shared_volume_gib="10", shared_volume_mode="rw"))
 
     (tier,) = hub.tiers.all()
     assert tier.is_default and tier.name == "members"
@@ -188,7 +174,7 @@ def test_bad_member_input_changes_nothing(running, alice, data, field, message):
     with pytest.raises(members.InvalidMemberData) as invalid:
         members.add_member(running, alice, data)
     assert message in " ".join(invalid.value.errors[field])
-    assert not running.collaborators.exists()
+    assert not running.members.exists()
 
 
 def test_a_member_cannot_be_added_twice(running, alice):
@@ -208,7 +194,7 @@ def test_no_queueing_for_a_hub_that_does_not_run(
 
 
 def test_members_of_a_deleted_hub_cannot_change(alice):
-    hub = HubFactory(owner=alice, state=State.DELETED)
+    hub = HubFactory(owner=alice, state=HubState.DELETED)
     UserFactory(username="bob")
     with pytest.raises(members.MembershipError, match="deleted"):
         members.add_member(hub, alice, {"username": "bob", "role": "member"})
@@ -223,14 +209,14 @@ def test_owner_co_owners_and_admins_manage_members(running, alice, charlie, who)
     UserFactory(username="erin")
     member = members.add_member(running, actor, {"username": "erin", "role": "member"})
     members.remove_member(member, actor)
-    assert not running.collaborators.filter(user__username="erin").exists()
+    assert not running.members.filter(user__username="erin").exists()
 
 
 @pytest.mark.parametrize("who", ["member", "other"])
 def test_members_and_others_manage_nothing(running, alice, who):
     actor = UserFactory(username="mallory")
     if who == "member":
-        Collaborator.objects.create(hub=running, user=actor)
+        Member.objects.create(hub=running, user=actor)
     UserFactory(username="erin")
     with pytest.raises(members.NotAllowed):
         members.add_member(running, actor, {"username": "erin", "role": "co-owner"})
@@ -240,7 +226,7 @@ def test_members_and_others_manage_nothing(running, alice, who):
         members.invite(running, actor, {"email": "x@example.org", "role": "member"})
     with pytest.raises(members.NotAllowed):
         members.grant_group(running, actor, {"group": "all", "role": "co-owner"})
-    assert not running.collaborators.filter(user__username="erin").exists()
+    assert not running.members.filter(user__username="erin").exists()
     assert not Invitation.objects.exists() and not GroupGrant.objects.exists()
 
 
@@ -249,7 +235,7 @@ def test_a_co_owner_cannot_remove_the_owner(running):
     # The owner is no collaborator: no member action can reach them.
     with pytest.raises(members.InvalidMemberData, match="owns the hub"):
         members.add_member(running, dora, {"username": "alice", "role": "member"})
-    assert not running.collaborators.filter(user=running.owner).exists()
+    assert not running.members.filter(user=running.owner).exists()
     assert running.can_manage(running.owner)
 
 
@@ -289,7 +275,7 @@ def test_an_invitation_works_once(running, alice):
 
     with pytest.raises(members.InvitationInvalid, match="already accepted"):
         members.accept_invitation(running.pk, new.token, UserFactory(username="mallory"))
-    assert not running.collaborators.filter(user__username="mallory").exists()
+    assert not running.members.filter(user__username="mallory").exists()
 
 
 def test_an_expired_invitation_is_refused(running, alice):
@@ -300,7 +286,7 @@ def test_an_expired_invitation_is_refused(running, alice):
 
     with pytest.raises(members.InvitationInvalid, match="expired"):
         members.accept_invitation(running.pk, new.token, UserFactory(username="erin"))
-    assert not running.collaborators.exists()
+    assert not running.members.exists()
 
 
 def test_a_revoked_invitation_is_refused(running, alice):
@@ -311,18 +297,18 @@ def test_a_revoked_invitation_is_refused(running, alice):
         members.accept_invitation(running.pk, new.token, UserFactory(username="erin"))
     with pytest.raises(members.MembershipError, match="revoked"):
         members.revoke_invitation(new.invitation, alice)
-    assert not running.collaborators.exists()
+    assert not running.members.exists()
 
 
 def test_a_token_of_another_hub_or_a_made_up_one_is_refused(running, alice):
-    other = HubFactory(owner=alice, state=State.RUNNING)
+    other = HubFactory(owner=alice, state=HubState.RUNNING)
     new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
     erin = UserFactory(username="erin")
 
     for hub_id, token in [(other.pk, new.token), (running.pk, "made-up"), (running.pk, "")]:
         with pytest.raises(members.InvitationInvalid, match="not valid"):
             members.accept_invitation(hub_id, token, erin)
-    assert not Collaborator.objects.exists()
+    assert not Member.objects.exists()
 
 
 def test_the_owner_cannot_accept_an_invitation_to_their_hub(running, alice):
@@ -335,7 +321,7 @@ def test_an_invitation_never_lowers_a_role(running, alice):
     dora = co_owner_of(running)
     new = members.invite(running, alice, {"email": "dora@example.org", "role": "member"})
     members.accept_invitation(running.pk, new.token, dora)
-    assert running.collaborators.get(user=dora).role == "co-owner"
+    assert running.members.get(user=dora).role == "co-owner"
 
 
 def test_a_failing_mail_server_still_gives_the_link(running, alice, settings):
@@ -437,7 +423,7 @@ def test_the_members_configmap_is_in_the_hubs_objects(running):
 @needs_postgresql
 def test_two_people_accepting_one_link_at_once_make_one_member():
     owner = UserFactory(username="owner")
-    hub = HubFactory(owner=owner, state=State.PENDING)
+    hub = HubFactory(owner=owner, state=HubState.PENDING)
     new = members.invite(hub, owner, {"email": "erin@uni.example", "role": "member"})
     people = [UserFactory(username="erin"), UserFactory(username="mallory")]
 
@@ -450,7 +436,7 @@ def test_two_people_accepting_one_link_at_once_make_one_member():
     )
 
     assert won_or_lost(outcomes) == ["lost", "won"]
-    assert hub.collaborators.count() == 1
+    assert hub.members.count() == 1
     (lost,) = [o for o in outcomes if o != "won"]
     assert "already accepted" in str(lost)
 

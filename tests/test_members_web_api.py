@@ -10,8 +10,8 @@ from django.core import mail
 from django.urls import reverse
 
 from portal.hubs import members
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, GroupGrant, Invitation, MemberTier
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import GroupGrant, Invitation, Member, MemberTier
 from tests.factories import HardwareOptionFactory, HubFactory, ImageFactory, UserFactory, api_token
 
 pytestmark = pytest.mark.django_db
@@ -25,26 +25,24 @@ def running(alice):
     hub = HubFactory(
         owner=alice,
         slug="course",
-        state=State.RUNNING,
+        state=HubState.RUNNING,
         hardware_options=[HardwareOptionFactory(name="small"), HardwareOptionFactory(name="big")],
         images=[ImageFactory(name="scipy")],
     )
-    Collaborator.objects.create(
-        hub=hub, user=UserFactory(username="dora"), role=Collaborator.Role.CO_OWNER
-    )
-    Collaborator.objects.create(hub=hub, user=UserFactory(username="mia"))
+    Member.objects.create(hub=hub, user=UserFactory(username="dora"), role=Member.Role.CO_OWNER)
+    Member.objects.create(hub=hub, user=UserFactory(username="mia"))
     members.default_tier(hub)
     return hub
 
 
 @pytest.fixture
 def dora(running):
-    return running.collaborators.get(user__username="dora").user
+    return running.members.get(user__username="dora").user
 
 
 @pytest.fixture
 def mia(running):
-    return running.collaborators.get(user__username="mia").user
+    return running.members.get(user__username="mia").user
 
 
 @pytest.fixture
@@ -93,7 +91,7 @@ def test_member_pages_by_caller(caller, running, page, who):
         return
     assert response.status_code == dict(zip(CALLERS, expected, strict=True))[who]
     if method == "post" and response.status_code != 302:
-        assert not running.collaborators.filter(user__username="erin").exists()
+        assert not running.members.filter(user__username="erin").exists()
         assert not GroupGrant.objects.exists()
 
 
@@ -119,7 +117,7 @@ def test_owner_manages_members_tiers_and_groups_on_the_web(caller, running, mia)
     assert list(students.hardware_options.values_list("name", flat=True)) == ["small"]
     assert students.gpu_access is False  # an unchecked box
 
-    member = running.collaborators.get(user=mia)
+    member = running.members.get(user=mia)
     client.post(
         reverse("hubs:member_change", args=[running.pk, member.pk]),
         {"role": "member", "tier": "students"},
@@ -131,7 +129,7 @@ def test_owner_manages_members_tiers_and_groups_on_the_web(caller, running, mia)
     assert "students" in page
 
     client.post(reverse("hubs:member_remove", args=[running.pk, member.pk]))
-    assert not running.collaborators.filter(user=mia).exists()
+    assert not running.members.filter(user=mia).exists()
 
 
 def test_bad_tier_input_is_shown_and_changes_nothing(caller, running):
@@ -168,7 +166,7 @@ def test_invitation_link_is_shown_once_and_accepted_after_sign_in(caller, client
     assert b"Accept the invitation" in client.get(path).content
     response = client.post(path)
     assert response.status_code == 302
-    assert running.collaborators.filter(user=erin, role="member").exists()
+    assert running.members.filter(user=erin, role="member").exists()
 
     again = client.post(path)
     assert again.status_code == 400 and b"already accepted" in again.content
@@ -184,7 +182,7 @@ def test_invalid_invitation_links_get_a_clear_page(caller, running):
     members.revoke_invitation(new.invitation, running.owner)
     response = client.post(reverse("hubs:invitation_accept", args=[running.pk, new.token]))
     assert response.status_code == 400 and b"revoked" in response.content
-    assert not running.collaborators.filter(user__username="bob").exists()
+    assert not running.members.filter(user__username="bob").exists()
 
 
 # --- API --------------------------------------------------------------------------------------
@@ -215,7 +213,7 @@ def test_member_endpoints_by_caller(caller, running, endpoint, who):
     response = getattr(api, method)(url(running, kind), data, format="json")
     assert response.status_code == dict(zip(CALLERS, expected, strict=True))[who], response.content
     if method == "post" and response.status_code != 201:
-        assert not running.collaborators.filter(user__username="erin").exists()
+        assert not running.members.filter(user__username="erin").exists()
         assert not Invitation.objects.exists() and not GroupGrant.objects.exists()
         assert not running.tiers.filter(name="t").exists()
 
@@ -262,7 +260,7 @@ def test_tiers_and_member_changes_through_the_api(caller, running, mia):
     assert tier.status_code == 201, tier.content
     assert tier.json()["hardware_options"] == ["small"] and tier.json()["shared_access"] == "ro"
 
-    member = running.collaborators.get(user=mia)
+    member = running.members.get(user=mia)
     changed = api.patch(url(running, "members", member.pk), {"tier": "students"}, format="json")
     assert changed.status_code == 200 and changed.json()["tier"] == "students"
     assert changed.json()["role"] == "member"

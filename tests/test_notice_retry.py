@@ -7,7 +7,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from portal.hubs import services
+from portal.hubs.services import decisions
 from portal.notifications import mail
 from portal.notifications.models import Notice
 from portal.notifications.tasks import retry_notices
@@ -39,7 +39,7 @@ def failed(server_down, django_capture_on_commit_callbacks, queued):
     """The approval notice of alice's hub, which the mail server did not take."""
     hub = HubFactory(owner=UserFactory(username="alice", email="alice@example.org"), slug="lab")
     with django_capture_on_commit_callbacks(execute=True):
-        services.approve(hub, AdminFactory())
+        decisions.approve(hub, AdminFactory())
     return Notice.objects.get(hub=hub)
 
 
@@ -108,7 +108,7 @@ def test_an_admin_sends_a_failed_notice_again_from_the_django_admin(failed, serv
 @needs_postgresql
 def test_two_workers_retrying_at_once_send_a_notice_once(server_down, queued):
     hub = HubFactory(owner=UserFactory(username="alice", email="alice@example.org"))
-    services.approve(hub, AdminFactory())  # its notice fails at commit: the server is down
+    decisions.approve(hub, AdminFactory())  # its notice fails at commit: the server is down
     notice = Notice.objects.get(hub=hub)
     assert notice.status == Notice.Status.FAILED
     server_down.up()

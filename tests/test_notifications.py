@@ -6,9 +6,10 @@ import types
 import pytest
 from django.db import transaction
 
-from portal.hubs import services
-from portal.hubs.lifecycle import State, transition
-from portal.hubs.models import Collaborator, HubEvent
+from portal.hubs import expiry, lifecycle
+from portal.hubs.lifecycle import HubState, transition
+from portal.hubs.models import HubEvent, Member
+from portal.hubs.services import decisions
 from portal.notifications import mail
 from portal.notifications.models import Notice
 from tests.factories import AdminFactory, HubFactory, UserFactory
@@ -21,8 +22,8 @@ OWNERS = ["alice@example.org", "dave@example.org"]
 @pytest.fixture
 def people(hub):
     """Alice owns the hub, dave co-owns it, erin is a member (members get no mail)."""
-    Collaborator.objects.create(hub=hub, user=UserFactory(username="dave"), role="co-owner")
-    Collaborator.objects.create(hub=hub, user=UserFactory(username="erin"), role="member")
+    Member.objects.create(hub=hub, user=UserFactory(username="dave"), role="co-owner")
+    Member.objects.create(hub=hub, user=UserFactory(username="erin"), role="member")
     return hub
 
 
@@ -50,7 +51,7 @@ def at_state(hub, state):
 
 
 def test_approved(people, charlie, committed, mailoutbox, queued):
-    committed(services.approve, people, charlie)
+    committed(decisions.approve, people, charlie)
     message, html = only(mailoutbox)
     assert message.to == OWNERS
     assert message.subject == 'Your hub "Alice\'s course" was approved'
@@ -59,15 +60,15 @@ def test_approved(people, charlie, committed, mailoutbox, queued):
 
 
 def test_approved_inside_policy_on_submit(alice, spec, committed, mailoutbox, queued):
-    hub = committed(services.submit, alice, spec())
-    assert hub.state == State.APPROVED
+    hub = committed(decisions.submit, alice, spec())
+    assert hub.state == HubState.APPROVED
     message, _ = only(mailoutbox)
     assert message.to == ["alice@example.org"]
     assert "inside the self-service policy" in message.body
 
 
 def test_rejected_with_reason(people, charlie, committed, mailoutbox):
-    committed(services.reject, people, charlie, "GPUs are booked until May; ask for CPUs & RAM.")
+    committed(decisions.reject, people, charlie, "GPUs are booked until May; ask for CPUs & RAM.")
     message, html = only(mailoutbox)
     assert message.to == OWNERS
     assert "rejected" in message.subject
@@ -77,8 +78,8 @@ def test_rejected_with_reason(people, charlie, committed, mailoutbox):
 
 def test_running_with_the_url(people, committed, mailoutbox, settings):
     settings.HUBS_DOMAIN = "hubs.example.org"
-    at_state(people, State.PROVISIONING)
-    committed(services.mark_running, people.pk)
+    at_state(people, HubState.PROVISIONING)
+    committed(lifecycle.mark_running, people.pk)
     message, html = only(mailoutbox)
     assert message.subject == 'Your hub "Alice\'s course" is running'
     assert "https://alice-course.hubs.example.org" in message.body
@@ -88,8 +89,8 @@ def test_running_with_the_url(people, committed, mailoutbox, settings):
 def test_failed_goes_to_admins_too(people, committed, mailoutbox):
     AdminFactory(username="charlie")
     AdminFactory(username="nomail", email="")  # admins without an address are skipped
-    at_state(people, State.PROVISIONING)
-    committed(services.mark_failed, people.pk, "quota exceeded: requested.cpu=80")
+    at_state(people, HubState.PROVISIONING)
+    committed(lifecycle.mark_failed, people.pk, "quota exceeded: requested.cpu=80")
     message, html = only(mailoutbox)
     assert message.to == [*OWNERS, "charlie@example.org"]
     assert "Reason: quota exceeded: requested.cpu=80" in message.body
@@ -98,21 +99,20 @@ def test_failed_goes_to_admins_too(people, committed, mailoutbox):
 
 def test_suspended_with_the_data_kept_until_date(people, committed, mailoutbox, settings, queued):
     settings.EXPIRY_GRACE_DAYS = 21
-    at_state(people, State.EXPIRING)
-    committed(services.suspend, people, "Usage period ended")
+    at_state(people, HubState.EXPIRING)
+    committed(expiry.suspend, people, "Usage period ended")
     message, html = only(mailoutbox)
     assert message.to == OWNERS
-    event = people.events.get(to_state=State.SUSPENDED)
-    from portal.hubs import expiry
+    event = people.events.get(to_state=HubState.SUSPENDED)
 
-    kept = expiry.data_kept_until(people, event.created)
-    assert (kept - max(event.created, expiry.ends_at(people))).days == 21
+    kept = people.data_kept_until(event.created)
+    assert (kept - max(event.created, people.ends_at())).days == 21
     assert kept.strftime("%-d %B %Y") in message.body and kept.strftime("%-d %B %Y") in html
 
 
 def test_deleted(people, committed, mailoutbox):
-    at_state(people, State.DEPROVISIONING)
-    committed(services.mark_deleted, people.pk)
+    at_state(people, HubState.DEPROVISIONING)
+    committed(lifecycle.mark_deleted, people.pk)
     message, _ = only(mailoutbox)
     assert message.subject == 'Your hub "Alice\'s course" was deleted'
     assert "https://alice-course." in message.body
@@ -121,12 +121,12 @@ def test_deleted(people, committed, mailoutbox):
 @pytest.mark.parametrize(
     ("source", "target"),
     [
-        (State.UPDATING, State.RUNNING),  # a change applied: the change mails cover it
-        (State.EXPIRING, State.RUNNING),  # an extension
-        (State.FAILED, State.APPROVED),  # a retry
-        (State.RUNNING, State.EXPIRING),  # the expiry warning covers it
-        (State.SUSPENDED, State.DEPROVISIONING),  # the "deleted" mail follows
-        (State.PENDING, State.CANCELLED),
+        (HubState.UPDATING, HubState.RUNNING),  # a change applied: the change mails cover it
+        (HubState.EXPIRING, HubState.RUNNING),  # an extension
+        (HubState.FAILED, HubState.APPROVED),  # a retry
+        (HubState.RUNNING, HubState.EXPIRING),  # the expiry warning covers it
+        (HubState.SUSPENDED, HubState.DEPROVISIONING),  # the "deleted" mail follows
+        (HubState.PENDING, HubState.CANCELLED),
     ],
 )
 def test_transitions_without_a_mail(people, committed, mailoutbox, source, target):
@@ -136,8 +136,8 @@ def test_transitions_without_a_mail(people, committed, mailoutbox, source, targe
 
 
 def test_each_event_mails_once(people, charlie, committed, mailoutbox, queued):
-    committed(services.approve, people, charlie)
-    event = people.events.get(to_state=State.APPROVED)
+    committed(decisions.approve, people, charlie)
+    event = people.events.get(to_state=HubState.APPROVED)
     assert mail.notify_event(event.pk) is None  # a second delivery finds the notice
     assert len(mailoutbox) == 1
     notice = Notice.objects.get(hub=people)
@@ -148,12 +148,12 @@ def test_each_event_mails_once(people, charlie, committed, mailoutbox, queued):
 def test_a_rolled_back_transition_sends_nothing(people, charlie, committed, mailoutbox):
     def approve_then_fail():
         with transaction.atomic():
-            transition(people.pk, State.PENDING, State.APPROVED, charlie, "ok")
+            transition(people.pk, HubState.PENDING, HubState.APPROVED, charlie, "ok")
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
         committed(approve_then_fail)
-    assert mailoutbox == [] and not HubEvent.objects.filter(to_state=State.APPROVED).exists()
+    assert mailoutbox == [] and not HubEvent.objects.filter(to_state=HubState.APPROVED).exists()
 
 
 def test_a_mail_server_failure_does_not_break_the_transition(
@@ -162,8 +162,8 @@ def test_a_mail_server_failure_does_not_break_the_transition(
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 2
     settings.EMAIL_HOST_PASSWORD = "s3cret-never-logged"
-    hub = committed(services.approve, people, charlie)
-    assert hub.state == State.APPROVED
+    hub = committed(decisions.approve, people, charlie)
+    assert hub.state == HubState.APPROVED
     notice = Notice.objects.get(hub=people)
     assert notice.status == Notice.Status.FAILED
     assert notice.detail and "s3cret" not in notice.detail
@@ -172,7 +172,7 @@ def test_a_mail_server_failure_does_not_break_the_transition(
 
 def test_nobody_to_tell(alice, committed, mailoutbox, charlie, queued):
     hub = HubFactory(owner=UserFactory(username="noaddress", email=""))
-    committed(services.approve, hub, charlie)
+    committed(decisions.approve, hub, charlie)
     assert mailoutbox == []
     assert Notice.objects.get(hub=hub).status == Notice.Status.SKIPPED
 

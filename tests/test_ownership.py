@@ -4,8 +4,8 @@ charlie (portal admin) and an anonymous caller. Others' hubs are 404, never 403.
 import pytest
 from django.urls import reverse
 
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, Hub
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import Hub, Member
 from tests.factories import HubFactory, UserFactory, api_token
 
 pytestmark = pytest.mark.django_db
@@ -46,10 +46,10 @@ WEB = [
 ]
 # What a successful call does to alice's pending hub.
 WEB_EFFECT = {
-    ("hubs:cancel", "post"): State.CANCELLED,
-    ("hubs:delete", "post"): State.CANCELLED,  # deleting a pending request cancels it
-    ("hubs:approve", "post"): State.APPROVED,
-    ("hubs:reject", "post"): State.REJECTED,
+    ("hubs:cancel", "post"): HubState.CANCELLED,
+    ("hubs:delete", "post"): HubState.CANCELLED,  # deleting a pending request cancels it
+    ("hubs:approve", "post"): HubState.APPROVED,
+    ("hubs:reject", "post"): HubState.REJECTED,
 }
 
 
@@ -75,13 +75,13 @@ def test_web_page(client, request, hub, queued, name, method, expected, who):
     if effect and want == 302:
         assert hub.state == effect
     else:
-        assert hub.state == State.PENDING
+        assert hub.state == HubState.PENDING
 
 
 @pytest.mark.parametrize("who", CALLERS)
 def test_hub_list_shows_own_and_collaborating(client, request, hub, who):
     other = HubFactory(owner=UserFactory(username="dora"), slug="dora-lab")
-    Collaborator.objects.create(hub=other, user=request.getfixturevalue("bob"))
+    Member.objects.create(hub=other, user=request.getfixturevalue("bob"))
     response = web_client(client, request, who).get(reverse("hubs:list"))
     if who == "anonymous":
         assert response.status_code == 302
@@ -98,20 +98,20 @@ def test_hub_list_shows_own_and_collaborating(client, request, hub, who):
 
 
 def test_member_sees_but_cannot_manage(client, hub, bob):
-    Collaborator.objects.create(hub=hub, user=bob, role=Collaborator.Role.MEMBER)
+    Member.objects.create(hub=hub, user=bob, role=Member.Role.MEMBER)
     client.force_login(bob)
     assert client.get(reverse("hubs:detail", args=[hub.pk])).status_code == 200
     assert client.post(reverse("hubs:cancel", args=[hub.pk])).status_code == 403
     hub.refresh_from_db()
-    assert hub.state == State.PENDING
+    assert hub.state == HubState.PENDING
 
 
 def test_co_owner_may_cancel(client, hub, bob):
-    Collaborator.objects.create(hub=hub, user=bob, role=Collaborator.Role.CO_OWNER)
+    Member.objects.create(hub=hub, user=bob, role=Member.Role.CO_OWNER)
     client.force_login(bob)
     assert client.post(reverse("hubs:cancel", args=[hub.pk])).status_code == 302
     hub.refresh_from_db()
-    assert hub.state == State.CANCELLED
+    assert hub.state == HubState.CANCELLED
 
 
 # --- API ----------------------------------------------------------------------------------------
@@ -148,9 +148,9 @@ API = [
     ("get", "/api/docs/", {"alice": 200, "bob": 200, "charlie": 200, "anonymous": 200}),
 ]
 API_EFFECT = {
-    ("delete", "/api/v1/hubs/{pk}/"): State.CANCELLED,
-    ("post", "/api/v1/hubs/{pk}/approve/"): State.APPROVED,
-    ("post", "/api/v1/hubs/{pk}/reject/"): State.REJECTED,
+    ("delete", "/api/v1/hubs/{pk}/"): HubState.CANCELLED,
+    ("post", "/api/v1/hubs/{pk}/approve/"): HubState.APPROVED,
+    ("post", "/api/v1/hubs/{pk}/reject/"): HubState.REJECTED,
 }
 
 
@@ -171,7 +171,7 @@ def test_api_endpoint(api, request, hub, payload, queued, method, path, expected
         assert hub.state == effect
         assert response.json()["state"] == effect
     else:
-        assert hub.state == State.PENDING
+        assert hub.state == HubState.PENDING
     if (method, path, response.status_code) == ("post", "/api/v1/hubs/", 201):
         assert Hub.objects.get(slug="stats-101").owner.username == who
 
@@ -179,7 +179,7 @@ def test_api_endpoint(api, request, hub, payload, queued, method, path, expected
 @pytest.mark.parametrize("who", ["alice", "bob", "charlie"])
 def test_api_list_is_narrowed(api, request, hub, who):
     other = HubFactory(owner=UserFactory(username="dora"), slug="dora-lab")
-    Collaborator.objects.create(hub=other, user=request.getfixturevalue("bob"))
+    Member.objects.create(hub=other, user=request.getfixturevalue("bob"))
     response = api_client(api, request, who).get("/api/v1/hubs/")
     assert response.status_code == 200
     assert {h["slug"] for h in response.json()["results"]} == {
@@ -190,9 +190,9 @@ def test_api_list_is_narrowed(api, request, hub, who):
 
 
 def test_api_member_cannot_delete(api, hub, bob):
-    Collaborator.objects.create(hub=hub, user=bob, role=Collaborator.Role.MEMBER)
+    Member.objects.create(hub=hub, user=bob, role=Member.Role.MEMBER)
     api.force_authenticate(bob)
     assert api.get(f"/api/v1/hubs/{hub.pk}/").status_code == 200
     assert api.delete(f"/api/v1/hubs/{hub.pk}/").status_code == 403
     hub.refresh_from_db()
-    assert hub.state == State.PENDING
+    assert hub.state == HubState.PENDING

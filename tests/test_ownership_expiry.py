@@ -8,8 +8,7 @@ import pytest
 import yaml
 from django.urls import reverse
 
-from portal.hubs import expiry
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
 from tests.factories import HubFactory, api_token
 
@@ -23,7 +22,7 @@ DAY = datetime.timedelta(days=1)
 def suspended(alice, today):
     """Alice's suspended hub, whose end date an admin already moved into the future."""
     return HubFactory(
-        owner=alice, slug="alice-course", state=State.SUSPENDED, start_date=today,
+        owner=alice, slug="alice-course", state=HubState.SUSPENDED, start_date=today,
         end_date=today + 10 * DAY,
     )  # fmt: skip
 
@@ -35,8 +34,8 @@ def login(client, request, who):
 
 
 ACTIONS = [
-    ("hubs:resume", State.PROVISIONING, "provision"),
-    ("hubs:delete-now", State.DEPROVISIONING, "deprovision"),
+    ("hubs:resume", HubState.PROVISIONING, "provision"),
+    ("hubs:delete-now", HubState.DEPROVISIONING, "deprovision"),
 ]
 
 
@@ -60,13 +59,13 @@ def test_web_admin_actions(
         return
     else:
         assert response.status_code == 403
-    assert state == State.SUSPENDED and queued == []
+    assert state == HubState.SUSPENDED and queued == []
 
 
 @pytest.mark.parametrize("who", CALLERS)
 @pytest.mark.parametrize(("action", "effect", "task"), [
-    ("resume", State.PROVISIONING, "provision"),
-    ("delete-now", State.DEPROVISIONING, "deprovision"),
+    ("resume", HubState.PROVISIONING, "provision"),
+    ("delete-now", HubState.DEPROVISIONING, "deprovision"),
 ])  # fmt: skip
 def test_api_admin_actions(
     api, request, suspended, queued, django_capture_on_commit_callbacks, who, action, effect, task
@@ -83,12 +82,12 @@ def test_api_admin_actions(
         assert response.json()["state"] == effect == state
         assert [name for name, *_ in queued] == [task]
     else:
-        assert state == State.SUSPENDED and queued == []
+        assert state == HubState.SUSPENDED and queued == []
 
 
 def test_api_resume_answers_409_when_the_end_date_has_passed(api, charlie, alice, today):
     hub = HubFactory(
-        owner=alice, state=State.SUSPENDED, start_date=today - 9 * DAY, end_date=today - DAY
+        owner=alice, state=HubState.SUSPENDED, start_date=today - 9 * DAY, end_date=today - DAY
     )
     api.force_authenticate(charlie)
     response = api.post(f"/api/v1/hubs/{hub.pk}/resume/", {}, format="json")
@@ -112,7 +111,7 @@ def test_detail_page_shows_data_kept_until_and_admin_buttons(client, request, su
         assert response.status_code == 404
         return
     page = response.content.decode()
-    kept = expiry.data_kept_until(suspended).strftime("%Y-%m-%d %H:%M")
+    kept = suspended.data_kept_until().strftime("%Y-%m-%d %H:%M")
     assert "data is kept until" in page and kept in page
     buttons = (
         reverse("hubs:resume", args=[suspended.pk]) in page,

@@ -3,9 +3,10 @@
 import pytest
 from django.urls import reverse
 
-from portal.hubs import revisions, services
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Hub, HubRevision
+from portal.hubs import lifecycle, revisions
+from portal.hubs.lifecycle import HubState, RevisionState
+from portal.hubs.models import Hub
+from portal.hubs.services import changes
 from tests.factories import api_token
 
 pytestmark = pytest.mark.django_db
@@ -23,9 +24,9 @@ def change(hub: Hub, **overrides) -> dict:
 @pytest.fixture
 def history(running_hub, alice, queued):
     """Revision 1 superseded by an applied #2 (the hub running again), and a pending #3."""
-    services.request_change(running_hub, alice, change(running_hub, expected_users=20))
-    services.mark_running(running_hub.pk)
-    services.request_change(running_hub, alice, change(running_hub, expected_users=80))
+    changes.request_change(running_hub, alice, change(running_hub, expected_users=20))
+    lifecycle.mark_running(running_hub.pk)
+    changes.request_change(running_hub, alice, change(running_hub, expected_users=80))
     running_hub.refresh_from_db()
     return running_hub
 
@@ -61,15 +62,15 @@ def test_web_ownership(client, request, history, name, method, kwargs, expected,
         assert response.status_code == want
     third = history.revisions.get(number=3)
     if want == 302 and "approve" in name:
-        assert third.state == HubRevision.State.APPLIED
+        assert third.state == RevisionState.APPLIED
     elif want == 302 and "reject" in name:
-        assert third.state == HubRevision.State.REJECTED
+        assert third.state == RevisionState.REJECTED
     else:
-        assert third.state == HubRevision.State.PENDING
+        assert third.state == RevisionState.PENDING
 
 
 def test_member_cannot_change(client, running_hub, bob):
-    running_hub.collaborators.create(user=bob, role="member")
+    running_hub.members.create(user=bob, role="member")
     client.force_login(bob)
     assert client.get(reverse("hubs:detail", args=[running_hub.pk])).status_code == 200
     assert client.get(reverse("hubs:change", args=[running_hub.pk])).status_code == 403
@@ -108,7 +109,7 @@ def test_preview_then_submit(
         response = client.post(reverse("hubs:change", args=[running_hub.pk]), data)
     assert response.status_code == 302
     running_hub.refresh_from_db()
-    assert (running_hub.state, running_hub.expected_users) == (State.UPDATING, 20)
+    assert (running_hub.state, running_hub.expected_users) == (HubState.UPDATING, 20)
     assert len(queued) == 1
 
 
@@ -135,7 +136,7 @@ def test_change_of_a_pending_hub_is_refused_with_a_message(client, hub, alice):
 
 
 def test_detail_lists_revisions_and_rollback(client, history, alice):
-    services.reject_change(history.revisions.get(number=3), alice, "Withdrawn")  # any decider
+    changes.reject_change(history.revisions.get(number=3), alice, "Withdrawn")  # any decider
     client.force_login(alice)
     html = client.get(reverse("hubs:detail", args=[history.pk])).content.decode()
     assert 'id="revision-1"' in html and 'id="revision-3"' in html
@@ -146,14 +147,14 @@ def test_detail_lists_revisions_and_rollback(client, history, alice):
 
 
 def test_rollback_page_then_post(client, history, alice, charlie, queued):
-    services.reject_change(history.revisions.get(number=3), charlie, "No")
+    changes.reject_change(history.revisions.get(number=3), charlie, "No")
     client.force_login(alice)
     url = reverse("hubs:revision_rollback", args=[history.pk, 1])
     page = client.get(url)
     assert "-    pods: &#x27;24&#x27;" in page.content.decode()
     assert client.post(url).status_code == 302
     fourth = history.revisions.get(number=4)
-    assert fourth.rollback_of.number == 1 and fourth.state == HubRevision.State.APPLIED
+    assert fourth.rollback_of.number == 1 and fourth.state == RevisionState.APPLIED
 
 
 def test_queue_shows_pending_change_with_diff(client, history, charlie):
@@ -186,7 +187,7 @@ def test_api_ownership(api, request, history, method, path, expected, who):
         api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     if path in ("", "1/rollback/") and method == "post":
         # Free the hub for a new change: decide #3 first.
-        services.reject_change(history.revisions.get(number=3), history.owner, "Withdrawn")
+        changes.reject_change(history.revisions.get(number=3), history.owner, "Withdrawn")
     body = {"reason": "No."} if "reject" in path else {"idle_timeout_minutes": 30}
     url = f"/api/v1/hubs/{history.pk}/revisions/{path}"
     response = getattr(api, method)(url, body, format="json")
@@ -209,7 +210,7 @@ def test_api_change_inside_policy(
     assert body["changed_fields"] == ["expected_users"]
     assert body["spec"]["expected_users"] == 20 and body["spec"]["images"] == ["scipy"]
     running_hub.refresh_from_db()
-    assert running_hub.state == State.UPDATING
+    assert running_hub.state == HubState.UPDATING
     assert len(queued) == 1
     listed = api.get(f"/api/v1/hubs/{running_hub.pk}/revisions/").json()
     assert [r["number"] for r in listed["results"]] == [2, 1]
@@ -289,7 +290,7 @@ def test_api_unknown_revision_is_404(api, running_hub, alice):
 
 
 def test_api_rollback(api, history, alice, charlie, queued):
-    services.reject_change(history.revisions.get(number=3), charlie, "No")
+    changes.reject_change(history.revisions.get(number=3), charlie, "No")
     api.force_authenticate(alice)
     response = api.post(f"/api/v1/hubs/{history.pk}/revisions/1/rollback/", format="json")
     assert response.status_code == 201, response.json()

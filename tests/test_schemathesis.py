@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from tests.factories import AdminFactory, HubFactory, UserFactory, api_token
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "5"))
@@ -53,7 +53,7 @@ def auth(db, queued):
     """Users, hubs in several states and tokens; returns the header per caller."""
     researcher = UserFactory(username="researcher")
     admin = AdminFactory(username="operator")
-    for state in (State.PENDING, State.RUNNING, State.SUSPENDED, State.FAILED):
+    for state in (HubState.PENDING, HubState.RUNNING, HubState.SUSPENDED, HubState.FAILED):
         HubFactory(owner=researcher, slug=f"hub-{state}", state=state)
     return {
         "admin": {"Authorization": f"Token {api_token(admin)}"},

@@ -6,9 +6,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from portal.hubs import services
-from portal.hubs.lifecycle import State, StateConflict
-from portal.hubs.models import Collaborator, GpuType, Hub, SelfServicePolicy
+from portal.hubs import hubspec
+from portal.hubs.lifecycle import HubState, StateConflict
+from portal.hubs.models import GpuType, Hub, Member, SelfServicePolicy
+from portal.hubs.services import decisions, policy
 from portal.usage.models import GpuInventory
 from tests.factories import HardwareOptionFactory, HubFactory, UserFactory
 from tests.support import needs_postgresql, race, won_or_lost
@@ -28,13 +29,13 @@ class TestSubmit:
         self, alice, spec, queued, django_capture_on_commit_callbacks
     ):
         with django_capture_on_commit_callbacks(execute=True):
-            hub = services.submit(alice, spec())
+            hub = decisions.submit(alice, spec())
 
-        assert hub.state == State.APPROVED
+        assert hub.state == HubState.APPROVED
         assert hub.owner == alice
         assert [(e.from_state, e.to_state) for e in hub.events.all()] == [
-            ("", State.PENDING),
-            (State.PENDING, State.APPROVED),
+            ("", HubState.PENDING),
+            (HubState.PENDING, HubState.APPROVED),
         ]
         assert hub.events.first().actor == alice
         assert hub.events.last().actor is None  # the policy approved it
@@ -42,7 +43,7 @@ class TestSubmit:
 
     def test_spec_is_stored(self, alice, bob, spec, queued):
         carol = UserFactory(username="carol")
-        hub = services.submit(
+        hub = decisions.submit(
             alice,
             spec(co_owners="bob", members="carol", storage_options=[], wipe_home_allowed="on"),
         )
@@ -52,24 +53,24 @@ class TestSubmit:
         assert sorted(hub.hardware_options.values_list("name", flat=True)) == ["medium", "small"]
         assert list(hub.images.values_list("name", flat=True)) == ["scipy"]
         assert hub.wipe_home_allowed is True
-        assert set(hub.collaborators.values_list("user__username", "role")) == {
-            ("bob", Collaborator.Role.CO_OWNER),
-            (carol.username, Collaborator.Role.MEMBER),
+        assert set(hub.members.values_list("user__username", "role")) == {
+            ("bob", Member.Role.CO_OWNER),
+            (carol.username, Member.Role.MEMBER),
         }
 
     def test_beyond_policy_waits_for_an_admin(
         self, alice, spec, queued, django_capture_on_commit_callbacks
     ):
         with django_capture_on_commit_callbacks(execute=True):
-            hub = services.submit(alice, spec(gpu_type="a100", gpus_per_user="4"))
+            hub = decisions.submit(alice, spec(gpu_type="a100", gpus_per_user="4"))
 
-        assert hub.state == State.PENDING
+        assert hub.state == HubState.PENDING
         assert "4 GPUs per user exceeds the self-service limit of 0" in hub.state_reason
         assert queued == []
 
     def test_invalid_spec_creates_nothing(self, alice, spec):
-        with pytest.raises(services.InvalidSpec) as invalid:
-            services.submit(alice, spec(slug="Not A Slug"))
+        with pytest.raises(decisions.InvalidSpec) as invalid:
+            decisions.submit(alice, spec(slug="Not A Slug"))
         assert "slug" in invalid.value.errors
         assert not Hub.objects.exists()
 
@@ -88,7 +89,7 @@ class TestPolicy:
             hardware_options=[large],
             end_date=today + datetime.timedelta(days=400),
         )
-        assert services.policy_violations(hub) == [
+        assert policy.policy_violations(hubspec.from_hub(hub)) == [
             "80 expected users exceeds the self-service limit of 50",
             "Large: CPU limit 8 exceeds the self-service limit of 4 CPU",
             "Large: memory 32 GiB exceeds the self-service limit of 16 GiB",
@@ -107,10 +108,10 @@ class TestPolicy:
         GpuInventory.objects.create(
             product=h100.node_label_value, allocatable=80, observed=timezone.now()
         )
-        hub = services.submit(
+        hub = decisions.submit(
             alice, spec(hardware_options=["small"], gpu_type="h100", gpus_per_user="2")
         )
-        assert hub.state == State.APPROVED
+        assert hub.state == HubState.APPROVED
 
 
 class TestApprove:
@@ -118,12 +119,12 @@ class TestApprove:
         self, hub, charlie, queued, django_capture_on_commit_callbacks
     ):
         with django_capture_on_commit_callbacks(execute=True):
-            services.approve(hub, charlie, "GPUs are free in March")
+            decisions.approve(hub, charlie, "GPUs are free in March")
         hub.refresh_from_db()
-        assert hub.state == State.APPROVED
+        assert hub.state == HubState.APPROVED
         assert hub.state_reason == "GPUs are free in March"
         event = hub.events.get()
-        assert (event.actor, event.to_state) == (charlie, State.APPROVED)
+        assert (event.actor, event.to_state) == (charlie, HubState.APPROVED)
         assert queued == [("provision", (hub.pk,), {"queue": "provisioning"})]
 
     def test_approving_twice_queues_once(
@@ -131,72 +132,72 @@ class TestApprove:
     ):
         stale = Hub.objects.get(pk=hub.pk)  # a second admin's page, loaded before the first click
         with django_capture_on_commit_callbacks(execute=True):
-            services.approve(hub, charlie)
+            decisions.approve(hub, charlie)
             with pytest.raises(StateConflict):
-                services.approve(stale, charlie)
+                decisions.approve(stale, charlie)
         assert len(queued) == 1
         assert hub.events.count() == 1
 
     def test_failed_hub_can_be_retried(
         self, alice, charlie, queued, django_capture_on_commit_callbacks
     ):
-        hub = HubFactory(owner=alice, state=State.FAILED, state_reason="quota invalid")
+        hub = HubFactory(owner=alice, state=HubState.FAILED, state_reason="quota invalid")
         with django_capture_on_commit_callbacks(execute=True):
-            services.approve(hub, charlie)
-        assert hub.state == State.APPROVED
+            decisions.approve(hub, charlie)
+        assert hub.state == HubState.APPROVED
         assert queued == [("provision", (hub.pk,), {"queue": "provisioning"})]
 
 
 class TestReject:
     def test_reject_with_reason(self, hub, charlie):
-        services.reject(hub, charlie, "  No GPUs left this term.  ")
+        decisions.reject(hub, charlie, "  No GPUs left this term.  ")
         hub.refresh_from_db()
-        assert (hub.state, hub.state_reason) == (State.REJECTED, "No GPUs left this term.")
+        assert (hub.state, hub.state_reason) == (HubState.REJECTED, "No GPUs left this term.")
         assert hub.events.get().actor == charlie
 
     @pytest.mark.parametrize("reason", ["", "   ", None])
     def test_reject_without_reason_is_refused(self, hub, charlie, reason):
-        with pytest.raises(services.ReasonRequired):
-            services.reject(hub, charlie, reason)
+        with pytest.raises(decisions.ReasonRequired):
+            decisions.reject(hub, charlie, reason)
         hub.refresh_from_db()
-        assert hub.state == State.PENDING
+        assert hub.state == HubState.PENDING
         assert not hub.events.exists()
 
     def test_rejected_slug_can_be_requested_again(self, hub, charlie, alice, spec, queued):
-        services.reject(hub, charlie, "Too big")
-        again = services.submit(alice, spec(slug=hub.slug))
+        decisions.reject(hub, charlie, "Too big")
+        again = decisions.submit(alice, spec(slug=hub.slug))
         assert again.slug == hub.slug and again.pk != hub.pk
 
 
 class TestCancelAndDelete:
     def test_cancel_pending(self, hub, alice):
-        services.cancel(hub, alice)
-        assert hub.state == State.CANCELLED
+        decisions.cancel(hub, alice)
+        assert hub.state == HubState.CANCELLED
 
     def test_cancel_running_is_a_conflict(self, alice):
-        hub = HubFactory(owner=alice, state=State.RUNNING)
+        hub = HubFactory(owner=alice, state=HubState.RUNNING)
         with pytest.raises(StateConflict):
-            services.cancel(hub, alice)
+            decisions.cancel(hub, alice)
 
     def test_delete_running_deprovisions(self, alice, queued, django_capture_on_commit_callbacks):
-        hub = HubFactory(owner=alice, state=State.RUNNING)
+        hub = HubFactory(owner=alice, state=HubState.RUNNING)
         with django_capture_on_commit_callbacks(execute=True):
-            services.delete(hub, alice)
-        assert hub.state == State.DEPROVISIONING
+            decisions.delete(hub, alice)
+        assert hub.state == HubState.DEPROVISIONING
         assert queued == [("deprovision", (hub.pk,), {"queue": "provisioning"})]
 
     def test_delete_pending_just_cancels(
         self, hub, alice, queued, django_capture_on_commit_callbacks
     ):
         with django_capture_on_commit_callbacks(execute=True):
-            services.delete(hub, alice)
-        assert hub.state == State.CANCELLED
+            decisions.delete(hub, alice)
+        assert hub.state == HubState.CANCELLED
         assert queued == []
 
     def test_delete_deleted_is_a_conflict(self, alice, queued):
-        hub = HubFactory(owner=alice, state=State.DELETED)
+        hub = HubFactory(owner=alice, state=HubState.DELETED)
         with pytest.raises(StateConflict):
-            services.delete(hub, alice)
+            decisions.delete(hub, alice)
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -204,11 +205,11 @@ class TestCancelAndDelete:
 def test_two_admins_approving_at_once_provision_once(queued):
     from tests.factories import AdminFactory
 
-    hub = HubFactory(state=State.PENDING)
+    hub = HubFactory(state=HubState.PENDING)
     admins = [AdminFactory(username="admin1"), AdminFactory(username="admin2")]
     outcomes = race(
         *[
-            lambda admin=admin: services.approve(Hub.objects.get(pk=hub.pk), admin)
+            lambda admin=admin: decisions.approve(Hub.objects.get(pk=hub.pk), admin)
             for admin in admins
         ],
         losing=(StateConflict,),

@@ -111,6 +111,7 @@ def test_celery_app_configuration():
     assert app.conf.task_acks_late is True
     assert app.conf.worker_prefetch_multiplier == 1
     assert app.conf.broker_url == portal_settings.REDIS_URL
-    route = app.amqp.router.route({}, "provisioning.tasks.provision_hub")
+    route = app.amqp.router.route({}, "portal.hubs.tasks.provision_hub")
     assert route["queue"].name == "provisioning"
+    assert app.amqp.router.route({}, "portal.hubs.tasks.run_expiry")["queue"].name == "celery"
     assert app.amqp.router.route({}, "portal.other")["queue"].name == "celery"

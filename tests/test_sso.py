@@ -23,7 +23,8 @@ from traitlets.config import PyFileConfigLoader
 
 from portal.accounts.auth import OidcBackend
 from portal.accounts.models import IdentityProfile
-from provisioning import hubconfig, tasks
+from portal.hubs import cluster, hubspec, revisions
+from provisioning import hubconfig
 from provisioning.render import render_hub
 from tests.factories import UserFactory
 from tests.oidc_provider import harness
@@ -417,10 +418,10 @@ def test_hubs_log_in_with_the_same_issuer_and_username_claim(sso, tmp_path, monk
     discovery = sso.discovery()
     spec = EXAMPLES["cpu-course"]
 
-    oauth = tasks.render_settings().oidc.for_hub(spec)
+    oauth = cluster.render_settings().identity_provider.for_hub(spec)
     files = {
         name: content
-        for obj in render_hub(spec, tasks.render_settings(), FIXED_SECRETS)
+        for obj in render_hub(spec, cluster.render_settings(), FIXED_SECRETS)
         if obj["kind"] == "ConfigMap"
         for name, content in obj["data"].items()
     }
@@ -438,7 +439,7 @@ def test_hubs_log_in_with_the_same_issuer_and_username_claim(sso, tmp_path, monk
 
 def test_explicit_endpoints_win_over_discovery(sso, settings):
     settings.OIDC_TOKEN_URL = "https://sso.uni.example/token"
-    oauth = tasks.render_settings().oidc
+    oauth = cluster.render_settings().identity_provider
     assert oauth.token_url == "https://sso.uni.example/token"
     assert oauth.authorize_url == sso.discovery()["authorization_endpoint"]
 
@@ -458,28 +459,26 @@ def test_an_issuer_that_cannot_be_discovered_is_a_transient_provisioning_error(s
     settings.OIDC_ISSUER = f"http://127.0.0.1:{_bind()}/o"
     settings.OIDC_AUTHORIZE_URL = settings.OIDC_TOKEN_URL = settings.OIDC_USERINFO_URL = ""
     with pytest.raises(k8s.ClusterError) as raised:
-        tasks.render_settings()
+        cluster.render_settings()
     assert raised.value.transient
 
 
 def test_a_change_preview_renders_while_the_issuer_cannot_be_discovered(settings, hub):
     """The change diff page shows the hub's objects; the login endpoints are marked unknown."""
-    from portal.hubs import revisions
-
     settings.OIDC_ISSUER = f"http://127.0.0.1:{_bind()}/o"
     settings.OIDC_AUTHORIZE_URL = settings.OIDC_TOKEN_URL = settings.OIDC_USERINFO_URL = ""
 
-    objects = revisions.rendered_objects(hub)
+    objects = revisions.rendered_objects(hubspec.from_hub(hub))
 
     config = next(yaml for (kind, _, _), yaml in objects.items() if kind == "ConfigMap")
-    assert tasks.UNKNOWN_ENDPOINT in "".join(objects.values())
+    assert cluster.UNKNOWN_ENDPOINT in "".join(objects.values())
     assert config
 
 
 def test_hubs_read_groups_from_the_portals_groups_claim(sso, settings):
     settings.OIDC_GROUPS_CLAIM = "eduperson_entitlement"
     spec = EXAMPLES["cpu-course"]
-    oauth = tasks.render_settings().oidc.for_hub(spec)
+    oauth = cluster.render_settings().identity_provider.for_hub(spec)
     assert oauth.groups_claim == "eduperson_entitlement"
     values = hubconfig.hub_values(spec, oauth)
     assert values["oauth"]["groups_claim"] == "eduperson_entitlement"

@@ -7,9 +7,9 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
-from portal.hubs.lifecycle import State
+from portal.hubs import tasks
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub, HubEvent
-from provisioning import tasks
 from tests.factories import HubFactory
 
 pytestmark = pytest.mark.django_db
@@ -17,10 +17,10 @@ pytestmark = pytest.mark.django_db
 
 def test_the_sweeper_requeues_lost_work_a_bounded_number_of_times_then_fails_it(settings):
     long_ago = timezone.now() - datetime.timedelta(hours=1)
-    lost = HubFactory(state=State.APPROVED)
-    fresh = HubFactory(state=State.APPROVED)
-    leaving = HubFactory(state=State.DEPROVISIONING)
-    updating = HubFactory(state=State.UPDATING)
+    lost = HubFactory(state=HubState.APPROVED)
+    fresh = HubFactory(state=HubState.APPROVED)
+    leaving = HubFactory(state=HubState.DEPROVISIONING)
+    updating = HubFactory(state=HubState.UPDATING)
     Hub.objects.filter(pk__in=[lost.pk, leaving.pk, updating.pk]).update(state_changed=long_ago)
     queued = []
     with (
@@ -47,5 +47,5 @@ def test_the_sweeper_requeues_lost_work_a_bounded_number_of_times_then_fails_it(
         assert tasks.sweep_stuck_hubs()["failed"] == 2
     for hub in (leaving, updating):
         hub.refresh_from_db()
-        assert hub.state == State.FAILED
+        assert hub.state == HubState.FAILED
         assert "re-queued 3 times without progress" in hub.state_reason

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from portal.accounts import tokens
 from portal.accounts.models import ApiToken
 from portal.audit.models import AuditEvent
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from tests.factories import HubFactory, api_token
 
 pytestmark = pytest.mark.django_db
@@ -149,7 +149,7 @@ def test_admin_actions_need_the_admin_scope(charlie, hub):
     assert response.status_code == 403
     assert "admin scope" in response.json()["detail"]
     hub.refresh_from_db()
-    assert hub.state == State.PENDING
+    assert hub.state == HubState.PENDING
     response = client_with(api_token(charlie, "admin")).post(
         f"/api/v1/hubs/{hub.pk}/approve/", {}, format="json"
     )
@@ -157,13 +157,13 @@ def test_admin_actions_need_the_admin_scope(charlie, hub):
 
 
 def test_an_admins_write_token_changes_only_their_own_hubs(charlie, hub, queued):
-    own = HubFactory(owner=charlie, slug="charlies", state=State.RUNNING)
+    own = HubFactory(owner=charlie, slug="charlies", state=HubState.RUNNING)
     client = client_with(api_token(charlie, "write"))
     response = client.delete(f"/api/v1/hubs/{hub.pk}/")
     assert response.status_code == 403
     assert "admin scope" in response.json()["detail"]
     hub.refresh_from_db()
-    assert hub.state == State.PENDING
+    assert hub.state == HubState.PENDING
     assert client.get(f"/api/v1/hubs/{hub.pk}/").status_code == 200  # reading stays open
     assert client.delete(f"/api/v1/hubs/{own.pk}/").status_code == 202
     admin = client_with(api_token(charlie, "admin"))
@@ -173,8 +173,8 @@ def test_an_admins_write_token_changes_only_their_own_hubs(charlie, hub, queued)
 def test_an_admins_write_token_changes_no_one_elses_members_or_spec(charlie, alice, bob, queued):
     """The same limit on the hub's sub-resources (members, changes), which look the hub up
     from the URL rather than as the view's object."""
-    others = HubFactory(owner=alice, slug="alices", state=State.RUNNING)
-    own = HubFactory(owner=charlie, slug="charlies-own", state=State.RUNNING)
+    others = HubFactory(owner=alice, slug="alices", state=HubState.RUNNING)
+    own = HubFactory(owner=charlie, slug="charlies-own", state=HubState.RUNNING)
     write, admin = (
         client_with(api_token(charlie, "write")),
         client_with(api_token(charlie, "admin")),
@@ -187,7 +187,7 @@ def test_an_admins_write_token_changes_no_one_elses_members_or_spec(charlie, ali
         refused = write.post(url, body, format="json")
         assert refused.status_code == 403 and "admin scope" in refused.json()["detail"], url
         assert write.get(url).status_code == 200  # reading stays open
-    assert not others.collaborators.exists() and not others.revisions.filter(number=2).exists()
+    assert not others.members.exists() and not others.revisions.filter(number=2).exists()
 
     assert write.post(f"/api/v1/hubs/{own.pk}/members/", member, format="json").status_code == 201
     assert (

@@ -13,8 +13,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, GpuType
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import GpuType, Member
 from portal.usage import queries
 from portal.usage.models import (
     CollectionGap,
@@ -60,8 +60,8 @@ def used_hub(alice, bob, today):
     """alice's hub; bob is a member; two days of usage by both and the hub itself."""
     a100 = GpuType.objects.get(name="a100")
     price_list(gpu={a100: "100"})
-    hub = HubFactory(owner=alice, slug="used", state=State.RUNNING)
-    Collaborator.objects.create(hub=hub, user=bob, role=Collaborator.Role.MEMBER)
+    hub = HubFactory(owner=alice, slug="used", state=HubState.RUNNING)
+    Member.objects.create(hub=hub, user=bob, role=Member.Role.MEMBER)
     yesterday = today - datetime.timedelta(days=1)
     use(hub, alice, yesterday, cores=2, gib=4, gpus=1)  # 20 + 8 + 100 = 128
     use(hub, alice, today, cores=1)  # 10
@@ -98,12 +98,12 @@ class TestReports:
 
     def test_a_co_owner_sees_everyone(self, used_hub, today):
         carol = UserFactory(username="carol")
-        Collaborator.objects.create(hub=used_hub, user=carol, role=Collaborator.Role.CO_OWNER)
+        Member.objects.create(hub=used_hub, user=carol, role=Member.Role.CO_OWNER)
         report = queries.hub_usage(used_hub, carol, queries.last_days(7))
         assert report.total.cost.rounded()["total"] == Decimal("232.00")
 
     def test_my_usage_spans_my_hubs(self, used_hub, alice, today):
-        other = HubFactory(owner=UserFactory(), slug="other", state=State.RUNNING)
+        other = HubFactory(owner=UserFactory(), slug="other", state=HubState.RUNNING)
         use(other, alice, today, gib=5)
         report = queries.user_usage(alice, queries.last_days(30))
         assert [(line.label, line.cost.rounded()["total"]) for line in report.by_hub] == [
@@ -136,7 +136,7 @@ class TestReports:
         monday = datetime.date(2027, 3, 1)
         price_list(gpu={a100: "100", h100: "300"}, valid_from=monday)
         price_list(gpu={a100: "150", h100: "300"}, valid_from=monday + datetime.timedelta(days=3))
-        hub = HubFactory(owner=alice, slug="two-gpus", state=State.RUNNING)
+        hub = HubFactory(owner=alice, slug="two-gpus", state=HubState.RUNNING)
         for n in range(7):  # one A100 hour every day, one H100 hour on Tuesday
             use(hub, alice, monday + datetime.timedelta(days=n), gpus=1)
         UsageDay.objects.create(
@@ -305,7 +305,7 @@ class TestApi:
             gpu_type=a100,
             gpus_per_user=1,
             expected_users=3,
-            state=State.RUNNING,
+            state=HubState.RUNNING,
             start_date=today,
             end_date=today + datetime.timedelta(days=3),
         )
@@ -330,11 +330,11 @@ class TestApproveOverCapacity:
         a100 = GpuType.objects.get(name="a100")
         GpuInventory.objects.create(product=A100, allocatable=4, in_use=0, observed=timezone.now())
         HubFactory(
-            gpu_type=a100, gpus_per_user=1, expected_users=4, state=State.RUNNING,
+            gpu_type=a100, gpus_per_user=1, expected_users=4, state=HubState.RUNNING,
             start_date=today, end_date=today + datetime.timedelta(days=30),
         )  # fmt: skip
         return HubFactory(
-            gpu_type=a100, gpus_per_user=1, expected_users=1, state=State.PENDING,
+            gpu_type=a100, gpus_per_user=1, expected_users=1, state=HubState.PENDING,
             start_date=today, end_date=today + datetime.timedelta(days=3),
         )  # fmt: skip
 
@@ -349,7 +349,7 @@ class TestApproveOverCapacity:
         response = api.post(url, {"override": True}, format="json")
         assert response.status_code == 400 and "reason" in response.json()
         response = api.post(url, {"override": True, "reason": "Extra node"}, format="json")
-        assert response.status_code == 200 and response.json()["state"] == State.APPROVED
+        assert response.status_code == 200 and response.json()["state"] == HubState.APPROVED
 
     def test_web_approve_shows_the_error_and_accepts_an_override(
         self, client, charlie, full, queued
@@ -361,17 +361,17 @@ class TestApproveOverCapacity:
         page = client.post(url, {"override": "1", "reason": ""}, follow=True)
         assert "Give a reason" in page.content.decode()
         full.refresh_from_db()
-        assert full.state == State.PENDING
+        assert full.state == HubState.PENDING
         client.post(url, {"override": "1", "reason": "Extra node"})
         full.refresh_from_db()
-        assert full.state == State.APPROVED
+        assert full.state == HubState.APPROVED
 
 
 # --- Recording (the charging rule; the cluster side is in tests/cluster/) -----------------------
 
 
 def observation(hub, *holdings):
-    from provisioning.usage import GpuCount, Holding, Observation
+    from provisioning.observe import GpuCount, Holding, Observation
 
     return Observation(
         holdings=[
@@ -388,7 +388,7 @@ def observation(hub, *holdings):
 def test_a_pass_charges_from_the_later_of_the_previous_pass_and_the_start(alice, settings):
     from portal.usage.recording import record_pass
 
-    hub = HubFactory(owner=alice, slug="rec", state=State.RUNNING)
+    hub = HubFactory(owner=alice, slug="rec", state=HubState.RUNNING)
     t0 = datetime.datetime(2027, 3, 1, 9, 58, tzinfo=UTC)
     started_late = t0 + datetime.timedelta(minutes=3)  # 10:01, after the first pass
     seen = observation(
@@ -416,15 +416,15 @@ def test_gpus_no_node_offers_count_zero_after_a_pass(alice, spec):
     """Before the first pass GPU capacity is unknown; after it, a catalogue type that no node
     offers has none, and a product whose nodes are gone drops to zero, so requests for either
     wait for an admin instead of being approved against stale or missing figures."""
-    from portal.hubs import services
     from portal.hubs.models import SelfServicePolicy
+    from portal.hubs.services import decisions
     from portal.usage import capacity
     from portal.usage.recording import record_pass
-    from provisioning.usage import Observation
+    from provisioning.observe import Observation
 
     a100, h100 = GpuType.objects.get(name="a100"), GpuType.objects.get(name="h100")
     assert capacity.allocatable(h100) is None
-    hub = HubFactory(owner=alice, slug="inv", state=State.RUNNING)
+    hub = HubFactory(owner=alice, slug="inv", state=HubState.RUNNING)
     t0 = datetime.datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
 
     record_pass(observation(hub), t0)  # sees 4 A100s and no H100 node
@@ -436,15 +436,15 @@ def test_gpus_no_node_offers_count_zero_after_a_pass(alice, spec):
     assert gone.observed == t0 + datetime.timedelta(minutes=5)
 
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
-    request = services.submit(alice, spec(gpu_type="h100", gpus_per_user="1", expected_users="1"))
-    assert request.state == State.PENDING
+    request = decisions.submit(alice, spec(gpu_type="h100", gpus_per_user="1", expected_users="1"))
+    assert request.state == HubState.PENDING
     assert "GPUs do not fit (1 wanted, 0 free" in request.state_reason
 
 
 def test_holdings_of_namespaces_this_portal_does_not_own_are_ignored(alice):
     from portal.usage.recording import record_pass
 
-    hub = HubFactory(owner=alice, slug="mine", state=State.RUNNING)
+    hub = HubFactory(owner=alice, slug="mine", state=HubState.RUNNING)
     other = HubFactory.build(pk=hub.pk, slug="someone-elses")  # same id in another portal
     t0 = datetime.datetime(2027, 3, 1, 10, tzinfo=UTC)
     seen = observation(other, {"name": "x", "component": "jobs", "username": "", "since": t0,

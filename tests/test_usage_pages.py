@@ -9,8 +9,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, GpuType, Hub
+from portal.hubs.lifecycle import HubState, RevisionState
+from portal.hubs.models import GpuType, Hub, Member
 from portal.usage.models import Component, GpuInventory, UsageDay
 from tests.factories import HubFactory, UserFactory
 from tests.usage_support import price_list
@@ -69,10 +69,10 @@ def used_hub(alice, dora, mia, prices, yesterday, a100):
     alice 24 core-hours (240), 48 GiB-hours (96) and 2 A100-hours (200); mia 5 core-hours
     (50); 20 days ago alice 1 core-hour (10)."""
     hub = HubFactory(
-        owner=alice, slug="alice-course", display_name="Alice's course", state=State.RUNNING
+        owner=alice, slug="alice-course", display_name="Alice's course", state=HubState.RUNNING
     )
-    Collaborator.objects.create(hub=hub, user=dora, role=Collaborator.Role.CO_OWNER)
-    Collaborator.objects.create(hub=hub, user=mia, role=Collaborator.Role.MEMBER)
+    Member.objects.create(hub=hub, user=dora, role=Member.Role.CO_OWNER)
+    Member.objects.create(hub=hub, user=mia, role=Member.Role.MEMBER)
     usage(hub, alice, yesterday, cores=1, gib=2)
     usage(hub, alice, yesterday, gpus=1, seconds=2 * HOUR, product=A100)
     usage(hub, mia, yesterday, cores=0.5, seconds=10 * HOUR)
@@ -213,7 +213,7 @@ def test_chart_stylesheet_is_served_from_the_portal(client):
 
 
 def test_my_usage_shows_my_own_usage_across_hubs(client, alice, mia, used_hub, yesterday):
-    other = HubFactory(owner=UserFactory(), slug="other-lab", state=State.RUNNING)
+    other = HubFactory(owner=UserFactory(), slug="other-lab", state=HubState.RUNNING)
     usage(other, mia, yesterday, cores=1, seconds=HOUR)  # 10
     html = page(client, mia, reverse("usage:mine") + "?days=7").content.decode()
     assert "60.00 CZK" in html  # 50 in alice's hub + 10 in the other
@@ -265,7 +265,7 @@ def busy_a100(a100, today):
         gpu_type=a100,
         gpus_per_user=1,
         expected_users=3,
-        state=State.RUNNING,
+        state=HubState.RUNNING,
         start_date=today,
         end_date=today + datetime.timedelta(days=10),
     )
@@ -333,7 +333,9 @@ def test_submitting_the_form_still_submits(client, alice, spec, prices):
 def test_change_form_estimate_does_not_count_the_hub_itself(
     client, alice, busy_a100, prices, today
 ):
-    hub = a100_hub(busy_a100, today, "gpu-lab", start=0, days=5, owner=alice, state=State.RUNNING)
+    hub = a100_hub(
+        busy_a100, today, "gpu-lab", start=0, days=5, owner=alice, state=HubState.RUNNING
+    )
     client.force_login(alice)
     form = client.get(reverse("hubs:change", args=[hub.pk])).content.decode()
     assert "Check capacity and cost" in form
@@ -367,7 +369,7 @@ def test_estimate_fragment_for_the_forms_script(client, alice, bob, spec, busy_a
     assert "<html" not in html and "Does not fit" in html and "342,720.00 CZK" in html
     assert re.search(r'class="free-gpus">1</strong> of 4', html)
     # A change estimate only for a hub the caller manages; others' hubs do not leak.
-    others = HubFactory(owner=bob, slug="bobs-lab", state=State.RUNNING)
+    others = HubFactory(owner=bob, slug="bobs-lab", state=HubState.RUNNING)
     assert client.get(url, {**query, "hub": others.pk}).status_code == 404
     assert client.get(url, {**query, "hub": "x"}).status_code == 404
     assert "Fill in these fields" in client.get(url, {"gpu_type": "nope"}).content.decode()
@@ -405,14 +407,14 @@ def test_approving_over_capacity_with_a_reason_from_the_queue(client, charlie, b
     response = client.post(url, {"next": "queue"}, follow=True)
     assert "Not enough NVIDIA A100 80 GB GPUs" in response.content.decode()
     hub.refresh_from_db()
-    assert hub.state == State.PENDING
+    assert hub.state == HubState.PENDING
     client.post(url, {"override": "1", "reason": "", "next": "queue"})
     hub.refresh_from_db()
-    assert hub.state == State.PENDING  # no reason: nothing changes
+    assert hub.state == HubState.PENDING  # no reason: nothing changes
     response = client.post(url, {"override": "1", "reason": "Grant deadline", "next": "queue"})
     assert response.status_code == 302
     hub.refresh_from_db()
-    assert hub.state == State.APPROVED
+    assert hub.state == HubState.APPROVED
     assert "Grant deadline" in hub.events.last().reason
 
 
@@ -421,19 +423,19 @@ def test_a_change_over_capacity_is_shown_and_approved_with_a_reason(
 ):
     """The queue checks a pending change's GPUs like a new request's: an admin sees that it does
     not fit and can approve it over capacity with a reason, on the page and in the API."""
-    from portal.hubs import services
-    from portal.hubs.models import HubRevision, SelfServicePolicy
+    from portal.hubs.models import SelfServicePolicy
     from portal.hubs.revisions import form_data, spec_of_hub
+    from portal.hubs.services import changes
 
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_gpus_per_user": 1})
     # The 4th A100: none left.
     hub = a100_hub(
-        busy_a100, today, "growing-lab", start=0, days=10, owner=alice, state=State.RUNNING
+        busy_a100, today, "growing-lab", start=0, days=10, owner=alice, state=HubState.RUNNING
     )
-    revision = services.request_change(
+    revision = changes.request_change(
         hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "2"}
     )
-    assert revision.state == HubRevision.State.PENDING
+    assert revision.state == RevisionState.PENDING
 
     html = page(client, charlie, reverse("hubs:queue")).content.decode()
     check = html.split(f'id="capacity-check-{hub.pk}-{revision.number}"', 1)[1]
@@ -455,8 +457,8 @@ def test_a_change_over_capacity_is_shown_and_approved_with_a_reason(
     response = client.post(approve, {"next": "queue"}, follow=True)
     assert "Not enough NVIDIA A100 80 GB GPUs" in response.content.decode()
     revision.refresh_from_db()
-    assert revision.state == HubRevision.State.PENDING
+    assert revision.state == RevisionState.PENDING
     client.post(approve, {"override": "1", "reason": "Second node next week", "next": "queue"})
     revision.refresh_from_db()
-    assert revision.state == HubRevision.State.APPLIED
+    assert revision.state == RevisionState.APPLIED
     assert revision.reason == "Approved over capacity (2 GPUs, 1 free): Second node next week"

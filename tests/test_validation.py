@@ -7,10 +7,10 @@ from unittest import mock
 import pytest
 from django.urls import reverse
 
-from portal.hubs import services
 from portal.hubs.forms import HubRequestForm
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
+from portal.hubs.services import decisions
 from tests.factories import HardwareOptionFactory, HubFactory
 from tests.support import needs_postgresql, race
 
@@ -66,7 +66,7 @@ BAD = [
 
 @pytest.fixture(autouse=True)
 def _existing(alice):
-    HubFactory(owner=alice, slug="taken", state=State.RUNNING)
+    HubFactory(owner=alice, slug="taken", state=HubState.RUNNING)
     HardwareOptionFactory(name="retired", enabled=False)
 
 
@@ -178,8 +178,8 @@ def test_duplicate_slug_that_slipped_past_validation_is_a_field_error(alice, spe
     skip_check = mock.patch.object(
         HubRequestForm, "clean_slug", lambda form: form.cleaned_data["slug"]
     )
-    with skip_check, pytest.raises(services.InvalidSpec) as invalid:
-        services.submit(alice, spec(slug="taken"))
+    with skip_check, pytest.raises(decisions.InvalidSpec) as invalid:
+        decisions.submit(alice, spec(slug="taken"))
     assert invalid.value.errors["slug"] == ["This slug is already taken."]
     assert Hub.objects.filter(slug="taken").count() == 1
 
@@ -188,7 +188,7 @@ def test_duplicate_slug_that_slipped_past_validation_is_a_field_error(alice, spe
 @needs_postgresql
 def test_concurrent_requests_for_one_slug_create_one_hub(alice, spec, queued):
     results = race(
-        *[lambda: services.submit(alice, spec(slug="race"))] * 4, losing=(services.InvalidSpec,)
+        *[lambda: decisions.submit(alice, spec(slug="race"))] * 4, losing=(decisions.InvalidSpec,)
     )
     outcomes = ["created" if result == "won" else str(result.errors) for result in results]
 

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
 from tests.factories import HubFactory
 
@@ -39,7 +39,7 @@ def test_request_inside_policy(client, alice, spec, queued, django_capture_on_co
 
     hub = Hub.objects.get(slug="stats-101")
     assert response.redirect_chain[-1][0] == reverse("hubs:detail", args=[hub.pk])
-    assert hub.state == State.APPROVED
+    assert hub.state == HubState.APPROVED
     assert b"inside the policy and was approved" in response.content
     assert queued == [("provision", (hub.pk,), {"queue": "provisioning"})]
 
@@ -54,16 +54,17 @@ def test_request_beyond_policy_shows_why(client, alice, spec):
 
 
 def test_hub_page_shows_url_once_running_and_timeline(client, alice, charlie):
-    hub = HubFactory(owner=alice, slug="lab", state=State.PENDING)
-    from portal.hubs import services
+    hub = HubFactory(owner=alice, slug="lab", state=HubState.PENDING)
+    from portal.hubs import lifecycle
+    from portal.hubs.services import decisions
 
-    services.approve(hub, charlie, "ok")
-    services.mark_provisioning(hub.pk)
+    decisions.approve(hub, charlie, "ok")
+    lifecycle.mark_provisioning(hub.pk)
     client.force_login(alice)
     page = client.get(reverse("hubs:detail", args=[hub.pk])).content.decode()
     assert "https://lab.hubs.localhost</a>" not in page
 
-    services.mark_running(hub.pk)
+    lifecycle.mark_running(hub.pk)
     page = client.get(reverse("hubs:detail", args=[hub.pk])).content.decode()
     assert '<a class="hub-url" href="https://lab.hubs.localhost">' in page
     assert "hub-lab" in page
@@ -73,10 +74,10 @@ def test_hub_page_shows_url_once_running_and_timeline(client, alice, charlie):
 
 
 def test_failed_hub_shows_the_error(client, alice):
-    hub = HubFactory(owner=alice, state=State.PROVISIONING)
-    from portal.hubs import services
+    hub = HubFactory(owner=alice, state=HubState.PROVISIONING)
+    from portal.hubs import lifecycle
 
-    services.mark_failed(hub.pk, 'admission webhook denied the request: "quota"')
+    lifecycle.mark_failed(hub.pk, 'admission webhook denied the request: "quota"')
     client.force_login(alice)
     page = client.get(reverse("hubs:detail", args=[hub.pk])).content.decode()
     assert "admission webhook denied the request: &quot;quota&quot;" in page
@@ -96,16 +97,16 @@ def test_cancel_and_delete_confirmation(client, alice, queued):
     assert b"Cancel request" in client.get(reverse("hubs:detail", args=[pending.pk])).content
     client.post(reverse("hubs:cancel", args=[pending.pk]))
     pending.refresh_from_db()
-    assert pending.state == State.CANCELLED
+    assert pending.state == HubState.CANCELLED
 
-    running = HubFactory(owner=alice, slug="r1", state=State.RUNNING)
+    running = HubFactory(owner=alice, slug="r1", state=HubState.RUNNING)
     confirm = client.get(reverse("hubs:delete", args=[running.pk]))
     assert b"Yes, delete the hub" in confirm.content
     running.refresh_from_db()
-    assert running.state == State.RUNNING  # GET only asks
+    assert running.state == HubState.RUNNING  # GET only asks
     response = client.post(reverse("hubs:delete", args=[running.pk]), follow=True)
     running.refresh_from_db()
-    assert running.state == State.DEPROVISIONING
+    assert running.state == HubState.DEPROVISIONING
     assert b"being deleted" in response.content
 
     again = client.post(reverse("hubs:delete", args=[running.pk]), follow=True)
@@ -115,7 +116,7 @@ def test_cancel_and_delete_confirmation(client, alice, queued):
 def test_approval_queue_oldest_first_with_exceeding_highlighted(client, charlie, alice, bob):
     old = HubFactory(owner=alice, slug="older", expected_users=80)
     new = HubFactory(owner=bob, slug="newer")
-    HubFactory(owner=bob, slug="runs", state=State.RUNNING)
+    HubFactory(owner=bob, slug="runs", state=HubState.RUNNING)
     client.force_login(charlie)
     response = client.get(reverse("hubs:queue"))
     rows = response.context["rows"]
@@ -134,11 +135,11 @@ def test_reject_page_requires_reason(client, charlie, hub):
     assert response.status_code == 200
     assert "This field is required." in response.context["form"].errors["reason"]
     hub.refresh_from_db()
-    assert hub.state == State.PENDING
+    assert hub.state == HubState.PENDING
 
     client.post(reverse("hubs:reject", args=[hub.pk]), {"reason": "Out of GPUs"})
     hub.refresh_from_db()
-    assert (hub.state, hub.state_reason) == (State.REJECTED, "Out of GPUs")
+    assert (hub.state, hub.state_reason) == (HubState.REJECTED, "Out of GPUs")
 
 
 def test_approving_twice_from_the_queue_says_so(client, charlie, hub, queued):

@@ -12,7 +12,7 @@ Without an issuer (local sign-in only) hubs have no working login client.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 import structlog
@@ -21,10 +21,8 @@ from django.db import IntegrityError, transaction
 
 from portal.accounts import oidc
 from portal.audit.log import record
+from portal.hubs.models import Hub, LoginClient
 from provisioning.errors import ServiceError
-
-if TYPE_CHECKING:
-    from portal.hubs.models import Hub, LoginClient
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +55,6 @@ def ensure(hub: Hub, redirect_uri: str, contact: bool = True) -> Credentials | N
 
     Without `contact` the identity provider is not called: the client the hub has, or None.
     """
-    from portal.hubs.models import LoginClient
-
     current = mode()
     if current == SHARED:
         return Credentials(settings.OIDC_HUB_CLIENT_ID, settings.OIDC_HUB_CLIENT_SECRET)
@@ -84,8 +80,6 @@ def remove(hub: Hub, last_try: bool = False) -> str:
     provider does not answer, so that the deletion is tried again; on the `last_try` the
     client is left instead, so that an identity provider that is down never keeps a hub.
     """
-    from portal.hubs.models import LoginClient
-
     client = LoginClient.objects.filter(hub=hub).first()
     if client is None:
         return ""
@@ -154,8 +148,6 @@ def client_metadata(hub: Hub, redirect_uri: str) -> dict[str, Any]:
 
 
 def _register(hub: Hub, redirect_uri: str) -> LoginClient:
-    from portal.hubs.models import LoginClient
-
     response = _call(
         "POST",
         registration_endpoint(),

@@ -15,6 +15,8 @@ import structlog
 from django.conf import settings
 from django.core.cache import cache
 
+from provisioning.render import IdentityProvider
+
 log = structlog.get_logger(__name__)
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -105,12 +107,10 @@ def endpoints() -> Endpoints:
     )
 
 
-def hub_login_settings():
+def hub_login_settings() -> IdentityProvider:
     """The OIDC settings every hub is rendered with: this issuer's endpoints and claims."""
-    from provisioning.render import OidcSettings
-
     found = endpoints()
-    return OidcSettings(
+    return IdentityProvider(
         authorize_url=found.authorization_endpoint,
         token_url=found.token_endpoint,
         userdata_url=found.userinfo_endpoint,

@@ -26,6 +26,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from portal.accounts.models import ApiToken
+from portal.audit.log import record
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -106,8 +107,6 @@ def revoke(token: ApiToken, actor: AbstractBaseUser | None = None) -> bool:
 
 def _audit(action: str, token: ApiToken, **details) -> None:
     """Record a token event in the audit log (never the token or its digest)."""
-    from portal.audit.log import record
-
     record(action, token, **{k: v for k, v in details.items() if v})
 
 
@@ -232,11 +231,11 @@ class TokenScopePermission(BasePermission):
         if effective_scope(token) == Scope.ADMIN or not request.user.is_staff:
             return True
         hub = obj if hasattr(obj, "can_manage") else getattr(obj, "hub", None)
-        if hub is None or not hasattr(hub, "collaborators"):
+        if hub is None or not hasattr(hub, "members"):
             return True
         if (
             hub.owner_id == request.user.pk
-            or hub.collaborators.filter(user=request.user, role="co-owner").exists()
+            or hub.members.filter(user=request.user, role="co-owner").exists()
         ):
             return True
         self.message = (

@@ -1,6 +1,10 @@
 """Receivers that record hub transitions, change requests, membership changes and admin actions.
 
-Membership models (collaborators, invitations, group grants, member tiers) are connected when
+Hub events and revisions are recorded from the lifecycle's signals (`hub_event_recorded`,
+`revision_transitioned`), the one path for the side effects of transitions; membership rows
+and the Django admin's log entries from their models' save and delete signals.
+
+Membership models (members, invitations, group grants, member tiers) are connected when
 they exist; a model not added yet is skipped, so this module never breaks start-up.
 """
 
@@ -8,45 +12,57 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.signals import task_postrun, task_prerun
 from django.apps import apps
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db.models.signals import post_delete, post_save
 
 from portal.audit.log import Context, current, record, request_actor, set_current
 from portal.audit.models import AuditEvent
+from portal.hubs import lifecycle
 
-MEMBERSHIP_MODELS = ["hubs.Collaborator", "hubs.Invitation", "hubs.GroupGrant", "hubs.MemberTier"]
+MEMBERSHIP_MODELS = ["hubs.Member", "hubs.Invitation", "hubs.GroupGrant", "hubs.MemberTier"]
 _ADMIN_FLAGS = {ADDITION: "addition", CHANGE: "change", DELETION: "deletion"}
 
 
-def hub_event_saved(sender, instance, created: bool, raw: bool = False, **kwargs) -> None:
-    """Every hub transition, by the actor the event names (empty = the system)."""
-    if not created or raw:
-        return
+def hub_event_recorded(sender, event, **kwargs) -> None:
+    """Every hub event, by the actor it names (empty = the system)."""
     record(
         "hub.transition",
-        instance.hub,
-        actor=instance.actor,
-        from_state=instance.from_state,
-        to_state=instance.to_state,
-        reason=instance.reason,
-        event_id=instance.pk,
+        event.hub,
+        actor=event.actor,
+        from_state=event.from_state,
+        to_state=event.to_state,
+        reason=event.reason,
+        event_id=event.pk,
     )
 
 
-def revision_saved(sender, instance, created: bool, raw: bool = False, **kwargs) -> None:
-    """A change requested for a hub (its approval and rejection are recorded by services)."""
-    if not created or raw:
-        return
-    record(
-        "hub.change_requested",
-        instance,
-        actor=instance.author,
-        hub_id=instance.hub_id,
-        number=instance.number,
-        state=instance.state,
-        changed_fields=instance.changed_fields,
-    )
+# An admin's decision on a change; a change inside the policy is approved by nobody.
+DECISIONS = {"approved": "hub.change_approved", "rejected": "hub.change_rejected"}
+
+
+def revision_transitioned(sender, revision, from_state, to_state, actor, reason, **kwargs) -> None:
+    """A change requested for a hub, and an admin's decision on it."""
+    if not from_state:
+        record(
+            "hub.change_requested",
+            revision,
+            actor=actor,
+            hub_id=revision.hub_id,
+            number=revision.number,
+            state=to_state,
+            changed_fields=revision.changed_fields,
+        )
+    elif to_state in DECISIONS and actor is not None:
+        record(
+            DECISIONS[to_state],
+            revision,
+            actor=actor,
+            hub_id=revision.hub_id,
+            number=revision.number,
+            reason=(reason or "").strip(),
+        )
 
 
 def _fields(instance) -> dict[str, Any]:
@@ -118,14 +134,8 @@ def task_finished(task_id: str | None = None, **kwargs) -> None:
 
 def connect() -> None:
     """Connect the receivers to the models that exist (called from AuditConfig.ready)."""
-    from celery.signals import task_postrun, task_prerun
-
-    post_save.connect(
-        hub_event_saved, sender=apps.get_model("hubs", "HubEvent"), dispatch_uid="audit.hub_event"
-    )
-    post_save.connect(
-        revision_saved, sender=apps.get_model("hubs", "HubRevision"), dispatch_uid="audit.revision"
-    )
+    lifecycle.hub_event_recorded.connect(hub_event_recorded, dispatch_uid="audit.hub_event")
+    lifecycle.revision_transitioned.connect(revision_transitioned, dispatch_uid="audit.revision")
     for label in MEMBERSHIP_MODELS:
         try:
             model = apps.get_model(label)

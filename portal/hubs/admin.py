@@ -7,10 +7,8 @@ from django.urls import reverse
 from django.utils.formats import date_format
 from django.utils.html import format_html
 
-from portal.hubs import services
 from portal.hubs.lifecycle import LifecycleError
 from portal.hubs.models import (
-    Collaborator,
     GpuType,
     GroupGrant,
     HardwareOption,
@@ -20,10 +18,12 @@ from portal.hubs.models import (
     Image,
     Invitation,
     LoginClient,
+    Member,
     MemberTier,
     SelfServicePolicy,
     StorageOption,
 )
+from portal.hubs.services import changes, decisions
 
 
 @admin.register(HardwareOption)
@@ -90,7 +90,7 @@ class ReadOnlyInline(admin.TabularInline):
 class CollaboratorInline(ReadOnlyInline):
     """People change on the hub's members page, which also updates the running hub."""
 
-    model = Collaborator
+    model = Member
     fields = ["user", "role", "tier"]
 
 
@@ -150,7 +150,7 @@ class HubRevisionAdmin(admin.ModelAdmin):
     def approve_selected(self, request, queryset) -> None:
         for revision in queryset.select_related("hub"):
             try:
-                services.approve_change(revision, request.user)
+                changes.approve_change(revision, request.user)
             except LifecycleError as error:
                 self.message_user(request, f"{revision}: {error}", messages.WARNING)
             else:
@@ -218,11 +218,11 @@ class HubAdmin(admin.ModelAdmin):
 
     @admin.action(description="Approve selected hubs")
     def approve_selected(self, request, queryset) -> None:
-        self._apply(request, queryset, lambda hub: services.approve(hub, request.user))
+        self._apply(request, queryset, lambda hub: decisions.approve(hub, request.user))
 
     @admin.action(description="Delete selected hubs (deprovision)")
     def delete_selected_hubs(self, request, queryset) -> None:
-        self._apply(request, queryset, lambda hub: services.delete(hub, request.user))
+        self._apply(request, queryset, lambda hub: decisions.delete(hub, request.user))
 
     def _apply(self, request, queryset, action) -> None:
         for hub in queryset:

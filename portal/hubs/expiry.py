@@ -24,22 +24,31 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from portal.hubs import services
-from portal.hubs.lifecycle import LifecycleError, State
+from portal.hubs import queue
+from portal.hubs.lifecycle import (
+    IN_SERVICE_STATES,
+    WARNED_STATES,
+    HubState,
+    LifecycleError,
+    transition,
+)
 from portal.hubs.models import Hub
+from portal.notifications import mail
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser as User
 
 log = structlog.get_logger(__name__)
 
 # Offered by the extension link in a warning: the current end date plus this many days.
 EXTENSION_DAYS = 30
-# Hubs whose owners are warned (updating hubs too: a change in flight does not stop the clock).
-WARNED_STATES = (State.RUNNING, State.UPDATING, State.EXPIRING)
 
 
 def warning_days() -> list[int]:
@@ -49,35 +58,9 @@ def warning_days() -> list[int]:
     return sorted({int(value) for value in values if str(value).strip()}, reverse=True)
 
 
-def grace_period() -> datetime.timedelta:
-    """How long a suspended hub's data is kept before the hub is deleted."""
-    return datetime.timedelta(days=settings.EXPIRY_GRACE_DAYS)
-
-
-def ends_at(hub: Hub) -> datetime.datetime:
-    """The moment the hub's usage period is over: midnight after its end date."""
-    day_after = hub.end_date + datetime.timedelta(days=1)
-    return timezone.make_aware(datetime.datetime.combine(day_after, datetime.time.min))
-
-
 def days_left(hub: Hub, now: datetime.datetime) -> int:
     """Whole days from `now` until the hub ends, rounded up (1 on its last day, 0 after it)."""
     return max((hub.end_date - timezone.localdate(now)).days + 1, 0)
-
-
-def data_kept_until(
-    hub: Hub, suspended_at: datetime.datetime | None = None
-) -> datetime.datetime | None:
-    """When a suspended hub (suspended at `suspended_at`, default now) is deleted.
-
-    The grace period counts from the suspension, but never from before the end of the usage
-    period, so a hub suspended early for any reason still gets the whole grace after its end.
-    """
-    if suspended_at is None:
-        if hub.state != State.SUSPENDED:
-            return None
-        suspended_at = hub.state_changed
-    return max(suspended_at, ends_at(hub)) + grace_period()
 
 
 class EndDatePassed(LifecycleError):
@@ -87,7 +70,7 @@ class EndDatePassed(LifecycleError):
 
 def check_resumable(hub: Hub, now: datetime.datetime | None = None) -> None:
     """Raise EndDatePassed when resuming the hub now would be undone by the next pass."""
-    if (now or timezone.now()) >= ends_at(hub):
+    if (now or timezone.now()) >= hub.ends_at():
         raise EndDatePassed(
             f"The hub's end date {hub.end_date.isoformat()} has passed: extend it first, "
             "or it is suspended again at the next expiry check."
@@ -126,7 +109,9 @@ def run(now: datetime.datetime | None = None) -> Pass:
     steps = (
         # Extended out of the warning window: back to running.
         (
-            Hub.objects.filter(state=State.EXPIRING, end_date__gt=today + _days(first_window - 1)),
+            Hub.objects.filter(
+                state=HubState.EXPIRING, end_date__gt=today + _days(first_window - 1)
+            ),
             lambda hub: _extend(hub, result),
         ),
         # Inside a warning window, not over yet.
@@ -140,11 +125,11 @@ def run(now: datetime.datetime | None = None) -> Pass:
         ),
         # Over: suspend.
         (
-            Hub.objects.filter(state__in=(State.RUNNING, State.EXPIRING), end_date__lt=today),
+            Hub.objects.filter(state__in=IN_SERVICE_STATES, end_date__lt=today),
             lambda hub: _suspend(hub, result),
         ),
         # Suspended for longer than the grace period: delete.
-        (Hub.objects.filter(state=State.SUSPENDED), lambda hub: _delete(hub, now, result)),
+        (Hub.objects.filter(state=HubState.SUSPENDED), lambda hub: _delete(hub, now, result)),
     )
     for hubs, step in steps:
         for hub in hubs.select_related("owner").order_by("pk"):
@@ -165,15 +150,13 @@ def _days(count: int) -> datetime.timedelta:
 
 
 def _extend(hub: Hub, result: Pass) -> None:
-    services.unexpire(hub, f"End date moved to {hub.end_date.isoformat()}")
+    unexpire(hub, f"End date moved to {hub.end_date.isoformat()}")
     result.extended.append(hub.pk)
 
 
 def _warn(hub: Hub, now: datetime.datetime, result: Pass) -> None:
-    from portal.notifications import mail  # notifications depends on hubs, not the reverse
-
-    if hub.state == State.RUNNING:
-        services.expire(hub, f"Ends on {hub.end_date.isoformat()}")
+    if hub.state == HubState.RUNNING:
+        expire(hub, f"Ends on {hub.end_date.isoformat()}")
         result.expiring.append(hub.pk)
     left = days_left(hub, now)
     due = sorted(days for days in warning_days() if left <= days)  # most urgent first
@@ -182,7 +165,7 @@ def _warn(hub: Hub, now: datetime.datetime, result: Pass) -> None:
     context = {
         "days_left": left,
         "ends_on": hub.end_date,
-        "ends_at": ends_at(hub),
+        "ends_at": hub.ends_at(),
         "extension_url": extension_link(hub),
         "grace_days": settings.EXPIRY_GRACE_DAYS,
     }
@@ -201,16 +184,68 @@ def _warn(hub: Hub, now: datetime.datetime, result: Pass) -> None:
 
 def _suspend(hub: Hub, result: Pass) -> None:
     with transaction.atomic():
-        if hub.state == State.RUNNING:
+        if hub.state == HubState.RUNNING:
             # Warnings were missed (beat down, a short period): still pass through expiring.
-            services.expire(hub, f"Ended on {hub.end_date.isoformat()}")
-        services.suspend(hub, f"Usage period ended on {hub.end_date.isoformat()}")
+            expire(hub, f"Ended on {hub.end_date.isoformat()}")
+        suspend(hub, f"Usage period ended on {hub.end_date.isoformat()}")
     result.suspended.append(hub.pk)
 
 
 def _delete(hub: Hub, now: datetime.datetime, result: Pass) -> None:
-    kept_until = data_kept_until(hub)
+    kept_until = hub.data_kept_until()
     if kept_until is None or now < kept_until:
         return
-    services.delete_expired(hub, f"Grace period ended on {timezone.localdate(kept_until)}")
+    delete_expired(hub, f"Grace period ended on {timezone.localdate(kept_until)}")
     result.deleted.append(hub.pk)
+
+
+# --- The moves of expiry ------------------------------------------------------------------------
+# Called by the pass above, and (resume, delete_now: admins) by the web views and the API.
+
+
+def expire(hub: Hub, reason: str) -> Hub:
+    """running -> expiring: the hub is inside its first warning window."""
+    transition(hub.pk, HubState.RUNNING, HubState.EXPIRING, None, reason)
+    hub.refresh_from_db()
+    return hub
+
+
+def unexpire(hub: Hub, reason: str) -> Hub:
+    """expiring -> running: the end date moved out of the warning window (an extension)."""
+    transition(hub.pk, HubState.EXPIRING, HubState.RUNNING, None, reason)
+    hub.refresh_from_db()
+    return hub
+
+
+def suspend(hub: Hub, reason: str, actor: User | None = None) -> Hub:
+    """expiring -> suspended and queue provisioning, which scales the hub to zero (volumes kept)."""
+    transition(hub.pk, HubState.EXPIRING, HubState.SUSPENDED, actor, reason)
+    queue.after_commit(queue.PROVISION, hub.pk)
+    hub.refresh_from_db()
+    return hub
+
+
+def resume(hub: Hub, actor: User, reason: str = "") -> Hub:
+    """suspended -> provisioning and queue provisioning, which scales the hub back up (admins)."""
+    check_resumable(hub)
+    transition(hub.pk, HubState.SUSPENDED, HubState.PROVISIONING, actor, reason or "Resumed")
+    queue.after_commit(queue.PROVISION, hub.pk)
+    hub.refresh_from_db()
+    return hub
+
+
+def delete_now(hub: Hub, actor: User, reason: str = "") -> Hub:
+    """suspended -> deprovisioning before the grace period ends (admins)."""
+    reason = reason or "Deleted by an admin before the end of the grace period"
+    transition(hub.pk, HubState.SUSPENDED, HubState.DEPROVISIONING, actor, reason)
+    queue.after_commit(queue.DEPROVISION, hub.pk)
+    hub.refresh_from_db()
+    return hub
+
+
+def delete_expired(hub: Hub, reason: str) -> Hub:
+    """suspended -> deprovisioning once the grace period is over (the expiry pass)."""
+    transition(hub.pk, HubState.SUSPENDED, HubState.DEPROVISIONING, None, reason)
+    queue.after_commit(queue.DEPROVISION, hub.pk)
+    hub.refresh_from_db()
+    return hub

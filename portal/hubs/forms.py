@@ -9,11 +9,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from portal.hubs.models import (
-    Collaborator,
     GpuType,
     HardwareOption,
     Hub,
     Image,
+    Member,
     SelfServicePolicy,
     StorageOption,
 )
@@ -172,10 +172,10 @@ class HubRequestForm(forms.ModelForm):
             self.add_error("members", "A user cannot be both co-owner and member.")
         return data
 
-    def collaborators(self) -> list[tuple]:
+    def people(self) -> list[tuple]:
         """(user, role) pairs from the cleaned co_owners and members."""
-        return [(u, Collaborator.Role.CO_OWNER) for u in self.cleaned_data.get("co_owners", [])] + [
-            (u, Collaborator.Role.MEMBER) for u in self.cleaned_data.get("members", [])
+        return [(u, Member.Role.CO_OWNER) for u in self.cleaned_data.get("co_owners", [])] + [
+            (u, Member.Role.MEMBER) for u in self.cleaned_data.get("members", [])
         ]
 
 

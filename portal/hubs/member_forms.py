@@ -7,9 +7,9 @@ hardware options and images are referenced by name and must belong to the hub.
 from django import forms
 from django.contrib.auth import get_user_model
 
-from portal.hubs.models import Collaborator, GroupGrant, Hub, MemberTier
+from portal.hubs.models import GroupGrant, Hub, Member, MemberTier
 
-ROLE_CHOICES = Collaborator.Role.choices
+ROLE_CHOICES = Member.Role.choices
 
 
 class TierChoiceField(forms.ModelChoiceField):
@@ -78,7 +78,7 @@ class AddMemberForm(forms.Form):
     """Add an existing portal user to the hub by username."""
 
     username = forms.CharField(max_length=150)
-    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Collaborator.Role.MEMBER)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Member.Role.MEMBER)
 
     def __init__(self, *args, hub: Hub, **kwargs):
         super().__init__(*args, **kwargs)
@@ -94,7 +94,7 @@ class AddMemberForm(forms.Form):
             )
         if user.pk == self.hub.owner_id:
             raise forms.ValidationError("This user owns the hub.")
-        if self.hub.collaborators.filter(user=user).exists():
+        if self.hub.members.filter(user=user).exists():
             raise forms.ValidationError("This user is already a member of the hub.")
         return user
 
@@ -113,7 +113,7 @@ class InvitationForm(forms.Form):
     """Invite someone by e-mail; they accept the link after signing in."""
 
     email = forms.EmailField()
-    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Collaborator.Role.MEMBER)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Member.Role.MEMBER)
 
     def __init__(self, *args, hub: Hub, **kwargs):
         super().__init__(*args, **kwargs)
@@ -124,7 +124,7 @@ class GroupGrantForm(forms.Form):
     """Give every member of an IdP group access to the hub."""
 
     group = forms.CharField(max_length=200, help_text="The group's name as the IdP sends it.")
-    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Collaborator.Role.MEMBER)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Member.Role.MEMBER)
 
     def __init__(self, *args, hub: Hub, grant: GroupGrant | None = None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -32,9 +32,7 @@ def _managed_hub(request: HttpRequest, pk: int) -> Hub:
 def _page(request: HttpRequest, hub: Hub, status: int = 200, **forms) -> HttpResponse:
     context = {
         "hub": hub,
-        "collaborators": hub.collaborators.select_related("user", "tier").order_by(
-            "user__username"
-        ),
+        "collaborators": hub.members.select_related("user", "tier").order_by("user__username"),
         "invitations": hub.invitations.select_related("tier", "invited_by", "accepted_by"),
         "group_grants": hub.group_grants.select_related("tier"),
         "tiers": members.hub_tiers(hub),
@@ -101,7 +99,7 @@ def member_add(request: HttpRequest, pk: int) -> HttpResponse:
 def member_change(request: HttpRequest, pk: int, member_pk: int) -> HttpResponse:
     """Change a member's role and tier."""
     hub = _managed_hub(request, pk)
-    collaborator = get_object_or_404(hub.collaborators, pk=member_pk)
+    collaborator = get_object_or_404(hub.members, pk=member_pk)
     action = lambda: members.change_member(collaborator, request.user, request.POST)  # noqa: E731
     return _done(request, hub, action, f"{collaborator.user.username} was changed.")
 
@@ -111,7 +109,7 @@ def member_change(request: HttpRequest, pk: int, member_pk: int) -> HttpResponse
 def member_remove(request: HttpRequest, pk: int, member_pk: int) -> HttpResponse:
     """Remove a member."""
     hub = _managed_hub(request, pk)
-    collaborator = get_object_or_404(hub.collaborators, pk=member_pk)
+    collaborator = get_object_or_404(hub.members, pk=member_pk)
     action = lambda: members.remove_member(collaborator, request.user)  # noqa: E731
     return _done(request, hub, action, f"{collaborator.user.username} was removed.")
 

@@ -8,7 +8,7 @@ member (a co-owner cannot take the hub away from its owner).
 
 A change of membership or tiers is not a spec revision and needs no approval: it is written
 at once and, for a hub that runs, the hub's members ConfigMap is applied after commit
-(`provisioning.tasks.apply_members`); the hub reads it at the next login or spawn, without a
+(`portal.hubs.tasks.apply_members`); the hub reads it at the next login or spawn, without a
 restart of the hub or of running user servers.
 """
 
@@ -30,7 +30,8 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.hubs.lifecycle import FINAL_STATES, State
+from portal.hubs import queue
+from portal.hubs.lifecycle import FINAL_STATES, MEMBERS_STATES
 from portal.hubs.member_forms import (
     AddMemberForm,
     ChangeMemberForm,
@@ -39,13 +40,14 @@ from portal.hubs.member_forms import (
     MemberTierForm,
 )
 from portal.hubs.models import (
-    Collaborator,
     GroupGrant,
     Hub,
     Invitation,
+    Member,
     MemberTier,
     idp_groups,
 )
+from portal.notifications.mail import base_context, render
 
 if TYPE_CHECKING:
     from django import forms
@@ -54,9 +56,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 DEFAULT_TIER_NAME = "members"
-# States in which the hub's members ConfigMap is applied at once; a hub that is provisioning
-# or updating gets it with its other objects.
-APPLY_STATES = (State.RUNNING, State.EXPIRING, State.SUSPENDED)
 
 
 def invitation_days() -> int:
@@ -89,8 +88,8 @@ class InvitationInvalid(MembershipError):
     """An invitation link that cannot be accepted: unknown, expired, revoked or used."""
 
 
-# A member (Collaborator) or a group grant: both give a role and a tier on one hub.
-Access = TypeVar("Access", "Collaborator", "GroupGrant")
+# A member (Member) or a group grant: both give a role and a tier on one hub.
+Access = TypeVar("Access", "Member", "GroupGrant")
 
 
 def _locked(model, pk: int, gone: str):
@@ -144,20 +143,20 @@ def membership(hub: Hub, user: User) -> Membership | None:
         return None
     if user.pk == hub.owner_id:
         return Membership("owner", None)
-    collaborator = hub.collaborators.select_related("tier").filter(user=user).first()
+    collaborator = hub.members.select_related("tier").filter(user=user).first()
     if collaborator is not None:
-        if collaborator.role == Collaborator.Role.CO_OWNER:
+        if collaborator.role == Member.Role.CO_OWNER:
             return Membership(collaborator.role, None)
         return Membership(collaborator.role, collaborator.tier or default_tier(hub))
     groups = idp_groups(user)
     grants = sorted(
         hub.group_grants.select_related("tier").filter(group__in=groups),
-        key=lambda g: (g.role != Collaborator.Role.CO_OWNER, g.group),
+        key=lambda g: (g.role != Member.Role.CO_OWNER, g.group),
     )
     if not grants:
         return None
     grant = grants[0]
-    if grant.role == Collaborator.Role.CO_OWNER:
+    if grant.role == Member.Role.CO_OWNER:
         return Membership(grant.role, None, grant.group)
     return Membership(grant.role, grant.tier or default_tier(hub), grant.group)
 
@@ -165,13 +164,13 @@ def membership(hub: Hub, user: User) -> Membership | None:
 # --- Tiers ------------------------------------------------------------------------------------
 
 
-def default_tier_fields(hub: Hub) -> dict:
+def default_tier_fields(shared_volume_mode: str, jobs_access: bool) -> dict:
     """The default tier a hub starts with: every server option, GPU and image the hub offers,
     the shared volume as the request asked members to get it (read-only unless read-write
     was asked), and the jobs role when the hub has jobs access."""
     shared = (
         MemberTier.SharedAccess.READ_WRITE
-        if hub.shared_volume_mode == Hub.SharedVolumeMode.READ_WRITE
+        if shared_volume_mode == Hub.SharedVolumeMode.READ_WRITE
         else MemberTier.SharedAccess.READ_ONLY
     )
     return {
@@ -179,7 +178,7 @@ def default_tier_fields(hub: Hub) -> dict:
         "description": "Everything the hub offers",
         "gpu_access": True,
         "shared_access": shared,
-        "jobs_access": hub.jobs_access,
+        "jobs_access": jobs_access,
         "is_default": True,
     }
 
@@ -189,7 +188,7 @@ def default_tier(hub: Hub) -> MemberTier:
     tier = hub.tiers.filter(is_default=True).first()
     if tier is not None:
         return tier
-    fields = default_tier_fields(hub)
+    fields = default_tier_fields(hub.shared_volume_mode, hub.jobs_access)
     if hub.tiers.filter(name=fields["name"]).exists():
         fields["name"] = f"{DEFAULT_TIER_NAME}-default"
     try:
@@ -254,13 +253,13 @@ def delete_tier(tier: MemberTier, actor: User) -> None:
 # --- Members ----------------------------------------------------------------------------------
 
 
-def add_member(hub: Hub, actor: User, data: Mapping) -> Collaborator:
+def add_member(hub: Hub, actor: User, data: Mapping) -> Member:
     """Add an existing portal user (by username) with a role and a tier."""
     _require_manager(hub, actor)
     cleaned = _clean(AddMemberForm(data=data, hub=hub))
     try:
         with transaction.atomic():
-            collaborator = Collaborator.objects.create(
+            collaborator = Member.objects.create(
                 hub=hub, user=cleaned["username"], role=cleaned["role"], tier=cleaned["tier"]
             )
             members_changed(hub)
@@ -291,7 +290,7 @@ def _remove_access(access: Access, actor: User) -> None:
         members_changed(access.hub)
 
 
-def change_member(collaborator: Collaborator, actor: User, data: Mapping) -> Collaborator:
+def change_member(collaborator: Member, actor: User, data: Mapping) -> Member:
     """Change a member's role and tier."""
     form = ChangeMemberForm(data=data, hub=collaborator.hub)
     collaborator = _change_access(collaborator, actor, form, "This member was removed.")
@@ -301,7 +300,7 @@ def change_member(collaborator: Collaborator, actor: User, data: Mapping) -> Col
     return collaborator
 
 
-def remove_member(collaborator: Collaborator, actor: User) -> None:
+def remove_member(collaborator: Member, actor: User) -> None:
     """Remove a member (their home volume stays until the hub is deleted)."""
     _remove_access(collaborator, actor)
     hub_id, user = collaborator.hub_id, collaborator.user_id
@@ -354,8 +353,6 @@ def invite(hub: Hub, actor: User, data: Mapping) -> NewInvitation:
 
 def send_invitation(invitation: Invitation, link: str) -> bool:
     """Mail the invitation link to the invitee; never raises (the link is also shown once)."""
-    from portal.notifications.mail import base_context, render
-
     context = {
         **base_context(invitation.hub),
         "invitation": invitation,
@@ -404,7 +401,7 @@ def find_invitation(hub_id: int, token: str) -> Invitation:
     return invitation
 
 
-def accept_invitation(hub_id: int, token: str, user: User) -> Collaborator:
+def accept_invitation(hub_id: int, token: str, user: User) -> Member:
     """Accept an invitation as the signed-in user: they become a collaborator with its role
     and tier. Raises InvitationInvalid for unknown, foreign, expired, revoked or used links."""
     invitation = find_invitation(hub_id, token)
@@ -429,10 +426,10 @@ def accept_invitation(hub_id: int, token: str, user: User) -> Collaborator:
             raise InvitationInvalid(messages.get(status, "This invitation is not valid."))
         invitation.accepted_by, invitation.accepted_at = user, timezone.now()
         invitation.save(update_fields=["accepted_by", "accepted_at"])
-        collaborator, created = Collaborator.objects.get_or_create(
+        collaborator, created = Member.objects.get_or_create(
             hub=hub, user=user, defaults={"role": invitation.role, "tier": invitation.tier}
         )
-        if not created and invitation.role == Collaborator.Role.CO_OWNER:
+        if not created and invitation.role == Member.Role.CO_OWNER:
             # An invitation never lowers a role the user already has.
             collaborator.role = invitation.role
             collaborator.save(update_fields=["role"])
@@ -487,17 +484,6 @@ def revoke_group_grant(grant: GroupGrant, actor: User) -> None:
 def members_changed(hub: Hub) -> None:
     """Queue the members ConfigMap of a hub that runs, after commit (only the id)."""
     state = Hub.objects.filter(pk=hub.pk).values_list("state", flat=True).first()
-    if state in APPLY_STATES:
-        transaction.on_commit(lambda: _enqueue_apply(hub.pk))
-
-
-def _enqueue_apply(hub_id: int) -> None:
-    from provisioning import tasks
-
-    try:
-        tasks.apply_members.apply_async((hub_id,), queue="provisioning")
-    except Exception:
-        # The change is saved; the reconcile pass applies the ConfigMap at the latest.
-        log.exception("enqueue_failed", task="apply_members", hub_id=hub_id)
-    else:
-        log.info("enqueued", task="apply_members", hub_id=hub_id)
+    if state in MEMBERS_STATES:
+        # A lost hand-over is repaired by the reconcile pass, which applies the ConfigMap.
+        queue.after_commit(queue.APPLY_MEMBERS, hub.pk)

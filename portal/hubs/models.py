@@ -1,5 +1,6 @@
 """Hubs, their specs and events, the admin-curated catalogues and the self-service policy."""
 
+import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -7,8 +8,14 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
-from portal.hubs.lifecycle import FINAL_STATES, State
+from portal.hubs.lifecycle import (
+    FINAL_STATES,
+    OPEN_REVISION_STATES,
+    HubState,
+    RevisionState,
+)
 from portal.hubs.validators import SLUG_MAX_LENGTH, validate_image_reference, validate_slug
 
 if TYPE_CHECKING:
@@ -191,7 +198,7 @@ class HubQuerySet(models.QuerySet):
             return self.none()
         if user.is_staff:
             return self.all()
-        member = Q(owner=user) | Q(collaborators__user=user)
+        member = Q(owner=user) | Q(members__user=user)
         groups = idp_groups(user)
         if groups:
             member |= Q(group_grants__group__in=groups)
@@ -276,7 +283,7 @@ class Hub(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="hubs"
     )
-    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    state = models.CharField(max_length=20, choices=HubState.choices, default=HubState.PENDING)
     state_reason = models.TextField(blank=True, help_text="Why the hub is in its state.")
     state_changed = models.DateTimeField(auto_now_add=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -342,18 +349,38 @@ class Hub(models.Model):
         """Length of the usage period in days, both ends included."""
         return (self.end_date - self.start_date).days + 1
 
+    def ends_at(self) -> datetime.datetime:
+        """The moment the hub's usage period is over: midnight after its end date (TIME_ZONE)."""
+        day_after = self.end_date + datetime.timedelta(days=1)
+        return timezone.make_aware(datetime.datetime.combine(day_after, datetime.time.min))
+
+    def data_kept_until(
+        self, suspended_at: datetime.datetime | None = None
+    ) -> datetime.datetime | None:
+        """When the hub, suspended at `suspended_at` (default: its suspension), is deleted.
+
+        The grace period (EXPIRY_GRACE_DAYS) counts from the suspension, but never from before
+        the end of the usage period, so a hub suspended early for any reason still gets the
+        whole grace after its end. None for a hub that is not suspended."""
+        if suspended_at is None:
+            if self.state != HubState.SUSPENDED:
+                return None
+            suspended_at = self.state_changed
+        grace = datetime.timedelta(days=settings.EXPIRY_GRACE_DAYS)
+        return max(suspended_at, self.ends_at()) + grace
+
     def can_manage(self, user: "AbstractBaseUser") -> bool:
         """Owner, co-owners (also through an IdP group) and admins may manage the hub."""
         if not user.is_authenticated:
             return False
         if user.is_staff or user.pk == self.owner_id:
             return True
-        if self.collaborators.filter(user=user, role=Collaborator.Role.CO_OWNER).exists():
+        if self.members.filter(user=user, role=Member.Role.CO_OWNER).exists():
             return True
         groups = idp_groups(user)
         return (
             bool(groups)
-            and self.group_grants.filter(group__in=groups, role=Collaborator.Role.CO_OWNER).exists()
+            and self.group_grants.filter(group__in=groups, role=Member.Role.CO_OWNER).exists()
         )
 
 
@@ -361,8 +388,8 @@ class HubEvent(models.Model):
     """One state transition of a hub: from, to, who (empty = the system), why, when."""
 
     hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="events")
-    from_state = models.CharField(max_length=20, choices=State.choices, blank=True)
-    to_state = models.CharField(max_length=20, choices=State.choices)
+    from_state = models.CharField(max_length=20, choices=HubState.choices, blank=True)
+    to_state = models.CharField(max_length=20, choices=HubState.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -403,21 +430,11 @@ class LoginClient(models.Model):
 class HubRevision(models.Model):
     """One version of a hub's spec: requested, decided by policy or an admin, then applied.
 
-    States: pending (waits for an admin) -> approved -> applied -> superseded (a later revision
-    was applied); pending -> rejected. Revision 1 is the spec the hub was approved with. Its
-    spec holds every field of Hub.SPEC_FIELDS (catalogue entries by name, dates as ISO strings)
-    plus co_owners and members (usernames).
+    States (see lifecycle.REVISION_TRANSITIONS): pending (waits for an admin) -> approved ->
+    applied -> superseded (a later revision was applied); pending -> rejected. Revision 1 is
+    the spec the hub was approved with. Its spec holds every field of Hub.SPEC_FIELDS
+    (catalogue entries by name, dates as ISO strings) plus co_owners and members (usernames).
     """
-
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending approval"
-        APPROVED = "approved", "Approved"
-        REJECTED = "rejected", "Rejected"
-        APPLIED = "applied", "Applied"
-        SUPERSEDED = "superseded", "Superseded"
-
-    # A change that is waiting or being applied; a hub has at most one.
-    OPEN_STATES = (State.PENDING, State.APPROVED)
 
     hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="revisions")
     number = models.PositiveIntegerField()
@@ -430,7 +447,9 @@ class HubRevision(models.Model):
         blank=True,
         help_text="How the change exceeds the policy: [{field, message}].",
     )
-    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    state = models.CharField(
+        max_length=20, choices=RevisionState.choices, default=RevisionState.PENDING
+    )
     reason = models.TextField(blank=True, help_text="Why the revision is in its state.")
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -473,7 +492,7 @@ class HubRevision(models.Model):
     @property
     def is_open(self) -> bool:
         """Waiting for an admin or being applied."""
-        return self.state in self.OPEN_STATES
+        return self.state in OPEN_REVISION_STATES
 
 
 # --- Members: tiers, invitations, group grants ---------------------------------------------------
@@ -536,7 +555,7 @@ class MemberTier(models.Model):
         return f"{self.name} on {self.hub.slug}"
 
 
-class Collaborator(models.Model):
+class Member(models.Model):
     """A user who may use a hub, with a role (co-owners manage it, members use it) and, for
     members, a tier (empty means the hub's default tier)."""
 
@@ -544,9 +563,9 @@ class Collaborator(models.Model):
         CO_OWNER = "co-owner", "Co-owner"
         MEMBER = "member", "Member"
 
-    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="collaborators")
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="members")
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="collaborations"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="hub_memberships"
     )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     tier = models.ForeignKey(
@@ -554,9 +573,7 @@ class Collaborator(models.Model):
     )
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["hub", "user"], name="collaborator_once_per_hub")
-        ]
+        constraints = [models.UniqueConstraint(fields=["hub", "user"], name="member_once_per_hub")]
 
     def __str__(self) -> str:
         return f"{self.user} ({self.get_role_display()}) on {self.hub.slug}"
@@ -568,9 +585,7 @@ class Invitation(models.Model):
 
     hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
-    role = models.CharField(
-        max_length=10, choices=Collaborator.Role.choices, default=Collaborator.Role.MEMBER
-    )
+    role = models.CharField(max_length=10, choices=Member.Role.choices, default=Member.Role.MEMBER)
     tier = models.ForeignKey(
         MemberTier, null=True, blank=True, on_delete=models.SET_NULL, related_name="invitations"
     )
@@ -617,9 +632,7 @@ class GroupGrant(models.Model):
 
     hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="group_grants")
     group = models.CharField(max_length=200, help_text="The group's name in the IdP's claim.")
-    role = models.CharField(
-        max_length=10, choices=Collaborator.Role.choices, default=Collaborator.Role.MEMBER
-    )
+    role = models.CharField(max_length=10, choices=Member.Role.choices, default=Member.Role.MEMBER)
     tier = models.ForeignKey(
         MemberTier, null=True, blank=True, on_delete=models.SET_NULL, related_name="group_grants"
     )

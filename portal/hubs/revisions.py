@@ -1,9 +1,9 @@
-"""A hub's spec as plain JSON, and the diffs a change shows before it is submitted.
+"""A revision's JSON spec, and the diffs a change shows before it is submitted.
 
 A revision's spec holds every field of Hub.SPEC_FIELDS (catalogue entries by name, dates as
-ISO strings) plus co_owners and members (usernames). `ProposedHub` lets the self-service
-policy and provisioning's `from_hub` read a spec that is not (yet) the hub's, without writing
-it anywhere; the rendered objects of both sides are compared as YAML.
+ISO strings) plus co_owners and members (usernames): what the database stores for each
+version of a hub. `portal/hubs/hubspec.py` turns it into provisioning's `HubSpec`; the
+objects rendered from both sides of a change are compared as YAML.
 """
 
 import datetime
@@ -13,24 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from django.conf import settings
-from django.contrib.auth import get_user_model
 
-from portal.hubs.models import (
-    Collaborator,
-    GpuType,
-    HardwareOption,
-    Hub,
-    Image,
-    StorageOption,
-)
+from portal.hubs import hubspec
+from portal.hubs.cluster import render_settings
+from portal.hubs.forms import HubRequestForm
+from portal.hubs.models import HardwareOption, Hub, Image, Member, StorageOption
+from provisioning.render import HubSecrets, render_hub
+from provisioning.spec import HubSpec
 
 M2M_FIELDS = {"hardware_options": HardwareOption, "images": Image, "storage_options": StorageOption}
 PEOPLE_FIELDS = ("co_owners", "members")
 SPEC_KEYS = (*Hub.SPEC_FIELDS, *PEOPLE_FIELDS)
 DATE_FIELDS = ("start_date", "end_date")
 BOOLEAN_FIELDS = ("wipe_home_allowed", "jobs_access")
-ROLE_OF = {"co_owners": Collaborator.Role.CO_OWNER, "members": Collaborator.Role.MEMBER}
+ROLE_OF = {"co_owners": Member.Role.CO_OWNER, "members": Member.Role.MEMBER}
 
 # Fixed stand-ins: diffs are rendered with these, so no real secret can ever reach a page.
 REDACTED = "<redacted>"
@@ -49,7 +45,7 @@ def spec_of_hub(hub: Hub) -> dict[str, Any]:
             spec[name] = hub.gpu_type.name if hub.gpu_type_id else None
         else:
             spec[name] = _plain(getattr(hub, name))
-    people = hub.collaborators.select_related("user")
+    people = hub.members.select_related("user")
     for key, role in ROLE_OF.items():
         spec[key] = sorted(c.user.get_username() for c in people if c.role == role)
     return spec
@@ -106,66 +102,6 @@ def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return [key for key in SPEC_KEYS if old.get(key) != new.get(key)]
 
 
-# --- A spec that is not the hub's (yet) ---------------------------------------------------------
-
-
-class _Related(list):
-    """A list that answers the manager calls from_hub and policy_checks make."""
-
-    def all(self) -> "_Related":
-        return self
-
-    def select_related(self, *fields: str) -> "_Related":
-        return self
-
-    def prefetch_related(self, *lookups: str) -> "_Related":
-        return self
-
-    def exists(self) -> bool:
-        return bool(self)
-
-
-@dataclass
-class _Person:
-    user: Any
-    role: str
-
-
-class ProposedHub:
-    """A hub with another spec, read-only and in memory: what it would be after a change."""
-
-    def __init__(self, hub: Hub, spec: Mapping[str, Any]):
-        values = {
-            name: spec.get(name)
-            for name in Hub.SPEC_FIELDS
-            if name not in M2M_FIELDS and name != "gpu_type"
-        }
-        for name in DATE_FIELDS:
-            values[name] = datetime.date.fromisoformat(values[name])
-        self._hub = Hub(pk=hub.pk, owner=hub.owner, state=hub.state, **values)
-        gpu = spec.get("gpu_type")
-        self._hub.gpu_type = GpuType.objects.filter(name=gpu).first() if gpu else None
-        for name, model in M2M_FIELDS.items():
-            entries = model.objects.filter(name__in=spec.get(name) or []).order_by("pk")
-            setattr(self, name, _Related(entries))
-        users = {
-            u.get_username(): u
-            for u in get_user_model().objects.filter(
-                username__in=[*spec.get("co_owners", []), *spec.get("members", [])]
-            )
-        }
-        self.collaborators = _Related(
-            _Person(users[name], ROLE_OF[key])
-            for key in PEOPLE_FIELDS
-            for name in spec.get(key) or []
-            if name in users
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        # Scalar fields, gpu_type, owner, period_days, get_*_display come from the unsaved Hub.
-        return getattr(self._hub, name)
-
-
 # --- Diffs --------------------------------------------------------------------------------------
 
 
@@ -191,8 +127,6 @@ class ObjectChange:
 
 
 def _label(key: str) -> str:
-    from portal.hubs.forms import HubRequestForm
-
     return str(HubRequestForm.base_fields[key].label or key.replace("_", " ").capitalize())
 
 
@@ -230,18 +164,11 @@ def _yaml(manifest: Mapping[str, Any]) -> str:
     return yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=True, default_flow_style=False)
 
 
-def rendered_objects(hub_like: Any) -> dict[tuple[str, str, str], str]:
-    """The objects provisioning would apply for a hub (or ProposedHub), as YAML by
-    (kind, namespace, name); secrets are fixed stand-ins and their values redacted."""
-    # Imported here: only pages that show a diff need provisioning's renderer.
-    from provisioning.render import HubSecrets, render_hub
-    from provisioning.spec import from_hub
-    from provisioning.tasks import render_settings
-
+def rendered_objects(spec: HubSpec) -> dict[tuple[str, str, str], str]:
+    """The objects provisioning would apply for a spec, as YAML by (kind, namespace, name);
+    secrets are fixed stand-ins and their values redacted."""
     stand_ins = HubSecrets(**{attr: REDACTED for attr in HubSecrets.KEYS})
-    objects = render_hub(
-        from_hub(hub_like, settings.HUBS_DOMAIN), render_settings(preview=True), stand_ins
-    )
+    objects = render_hub(spec, render_settings(preview=True), stand_ins)
     rendered: dict[tuple[str, str, str], str] = {}
     for manifest in objects:
         if manifest.get("kind") == "Secret":
@@ -303,7 +230,7 @@ def diff(hub: Hub, old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> 
     return Diff(
         fields=spec_diff(old_spec, new_spec),
         objects=object_diff(
-            rendered_objects(ProposedHub(hub, old_spec)),
-            rendered_objects(ProposedHub(hub, new_spec)),
+            rendered_objects(hubspec.from_revision(hub, old_spec)),
+            rendered_objects(hubspec.from_revision(hub, new_spec)),
         ),
     )

@@ -11,10 +11,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.hubs import expiry, revisions, services
+from portal.hubs import expiry, hubspec, lifecycle, revisions
 from portal.hubs.forms import HubChangeForm, HubRequestForm, RejectForm
-from portal.hubs.lifecycle import LifecycleError, State, sources
+from portal.hubs.lifecycle import HubState, LifecycleError, RevisionState, sources
 from portal.hubs.models import Hub, HubRevision
+from portal.hubs.services import changes, decisions, policy
 from portal.usage.forms import estimate_request, posted_initial
 
 
@@ -68,11 +69,11 @@ def hub_create(request: HttpRequest) -> HttpResponse:
         return render(request, "hubs/hub_form.html", {"form": form, "estimate": estimate})
     if request.method == "POST":
         try:
-            hub = services.submit(request.user, request.POST)
-        except services.InvalidSpec as invalid:
+            hub = decisions.submit(request.user, request.POST)
+        except decisions.InvalidSpec as invalid:
             form = invalid.form
         else:
-            if hub.state == State.PENDING:
+            if hub.state == HubState.PENDING:
                 messages.info(request, "Your request is waiting for a portal admin's approval.")
             else:
                 messages.success(request, "Your request is inside the policy and was approved.")
@@ -84,9 +85,9 @@ def hub_create(request: HttpRequest) -> HttpResponse:
 
 def _detail_context(request: HttpRequest, hub: Hub) -> dict:
     can_manage = hub.can_manage(request.user)
-    hub_revisions = services.hub_revisions(hub)
+    hub_revisions = changes.hub_revisions(hub)
     open_change = next((r for r in hub_revisions if r.is_open), None)
-    can_change = can_manage and hub.state in services.CHANGEABLE_STATES and open_change is None
+    can_change = can_manage and hub.state in lifecycle.CHANGEABLE_STATES and open_change is None
     return {
         "hub": hub,
         "revisions": hub_revisions,
@@ -94,11 +95,13 @@ def _detail_context(request: HttpRequest, hub: Hub) -> dict:
         "can_change": can_change,
         "events": hub.events.select_related("actor"),
         "can_manage": can_manage,
-        "can_cancel": can_manage and hub.state == State.PENDING,
-        "can_delete": can_manage and hub.state in sources(State.DEPROVISIONING),
-        "violations": services.policy_checks(hub) if hub.state == State.PENDING else [],
-        "collaborators": hub.collaborators.select_related("user"),
-        "data_kept_until": expiry.data_kept_until(hub),
+        "can_cancel": can_manage and hub.state == HubState.PENDING,
+        "can_delete": can_manage and hub.state in sources(HubState.DEPROVISIONING),
+        "violations": (
+            policy.policy_checks(hubspec.from_hub(hub)) if hub.state == HubState.PENDING else []
+        ),
+        "collaborators": hub.members.select_related("user"),
+        "data_kept_until": hub.data_kept_until(),
     }
 
 
@@ -132,7 +135,7 @@ def _run(request: HttpRequest, action: Callable[[], object], done: str) -> None:
 def hub_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Withdraw a pending request."""
     hub = _managed_hub(request, pk)
-    _run(request, lambda: services.cancel(hub, request.user), "The request was cancelled.")
+    _run(request, lambda: decisions.cancel(hub, request.user), "The request was cancelled.")
     return redirect("hubs:detail", pk=hub.pk)
 
 
@@ -142,7 +145,7 @@ def hub_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Ask for confirmation, then delete the hub."""
     hub = _managed_hub(request, pk)
     if request.method == "POST":
-        _run(request, lambda: services.delete(hub, request.user), "The hub is being deleted.")
+        _run(request, lambda: decisions.delete(hub, request.user), "The hub is being deleted.")
         return redirect("hubs:detail", pk=hub.pk)
     return render(request, "hubs/hub_confirm_delete.html", {"hub": hub})
 
@@ -151,26 +154,20 @@ def hub_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def approval_queue(request: HttpRequest) -> HttpResponse:
     """Pending requests, oldest first, with what exceeds the policy."""
-    pending = (
-        Hub.objects.filter(state=State.PENDING)
-        .select_related("owner", "gpu_type")
-        .prefetch_related("hardware_options", "images")
-        .order_by("created", "pk")
-    )
+    pending = hubspec.hub_queryset().filter(state=HubState.PENDING).order_by("created", "pk")
     rows = []
     for hub in pending:
-        checks = services.policy_checks(hub)
+        checks = policy.policy_checks(hubspec.from_hub(hub))
         rows.append({"hub": hub, "violations": checks, "fields": {c.field for c in checks}})
     changes = []
     for revision in (
-        HubRevision.objects.filter(state=HubRevision.State.PENDING)
+        HubRevision.objects.filter(state=RevisionState.PENDING)
         .select_related("hub__owner", "author")
         .order_by("created", "pk")
     ):
         change = {"revision": revision, **_revision_diff_context(revision)}
-        if services.CAPACITY_FIELDS & set(revision.changed_fields):
-            # The hub as the change would make it, for the GPU capacity check.
-            change["proposed"] = revisions.ProposedHub(revision.hub, revision.spec)
+        # The capacity check of the hub as the change would make it.
+        change["capacity"] = bool(policy.CAPACITY_FIELDS & set(revision.changed_fields))
         changes.append(change)
     return render(request, "hubs/approval_queue.html", {"rows": rows, "changes": changes})
 
@@ -199,7 +196,7 @@ def hub_approve(request: HttpRequest, pk: int) -> HttpResponse:
     return _approve(
         request,
         hub,
-        lambda override, reason: services.approve(hub, request.user, reason, override=override),
+        lambda override, reason: decisions.approve(hub, request.user, reason, override=override),
         f"{hub.display_name} was approved.",
     )
 
@@ -213,7 +210,7 @@ def hub_reject(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         _run(
             request,
-            lambda: services.reject(hub, request.user, form.cleaned_data["reason"]),
+            lambda: decisions.reject(hub, request.user, form.cleaned_data["reason"]),
             f"{hub.display_name} was rejected.",
         )
         return redirect("hubs:queue")
@@ -227,7 +224,7 @@ def hub_resume(request: HttpRequest, pk: int) -> HttpResponse:
     hub = get_object_or_404(Hub, pk=pk)
     _run(
         request,
-        lambda: services.resume(hub, request.user, request.POST.get("reason", "")),
+        lambda: expiry.resume(hub, request.user, request.POST.get("reason", "")),
         f"{hub.display_name} is being resumed.",
     )
     return redirect("hubs:detail", pk=hub.pk)
@@ -240,7 +237,7 @@ def hub_delete_now(request: HttpRequest, pk: int) -> HttpResponse:
     hub = get_object_or_404(Hub, pk=pk)
     _run(
         request,
-        lambda: services.delete_now(hub, request.user, request.POST.get("reason", "")),
+        lambda: expiry.delete_now(hub, request.user, request.POST.get("reason", "")),
         f"{hub.display_name} is being deleted.",
     )
     return redirect("hubs:detail", pk=hub.pk)
@@ -259,7 +256,7 @@ def _revision(hub: Hub, number: int) -> HubRevision:
 
 def _revision_diff_context(revision: HubRevision) -> dict:
     """An open revision's diff against the hub as it is, with what exceeds the policy."""
-    diff = services.revision_diff(revision)
+    diff = changes.revision_diff(revision)
     exceeds = {v["field"] for v in revision.violations}
     return {"diff": diff, "exceeds": exceeds}
 
@@ -305,9 +302,9 @@ def hub_change(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the change form, prefilled with the hub's spec. POST: submit the previewed change
     (or, with "edit", return to the form with the posted values)."""
     hub = _managed_hub(request, pk)
-    if hub.state not in services.CHANGEABLE_STATES:
+    if hub.state not in lifecycle.CHANGEABLE_STATES:
         return _refuse_change(
-            request, hub, services.ChangeNotAllowed("Only a running hub can be changed.")
+            request, hub, changes.ChangeNotAllowed("Only a running hub can be changed.")
         )
     if request.method == "GET":
         form = HubChangeForm(initial=_change_initial(hub, request.GET), hub=hub)
@@ -315,12 +312,12 @@ def hub_change(request: HttpRequest, pk: int) -> HttpResponse:
     if "edit" in request.POST:
         return _render_change_form(request, hub, HubChangeForm(data=request.POST, hub=hub))
     try:
-        revision = services.request_change(hub, request.user, request.POST)
-    except services.InvalidSpec as invalid:
+        revision = changes.request_change(hub, request.user, request.POST)
+    except decisions.InvalidSpec as invalid:
         return _render_change_form(request, hub, invalid.form)
     except LifecycleError as error:
         return _refuse_change(request, hub, error)
-    if revision.state == HubRevision.State.PENDING:
+    if revision.state == RevisionState.PENDING:
         messages.info(request, f"Change #{revision.number} is waiting for a portal admin.")
     else:
         messages.success(request, f"Change #{revision.number} is inside the policy and applied.")
@@ -342,8 +339,8 @@ def hub_change_preview(request: HttpRequest, pk: int) -> HttpResponse:
             {"hub": hub, "form": form, "estimate": estimate},
         )
     try:
-        plan, diff = services.preview_change(hub, request.POST)
-    except services.InvalidSpec as invalid:
+        plan, diff = changes.preview_change(hub, request.POST)
+    except decisions.InvalidSpec as invalid:
         return _render_change_form(request, hub, invalid.form)
     return render(
         request,
@@ -365,10 +362,10 @@ def hub_change_preview(request: HttpRequest, pk: int) -> HttpResponse:
 def revision_detail(request: HttpRequest, pk: int, number: int) -> HttpResponse:
     """One revision: its state, who asked and decided, and (while open) its diff."""
     hub = _visible_hub(request, pk)
-    services.ensure_initial_revision(hub)
+    changes.ensure_initial_revision(hub)
     revision = _revision(hub, number)
     context = {"hub": hub, "revision": revision, "spec_rows": _spec_rows(revision.spec)}
-    if revision.state == HubRevision.State.PENDING:
+    if revision.state == RevisionState.PENDING:
         context.update(_revision_diff_context(revision))
     return render(request, "hubs/revision_detail.html", context)
 
@@ -384,12 +381,12 @@ def _spec_rows(spec: dict) -> list[tuple[str, str]]:
 def revision_rollback(request: HttpRequest, pk: int, number: int) -> HttpResponse:
     """GET: the diff of going back to an earlier applied revision. POST: request it."""
     hub = _managed_hub(request, pk)
-    services.ensure_initial_revision(hub)
+    changes.ensure_initial_revision(hub)
     revision = _revision(hub, number)
     if request.method == "POST":
         try:
-            new = services.rollback(hub, request.user, revision.number)
-        except services.InvalidSpec as invalid:
+            new = changes.rollback(hub, request.user, revision.number)
+        except decisions.InvalidSpec as invalid:
             messages.error(request, f"Revision #{number} cannot be restored: {invalid}")
         except LifecycleError as error:
             messages.error(request, str(error))
@@ -426,7 +423,7 @@ def revision_approve(request: HttpRequest, pk: int, number: int) -> HttpResponse
     return _approve(
         request,
         hub,
-        lambda override, reason: services.approve_change(
+        lambda override, reason: changes.approve_change(
             revision, request.user, reason, override=override
         ),
         f"Change #{number} to {hub.display_name} was approved and is being applied.",
@@ -443,7 +440,7 @@ def revision_reject(request: HttpRequest, pk: int, number: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         _run(
             request,
-            lambda: services.reject_change(revision, request.user, form.cleaned_data["reason"]),
+            lambda: changes.reject_change(revision, request.user, form.cleaned_data["reason"]),
             f"Change #{number} to {hub.display_name} was rejected.",
         )
         return redirect("hubs:queue")

@@ -21,9 +21,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.hubs import expiry
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, Hub, HubEvent
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import Hub, HubEvent, Member
 from portal.notifications.models import Notice
 
 log = structlog.get_logger(__name__)
@@ -51,7 +50,7 @@ def recipients(hub: Hub, *, admins: bool = False) -> list[str]:
     people = [hub.owner] if hub.owner.is_active else []
     people += [
         c.user
-        for c in hub.collaborators.filter(role=Collaborator.Role.CO_OWNER, user__is_active=True)
+        for c in hub.members.filter(role=Member.Role.CO_OWNER, user__is_active=True)
         .select_related("user")
         .order_by("user__username")
     ]
@@ -218,16 +217,16 @@ def kind_for(event: HubEvent) -> str | None:
     is applied (the change mails cover that), and expiring is announced by the expiry warnings.
     """
     to, source = event.to_state, event.from_state
-    if to == State.APPROVED and source == State.PENDING:
+    if to == HubState.APPROVED and source == HubState.PENDING:
         return Kind.APPROVED
-    if to == State.RUNNING and source == State.PROVISIONING:
+    if to == HubState.RUNNING and source == HubState.PROVISIONING:
         return Kind.RUNNING
     return {
-        State.REJECTED: Kind.REJECTED,
-        State.FAILED: Kind.FAILED,
-        State.SUSPENDED: Kind.SUSPENDED,
-        State.DELETED: Kind.DELETED,
-    }.get(State(to))
+        HubState.REJECTED: Kind.REJECTED,
+        HubState.FAILED: Kind.FAILED,
+        HubState.SUSPENDED: Kind.SUSPENDED,
+        HubState.DELETED: Kind.DELETED,
+    }.get(HubState(to))
 
 
 def notify_event(event_id: int) -> Notice | None:
@@ -238,7 +237,7 @@ def notify_event(event_id: int) -> Notice | None:
         return None
     context: dict[str, Any] = {"event": event, "reason": event.reason}
     if kind == Kind.SUSPENDED:
-        context["data_kept_until"] = expiry.data_kept_until(event.hub, event.created)
+        context["data_kept_until"] = event.hub.data_kept_until(event.created)
     return notify(event.hub, kind, f"event:{event.pk}", context, admins=kind == Kind.FAILED)
 
 

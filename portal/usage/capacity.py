@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from portal.hubs.lifecycle import LifecycleError, State
+from portal.hubs.lifecycle import RESERVING_STATES, LifecycleError
 from portal.hubs.models import GpuType, HardwareOption, Hub
 from portal.usage.models import GpuInventory
 from portal.usage.prices import (
@@ -29,14 +29,8 @@ from portal.usage.prices import (
     PriceBook,
     currency,
 )
-
-RESERVING_STATES = (
-    State.APPROVED,
-    State.PROVISIONING,
-    State.RUNNING,
-    State.UPDATING,
-    State.EXPIRING,
-)
+from portal.usage.queries import today
+from provisioning.spec import HubSpec
 
 
 class OverCapacity(LifecycleError):
@@ -107,16 +101,39 @@ class TimelineDay:
         return None if self.allocatable is None else self.allocatable - self.reserved
 
 
-def reserved_gpus(hub: Hub) -> int:
+def quota_gpus(users: int, servers_per_user: int, gpus_per_server: int, resource: str) -> int:
     """The GPUs a hub's quota holds: users x servers x GPUs per server, held to the cap."""
-    if not hub.gpu_type_id or not hub.gpus_per_user:
-        return 0
-    wanted = hub.expected_users * hub.notebooks_per_user * hub.gpus_per_user
-    cap = settings.HUB_QUOTA_CAPS.get(f"requests.{hub.gpu_type.resource_name}")
+    wanted = users * servers_per_user * gpus_per_server
+    cap = settings.HUB_QUOTA_CAPS.get(f"requests.{resource}")
     try:
         return min(wanted, int(cap)) if cap is not None else wanted
     except ValueError:
         return wanted
+
+
+def reserved_gpus(spec: HubSpec) -> int:
+    """The GPUs a hub's spec reserves (its GPU quota); 0 without GPUs."""
+    if spec.gpu is None:
+        return 0
+    return quota_gpus(
+        spec.expected_users, spec.notebooks_per_user, spec.gpu.count, spec.gpu.resource_name
+    )
+
+
+def _row_gpus(hub: Hub) -> int:
+    """The GPUs a hub row reserves (the reservations of many hubs are read from their rows)."""
+    if not hub.gpu_type_id or not hub.gpus_per_user:
+        return 0
+    return quota_gpus(
+        hub.expected_users, hub.notebooks_per_user, hub.gpus_per_user, hub.gpu_type.resource_name
+    )
+
+
+def gpu_type_of(spec: HubSpec) -> GpuType | None:
+    """The catalogue's GPU type a spec's GPUs are of, None without GPUs."""
+    if spec.gpu is None:
+        return None
+    return GpuType.objects.filter(name=spec.gpu.type_name).first()
 
 
 def gpus_now() -> list[GpuNow]:
@@ -156,7 +173,7 @@ def reserved_by_day(
     """GPUs of this type reserved by hubs on each day from start to end (both included)."""
     days = {start + timedelta(days=n): 0 for n in range((end - start).days + 1)}
     for hub in _reserving_hubs(gpu_type, start, end, exclude):
-        gpus = reserved_gpus(hub)
+        gpus = _row_gpus(hub)
         first, last = max(hub.start_date, start), min(hub.end_date, end)
         for n in range((last - first).days + 1):
             days[first + timedelta(days=n)] += gpus
@@ -179,8 +196,6 @@ def free_over(gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] 
 
 def timeline(gpu_type: GpuType, weeks: int = 8, start: date | None = None) -> list[TimelineDay]:
     """Reserved and free GPUs of this type on each day of the coming `weeks` weeks."""
-    from portal.usage.queries import today
-
     first = start or today()
     last = first + timedelta(days=7 * weeks - 1)
     total = allocatable(gpu_type)
@@ -190,13 +205,14 @@ def timeline(gpu_type: GpuType, weeks: int = 8, start: date | None = None) -> li
     ]
 
 
-def check_hub_fits(hub: Hub) -> FreeGpus | None:
-    """Raise OverCapacity when the hub's GPUs do not fit over its dates (others' reservations
-    counted, its own not); None for hubs without GPUs. Call it with the GPU type row locked."""
-    wanted = reserved_gpus(hub)
-    if not wanted:
+def check_hub_fits(spec: HubSpec) -> FreeGpus | None:
+    """Raise OverCapacity when the spec's GPUs do not fit over its dates (others' reservations
+    counted, its hub's own not); None without GPUs. Call it with the GPU type row locked."""
+    wanted = reserved_gpus(spec)
+    gpu_type = gpu_type_of(spec)
+    if not wanted or gpu_type is None:
         return None
-    free = free_over(hub.gpu_type, hub.start_date, hub.end_date, exclude=[hub.pk])
+    free = free_over(gpu_type, spec.start_date, spec.end_date, exclude=[spec.hub_id])
     if not free.fits(wanted):
         raise OverCapacity(free, wanted)
     return free
@@ -264,4 +280,4 @@ def estimate_cost(
 
 def hubs_reserving(gpu_type: GpuType, start: date, end: date) -> list[tuple[Hub, int]]:
     """The hubs reserving this GPU type during the period, with their GPUs (for the queue)."""
-    return [(hub, reserved_gpus(hub)) for hub in _reserving_hubs(gpu_type, start, end)]
+    return [(hub, _row_gpus(hub)) for hub in _reserving_hubs(gpu_type, start, end)]

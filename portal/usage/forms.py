@@ -129,15 +129,9 @@ def estimate_request(data: Mapping, hub: Hub | None = None) -> RequestEstimate:
     cleaned = form.cleaned_data
     start, end = cleaned["start_date"], cleaned["end_date"]
     gpu_type, gpus = cleaned.get("gpu_type"), cleaned.get("gpus_per_user") or 0
-    spec = Hub(
-        expected_users=cleaned["expected_users"],
-        notebooks_per_user=cleaned.get("notebooks_per_user") or 1,
-        gpu_type=gpu_type,
-        gpus_per_user=gpus if gpu_type else 0,
-        start_date=start,
-        end_date=end,
-    )
-    wanted = capacity.reserved_gpus(spec)
+    users, servers = cleaned["expected_users"], cleaned.get("notebooks_per_user") or 1
+    gpus = gpus if gpu_type else 0
+    wanted = capacity.quota_gpus(users, servers, gpus, gpu_type.resource_name) if gpus else 0
     exclude = [hub.pk] if hub is not None else []
     free = chart = None
     if gpu_type is not None:
@@ -153,11 +147,11 @@ def estimate_request(data: Mapping, hub: Hub | None = None) -> RequestEstimate:
     cost = capacity.estimate_cost(
         start=start,
         end=end,
-        expected_users=spec.expected_users,
-        notebooks_per_user=spec.notebooks_per_user,
+        expected_users=users,
+        notebooks_per_user=servers,
         hardware_options=cleaned.get("hardware_options") or [],
         gpu_type=gpu_type,
-        gpus_per_user=spec.gpus_per_user,
+        gpus_per_user=gpus,
         home_size_gib=cleaned.get("home_size_gib") or 0,
         shared_volume_gib=cleaned.get("shared_volume_gib") or 0,
     )

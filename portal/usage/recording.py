@@ -30,6 +30,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
+from portal.hubs import cluster
 from portal.hubs.models import GpuType, Hub
 from portal.usage.models import (
     CollectionGap,
@@ -38,9 +39,10 @@ from portal.usage.models import (
     UsageDay,
     UsageHour,
 )
+from provisioning.observe import GPU_PRODUCT_LABEL, Observation, observe
 
 if TYPE_CHECKING:
-    from provisioning.usage import Observation
+    from kubernetes import client
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +122,19 @@ def _upsert(model, when: str, rows: list[tuple]) -> None:
                 f"INSERT INTO {table} ({names}) VALUES {values} {conflict}",
                 [value for row in chunk for value in row],
             )
+
+
+def collect(now: datetime | None = None, api: client.ApiClient | None = None):
+    """One collection pass at `now` (the clock is injectable for tests): observe the cluster
+    (provisioning/observe.py), then record usage, gaps and GPU inventory (`record_pass`)."""
+    now = now or timezone.now()
+    types = GpuType.objects.all()
+    resources = sorted({*types.values_list("resource_name", flat=True), "nvidia.com/gpu"})
+    # The default key first: a node carrying several keys counts as the product it names.
+    others = set(types.values_list("node_label_key", flat=True)) - {GPU_PRODUCT_LABEL}
+    labels = (GPU_PRODUCT_LABEL, *sorted(others))
+    observation = observe(api or cluster.api_client(), tuple(resources), labels)
+    return record_pass(observation, now)
 
 
 def record_pass(observation: Observation, now: datetime) -> CollectionPass | None:

@@ -2,15 +2,7 @@
 
 from rest_framework import serializers
 
-from portal.hubs.api.serializers import ApproveSerializer
 from portal.usage.queries import GRANULARITIES, TOTALS_BY
-
-
-class HubApproveSerializer(ApproveSerializer):
-    """Approve a hub or a change; `override` (with a reason) approves GPUs beyond the free
-    capacity."""
-
-    override = serializers.BooleanField(required=False, default=False)
 
 
 class PeriodQuerySerializer(serializers.Serializer):

@@ -1,26 +1,27 @@
 """Periodic usage tasks: a collection pass (every USAGE_COLLECT_INTERVAL_SECONDS) and pruning."""
 
+import structlog
 from celery import shared_task
 from django.utils import timezone
+
+from portal.usage.recording import collect, prune
+from provisioning.k8s import ClusterError
+
+log = structlog.get_logger(__name__)
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def collect_usage() -> dict[str, int] | None:
-    """One collection pass at the current time (provisioning/usage.py, recording.py).
+    """One collection pass at the current time (portal/usage/recording.py).
 
     A duplicate delivery is harmless: a pass not later than the last recorded one charges
     nothing, and passes serialise on a database lock.
     """
-    from provisioning.k8s import ClusterError
-    from provisioning.usage import collect
-
     try:
         record = collect(timezone.now())
     except ClusterError as error:
         # The next pass charges the interval, or records a gap when this outage was long.
-        import structlog
-
-        structlog.get_logger(__name__).warning("usage.cluster_unreachable", error=error.message)
+        log.warning("usage.cluster_unreachable", error=error.message)
         return None
     if record is None:
         return None
@@ -30,6 +31,4 @@ def collect_usage() -> dict[str, int] | None:
 @shared_task(acks_late=True, ignore_result=True)
 def prune_usage() -> dict[str, int]:
     """Delete usage older than USAGE_RETENTION_DAYS (hourly rows: USAGE_HOURLY_RETENTION_DAYS)."""
-    from portal.usage.recording import prune
-
     return prune(timezone.now())

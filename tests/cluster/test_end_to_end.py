@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
 from tests.support import eventually
 
@@ -36,7 +36,7 @@ def test_request_approve_provision_run_and_delete_through_the_api(
     )
     assert created.status_code == 201, created.content
     hub_id = created.json()["id"]
-    assert created.json()["state"] == State.PENDING  # GPUs are beyond the self-service policy
+    assert created.json()["state"] == HubState.PENDING  # GPUs are beyond the self-service policy
 
     api.force_authenticate(charlie)
     approved = api.post(f"/api/v1/hubs/{hub_id}/approve/", {}, format="json")
@@ -44,10 +44,10 @@ def test_request_approve_provision_run_and_delete_through_the_api(
 
     def hub_state(*wanted):
         current = state_of(hub_id)
-        assert current != State.FAILED, Hub.objects.get(pk=hub_id).state_reason
+        assert current != HubState.FAILED, Hub.objects.get(pk=hub_id).state_reason
         return current in wanted
 
-    eventually(lambda: hub_state(State.RUNNING), timeout=120)
+    eventually(lambda: hub_state(HubState.RUNNING), timeout=120)
 
     namespace = f"hub-{slug}"
     core = client.CoreV1Api(kube_api)
@@ -63,22 +63,22 @@ def test_request_approve_provision_run_and_delete_through_the_api(
 
     api.force_authenticate(alice)
     shown = api.get(f"/api/v1/hubs/{hub_id}/").json()
-    assert shown["state"] == State.RUNNING
+    assert shown["state"] == HubState.RUNNING
     assert shown["url"] == f"https://{slug}.hubs.localhost"
 
     deleted = api.delete(f"/api/v1/hubs/{hub_id}/")
     assert deleted.status_code == 202
-    eventually(lambda: hub_state(State.DELETED), timeout=120)
+    eventually(lambda: hub_state(HubState.DELETED), timeout=120)
 
     with pytest.raises(ApiException) as gone:
         core.read_namespace(namespace)
     assert gone.value.status == 404
     timeline = [e["to_state"] for e in api.get(f"/api/v1/hubs/{hub_id}/").json()["events"]]
     assert timeline == [
-        State.PENDING,
-        State.APPROVED,
-        State.PROVISIONING,
-        State.RUNNING,
-        State.DEPROVISIONING,
-        State.DELETED,
+        HubState.PENDING,
+        HubState.APPROVED,
+        HubState.PROVISIONING,
+        HubState.RUNNING,
+        HubState.DEPROVISIONING,
+        HubState.DELETED,
     ]

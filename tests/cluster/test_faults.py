@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from portal.hubs.lifecycle import State
+from portal.hubs import tasks
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
-from provisioning import tasks
 from tests.support import eventually
 
 pytestmark = [
@@ -90,8 +90,8 @@ def state_of(hub_id: int) -> str:
 
 def running(hub_id: int) -> bool:
     state = state_of(hub_id)
-    assert state != State.FAILED, Hub.objects.get(pk=hub_id).state_reason
-    return state == State.RUNNING
+    assert state != HubState.FAILED, Hub.objects.get(pk=hub_id).state_reason
+    return state == HubState.RUNNING
 
 
 def request_hub(api, owner, payload, slug: str, **changes) -> int:
@@ -120,10 +120,10 @@ def test_a_worker_killed_while_provisioning_is_replaced_and_the_hub_runs(
     api.force_authenticate(charlie)
     assert api.post(f"/api/v1/hubs/{hub_id}/approve/", {}, format="json").status_code == 200
 
-    eventually(lambda: state_of(hub_id) == State.PROVISIONING, timeout=60, interval=0.01)
+    eventually(lambda: state_of(hub_id) == HubState.PROVISIONING, timeout=60, interval=0.01)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    assert state_of(hub_id) == State.PROVISIONING
+    assert state_of(hub_id) == HubState.PROVISIONING
 
     # The task the killed worker held was never acknowledged: the broker hands it out again
     # once its visibility timeout (shortened here from 600 s) has passed.
@@ -147,8 +147,8 @@ def test_requests_made_while_redis_is_down_are_provisioned_once_it_is_back(
     approved = api.post(f"/api/v1/hubs/{beyond}/approve/", {}, format="json")
     assert approved.status_code == 200
     # Saved, and shown as approved (queued), though no task could be sent.
-    assert approved.json()["state"] == State.APPROVED
-    assert state_of(inside) == State.APPROVED
+    assert approved.json()["state"] == HubState.APPROVED
+    assert state_of(inside) == HubState.APPROVED
 
     redis_server.start()
     settings.SWEEP_APPROVED_AFTER_SECONDS = 0
@@ -173,7 +173,7 @@ def test_provisioning_retries_while_the_api_server_is_down_and_converges(
     try:
         hub_id = request_hub(api, alice, payload, f"noapi-{int(time.time()) % 100000}")
         eventually(lambda: "provision.retry" in workers.log(), timeout=60)
-        assert state_of(hub_id) == State.PROVISIONING
+        assert state_of(hub_id) == HubState.PROVISIONING
     finally:
         restarted = subprocess.run(
             ["bash", str(REPO_ROOT / "devcluster/scripts/up.sh")], capture_output=True, text=True

@@ -37,7 +37,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from provisioning import hubconfig, k8s, render
-from provisioning.hubconfig import CONFIG_FILE, OAuthSettings, hub_values, members_values
+from provisioning.hubconfig import CONFIG_FILE, HubOAuthClient, hub_values, members_values
 from provisioning.spec import (
     ExternalVolume,
     GpuRequest,
@@ -55,7 +55,7 @@ pytestmark = pytest.mark.cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHP = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
-OAUTH = OAuthSettings(
+OAUTH = HubOAuthClient(
     authorize_url="https://sso.example.org/authorize",
     token_url="https://sso.example.org/token",
     userdata_url="https://sso.example.org/userinfo",
@@ -116,7 +116,7 @@ OIDC_LOGIN = "c.GenericOAuthenticator.oauth_callback_url = {callback!r}\n"
 class HubLogin:
     """The hub's own client at the identity provider, for the shipped OIDC login."""
 
-    oauth: OAuthSettings
+    oauth: HubOAuthClient
     client_secret: str
 
 
@@ -878,7 +878,7 @@ def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
     """The portal registers the hub's client (as provisioning does); the shipped
     GenericOAuthenticator logs members in with it and refuses everyone else."""
     from portal.accounts import hub_clients
-    from provisioning import tasks
+    from portal.hubs import cluster
     from tests.factories import HubFactory
 
     portal_hub = HubFactory(slug=f"jh{secrets.token_hex(3)}")
@@ -894,7 +894,7 @@ def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
     public_url = f"http://127.0.0.1:{free_port()}/"
     client_login = hub_clients.ensure(portal_hub, public_url + "hub/oauth_callback")
     spec = dataclasses.replace(spec, login_client_id=client_login.client_id)
-    oauth = tasks.render_settings().oidc.for_hub(spec)
+    oauth = cluster.render_settings().identity_provider.for_hub(spec)
     hub = start_hub(
         spec, tmp_path, kubeconfig_path, HubLogin(oauth, client_login.client_secret), public_url
     )
@@ -926,18 +926,18 @@ def test_a_removed_members_session_ends_at_once(kube_api, kubeconfig_path, tier_
     """The portal's task deletes, through the hub's API with the portal's service token, the
     users its members no longer include; members keep their access."""
     from portal.audit.models import AuditEvent
-    from portal.hubs.lifecycle import State
-    from portal.hubs.models import Collaborator
-    from provisioning import tasks
+    from portal.hubs import tasks
+    from portal.hubs.lifecycle import HubState
+    from portal.hubs.models import Member
     from tests.factories import HubFactory, UserFactory
 
     # The portal's record of the same hub, and its Secret with the portal's token.
     portal_hub = HubFactory(
-        slug=tier_hub.spec.slug, owner=UserFactory(username=OWNER), state=State.RUNNING
+        slug=tier_hub.spec.slug, owner=UserFactory(username=OWNER), state=HubState.RUNNING
     )
     for name in (STUDENT, STAFF):
-        Collaborator.objects.create(
-            hub=portal_hub, user=UserFactory(username=name), role=Collaborator.Role.MEMBER
+        Member.objects.create(
+            hub=portal_hub, user=UserFactory(username=name), role=Member.Role.MEMBER
         )
     secrets_of_hub = dataclasses.replace(
         render.HubSecrets.generate(), portal_token=tier_hub.portal_token

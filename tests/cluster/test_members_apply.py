@@ -10,13 +10,14 @@ from unittest import mock
 import pytest
 from django.conf import settings
 
-from portal.hubs import members
-from portal.hubs.lifecycle import State
-from provisioning import k8s, tasks
+from portal.hubs import members, tasks
+from portal.hubs.cluster import render_settings
+from portal.hubs.hubspec import from_hub, hub_queryset
+from portal.hubs.lifecycle import HubState
+from portal.hubs.tasks import apply_members
+from provisioning import k8s
 from provisioning.render import selector
-from provisioning.spec import from_hub, hub_queryset
 from provisioning.sync import sync_hub
-from provisioning.tasks import apply_members, render_settings
 from tests.factories import HubFactory, UserFactory
 from tests.oidc_provider.harness import free_port
 
@@ -45,7 +46,7 @@ def access_checks():
 @pytest.fixture
 def running_hub(kube_api, alice):
     """A running hub of alice's, applied to the cluster as provisioning applies it."""
-    hub = HubFactory(owner=alice, slug=f"mem-{secrets.token_hex(3)}", state=State.RUNNING)
+    hub = HubFactory(owner=alice, slug=f"mem-{secrets.token_hex(3)}", state=HubState.RUNNING)
     members.default_tier(hub)
     sync_hub(
         kube_api, from_hub(hub_queryset().get(pk=hub.pk), settings.HUBS_DOMAIN), render_settings()
@@ -106,7 +107,7 @@ def test_a_new_member_and_tier_reach_the_cluster_without_touching_the_hub(
 
 
 def test_members_of_a_hub_that_does_not_run_are_not_applied(kube_api, alice):
-    hub = HubFactory(owner=alice, state=State.PENDING)
+    hub = HubFactory(owner=alice, state=HubState.PENDING)
     assert apply_members.apply(args=(hub.pk,)).get() == "skipped"
     assert apply_members.apply(args=(10**9,)).get() == "skipped"
 
@@ -118,9 +119,9 @@ def test_a_hub_whose_api_cannot_be_reached_keeps_its_state(running_hub, settings
     assert tasks.end_removed_access.apply((running_hub.pk,)).get() == "unreached"
 
     running_hub.refresh_from_db()
-    assert running_hub.state == State.RUNNING
+    assert running_hub.state == HubState.RUNNING
 
 
 def test_no_access_is_ended_in_a_hub_that_does_not_run(kube_api, alice):
-    hub = HubFactory(owner=alice, state=State.SUSPENDED)
+    hub = HubFactory(owner=alice, state=HubState.SUSPENDED)
     assert tasks.end_removed_access.apply((hub.pk,)).get() == "skipped"

@@ -9,11 +9,11 @@ import secrets
 import pytest
 from kubernetes import client
 
+from portal.hubs.tasks import deployments_available
 from provisioning import k8s
 from provisioning.render import RenderSettings, render_hub, selector
 from provisioning.spec import HubSpec
 from provisioning.sync import desired_objects, sync_hub
-from provisioning.tasks import deployments_available
 from tests.provisioning.examples import EXAMPLES
 from tests.support import eventually
 

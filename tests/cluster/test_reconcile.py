@@ -12,9 +12,11 @@ import pytest
 from kubernetes import client
 
 from portal.accounts import hub_clients
-from portal.hubs.lifecycle import State
+from portal.hubs import cluster, tasks
+from portal.hubs.hubspec import from_hub
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import HubEvent, LoginClient
-from provisioning import k8s, tasks
+from provisioning import k8s
 from provisioning.hubconfig import VALUES_FILE_KEY
 from provisioning.reconcile import KINDS, reconcile
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME, RenderSettings
@@ -104,10 +106,10 @@ def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
     kube_api, kubeconfig_path, settings
 ):
     settings.KUBECONFIG = str(kubeconfig_path)
-    drifting = HubFactory(slug=f"task-rec-{secrets.token_hex(3)}", state=State.RUNNING)
-    vanished = HubFactory(slug=f"task-gone-{secrets.token_hex(3)}", state=State.RUNNING)
+    drifting = HubFactory(slug=f"task-rec-{secrets.token_hex(3)}", state=HubState.RUNNING)
+    vanished = HubFactory(slug=f"task-gone-{secrets.token_hex(3)}", state=HubState.RUNNING)
     try:
-        sync_hub(kube_api, tasks.from_hub(drifting, settings.HUBS_DOMAIN), tasks.render_settings())
+        sync_hub(kube_api, from_hub(drifting), cluster.render_settings())
         client.CoreV1Api(kube_api).delete_namespaced_service("proxy-public", drifting.namespace)
 
         summary = tasks.reconcile_hubs()
@@ -115,9 +117,9 @@ def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
         assert summary["repaired"] >= 2
         event = HubEvent.objects.filter(hub=drifting).latest("created")
         assert event.reason == "Repaired: Service proxy-public (missing)"
-        assert event.from_state == event.to_state == State.RUNNING
+        assert event.from_state == event.to_state == HubState.RUNNING
         vanished.refresh_from_db()
-        assert vanished.state == State.FAILED
+        assert vanished.state == HubState.FAILED
         assert (
             vanished.state_reason
             == f"Namespace {vanished.namespace} disappeared (or is not its own)"
@@ -131,11 +133,11 @@ def test_a_hub_applied_before_it_had_its_own_login_client_gets_one(
     kube_api, kubeconfig_path, settings, registering
 ):
     settings.KUBECONFIG = str(kubeconfig_path)
-    hub = HubFactory(slug=f"task-old-{secrets.token_hex(3)}", state=State.RUNNING)
+    hub = HubFactory(slug=f"task-old-{secrets.token_hex(3)}", state=HubState.RUNNING)
     core = client.CoreV1Api(kube_api)
     try:
         # As applied before the portal registered clients: client hub-<slug>, a made-up secret.
-        sync_hub(kube_api, tasks.from_hub(hub, settings.HUBS_DOMAIN), tasks.render_settings())
+        sync_hub(kube_api, from_hub(hub), cluster.render_settings())
 
         tasks.reconcile_hubs()
 
@@ -166,7 +168,8 @@ def test_an_identity_provider_that_fails_is_asked_once_per_pass(
     calling the provider for the others (the next pass tries again)."""
     settings.KUBECONFIG = str(kubeconfig_path)
     hubs = [
-        HubFactory(slug=f"task-idp-{secrets.token_hex(3)}", state=State.RUNNING) for _ in range(3)
+        HubFactory(slug=f"task-idp-{secrets.token_hex(3)}", state=HubState.RUNNING)
+        for _ in range(3)
     ]
     with http_server(lambda method, path: (503, None)) as (url, asked):
         settings.OIDC_REGISTRATION_URL = f"{url}/register/"

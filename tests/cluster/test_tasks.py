@@ -15,9 +15,10 @@ import pytest
 from kubernetes import client
 
 from portal.audit.models import AuditEvent
-from portal.hubs.lifecycle import State
+from portal.hubs import tasks
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub, LoginClient
-from provisioning import hubconfig, k8s, tasks
+from provisioning import hubconfig, k8s
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME
 from tests.factories import HubFactory
 from tests.oidc_provider.harness import free_port
@@ -50,7 +51,7 @@ def scheduled():
 
 @pytest.fixture
 def approved_hub(kube_api):
-    hub = HubFactory(slug=f"task-{secrets.token_hex(3)}", state=State.APPROVED, expected_users=2)
+    hub = HubFactory(slug=f"task-{secrets.token_hex(3)}", state=HubState.APPROVED, expected_users=2)
     yield hub
     k8s.delete_namespace(kube_api, hub.namespace)
 
@@ -64,19 +65,19 @@ def test_provision_applies_objects_and_the_check_marks_the_hub_running(
     approved_hub, kube_api, scheduled
 ):
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
-    assert state(approved_hub) == State.PROVISIONING
+    assert state(approved_hub) == HubState.PROVISIONING
     assert scheduled == [("ready", (approved_hub.pk,))]
     assert client.CoreV1Api(kube_api).read_namespace(approved_hub.namespace)
 
     # Delivered twice (acks_late after a worker crash): same objects, same state.
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
-    assert state(approved_hub) == State.PROVISIONING
+    assert state(approved_hub) == HubState.PROVISIONING
 
     eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
-    assert state(approved_hub) == State.RUNNING
+    assert state(approved_hub) == HubState.RUNNING
     assert [e.to_state for e in approved_hub.events.order_by("created", "pk")][-2:] == [
-        State.PROVISIONING,
-        State.RUNNING,
+        HubState.PROVISIONING,
+        HubState.RUNNING,
     ]
 
 
@@ -86,7 +87,7 @@ def test_an_object_the_cluster_refuses_fails_the_hub_with_the_api_servers_messag
     settings.INGRESS_ANNOTATIONS = {"not a valid key!": "x"}
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "failed"
     approved_hub.refresh_from_db()
-    assert approved_hub.state == State.FAILED
+    assert approved_hub.state == HubState.FAILED
     assert approved_hub.state_reason.startswith("The cluster refused Ingress jupyterhub: ")
     assert "Invalid value" in approved_hub.state_reason
     assert scheduled == []
@@ -115,7 +116,7 @@ def test_an_unreachable_cluster_is_retried_then_fails_the_hub(
     # Eager retries run at once; a worker waits 2, 4, 8, ... seconds between them.
     assert len(attempts) == tasks.MAX_RETRIES + 1
     approved_hub.refresh_from_db()
-    assert approved_hub.state == State.FAILED
+    assert approved_hub.state == HubState.FAILED
     assert "cannot reach the Kubernetes API server" in approved_hub.state_reason
 
 
@@ -127,7 +128,7 @@ def test_a_worker_without_a_kubernetes_configuration_fails_the_hub_saying_so(
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "failed"
 
     approved_hub.refresh_from_db()
-    assert approved_hub.state == State.FAILED
+    assert approved_hub.state == HubState.FAILED
     assert approved_hub.state_reason.startswith(
         f"The portal has no usable Kubernetes configuration (the kubeconfig {tmp_path}"
     )
@@ -138,14 +139,14 @@ def test_deprovision_deletes_the_namespace_and_the_check_marks_the_hub_deleted(
     approved_hub, kube_api, scheduled
 ):
     tasks.provision_hub.apply((approved_hub.pk,))
-    Hub.objects.filter(pk=approved_hub.pk).update(state=State.DEPROVISIONING)
+    Hub.objects.filter(pk=approved_hub.pk).update(state=HubState.DEPROVISIONING)
 
     assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
     assert ("deleted", (approved_hub.pk,)) in scheduled
     eventually(
         lambda: tasks.check_hub_deleted.apply((approved_hub.pk,)).get() == "deleted", timeout=90
     )
-    assert state(approved_hub) == State.DELETED
+    assert state(approved_hub) == HubState.DELETED
     assert (
         not client.CoreV1Api(kube_api)
         .list_namespace(field_selector=f"metadata.name={approved_hub.namespace}")
@@ -173,7 +174,7 @@ def test_a_namespace_that_is_not_the_hubs_is_never_applied_into_or_deleted(
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "failed"
 
     approved_hub.refresh_from_db()
-    assert approved_hub.state == State.FAILED
+    assert approved_hub.state == HubState.FAILED
     assert approved_hub.state_reason.startswith(
         f"The namespace {approved_hub.namespace} already exists and is not this hub's"
     )
@@ -185,18 +186,18 @@ def test_a_namespace_that_is_not_the_hubs_is_never_applied_into_or_deleted(
     assert "theirs" in names and CONFIG_MAP_NAME not in names  # nothing of the hub's applied
     assert scheduled == []
 
-    Hub.objects.filter(pk=approved_hub.pk).update(state=State.DEPROVISIONING)
+    Hub.objects.filter(pk=approved_hub.pk).update(state=HubState.DEPROVISIONING)
     assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleted"
-    assert state(approved_hub) == State.DELETED
+    assert state(approved_hub) == HubState.DELETED
     assert core.read_namespace(approved_hub.namespace).status.phase == "Active"
 
 
 @pytest.mark.parametrize("task", [tasks.provision_hub, tasks.deprovision_hub])
 def test_a_task_for_a_missing_or_moved_on_hub_does_nothing(task, scheduled):
     assert task.apply((987654321,)).get() in ("missing", "skipped")
-    rejected = HubFactory(state=State.REJECTED)
+    rejected = HubFactory(state=HubState.REJECTED)
     assert task.apply((rejected.pk,)).get() == "skipped"
-    assert state(rejected) == State.REJECTED
+    assert state(rejected) == HubState.REJECTED
     assert scheduled == []
 
 
@@ -216,7 +217,7 @@ def test_a_suspended_hub_runs_nothing_but_keeps_its_volumes(approved_hub, kube_a
             ),
         ),
     )
-    Hub.objects.filter(pk=approved_hub.pk).update(state=State.SUSPENDED)
+    Hub.objects.filter(pk=approved_hub.pk).update(state=HubState.SUSPENDED)
 
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "suspended"
 
@@ -229,7 +230,7 @@ def test_a_suspended_hub_runs_nothing_but_keeps_its_volumes(approved_hub, kube_a
         ).items
     )
     assert core.read_namespaced_persistent_volume_claim("hub-db", approved_hub.namespace)
-    assert state(approved_hub) == State.SUSPENDED
+    assert state(approved_hub) == HubState.SUSPENDED
     assert ("ready", (approved_hub.pk,)) not in scheduled[1:]
 
 
@@ -238,18 +239,22 @@ def test_a_change_is_applied_in_place_and_a_rollback_restores_the_previous_objec
 ):
     """Through the portal's own services: revision 2 turns on jobs access (a jobs
     ServiceAccount appears), rolling back to revision 1 removes it again."""
-    from portal.hubs import revisions, services
+    from portal.hubs import queue, revisions
+    from portal.hubs.services import changes
+    from tests.support import broker_hand_over
 
     owner = approved_hub.owner
 
     def run_queued_provisioning(callbacks_block):
+        sent = []
         with (
-            mock.patch.object(tasks.provision_hub, "apply_async") as enqueue,
+            broker_hand_over(lambda name, args, routed_to: sent.append((name, args))),
             django_capture_on_commit_callbacks(execute=True),
         ):
             result = callbacks_block()
-        for call in enqueue.call_args_list:
-            assert tasks.provision_hub.apply(call.args[0]).get() == "applied"
+        assert [name for name, _ in sent] == [queue.PROVISION]
+        for _, args in sent:
+            assert tasks.provision_hub.apply(args).get() == "applied"
         eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
         return result
 
@@ -260,15 +265,15 @@ def test_a_change_is_applied_in_place_and_a_rollback_restores_the_previous_objec
 
     data = revisions.form_data(revisions.spec_of_hub(approved_hub))
     data["jobs_access"] = "on"
-    change = run_queued_provisioning(lambda: services.request_change(approved_hub, owner, data))
+    change = run_queued_provisioning(lambda: changes.request_change(approved_hub, owner, data))
     assert change.state == "applied"
     assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api)
 
     approved_hub.refresh_from_db()
-    rollback = run_queued_provisioning(lambda: services.rollback(approved_hub, owner, 1))
+    rollback = run_queued_provisioning(lambda: changes.rollback(approved_hub, owner, 1))
     assert rollback.state == "applied"
     assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api) is None
-    assert state(approved_hub) == State.RUNNING
+    assert state(approved_hub) == HubState.RUNNING
 
 
 def k8s_get(kind, name, namespace, kube_api):
@@ -293,7 +298,7 @@ def test_provisioning_registers_the_hubs_login_client_and_deleting_deletes_it(
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
     assert list(LoginClient.objects.filter(hub=approved_hub)) == [login]
 
-    Hub.objects.filter(pk=approved_hub.pk).update(state=State.DEPROVISIONING)
+    Hub.objects.filter(pk=approved_hub.pk).update(state=HubState.DEPROVISIONING)
     assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
     assert registering.client(login.client_id) is None
     assert not LoginClient.objects.filter(hub=approved_hub).exists()
@@ -307,7 +312,7 @@ def test_a_hub_is_deleted_though_the_identity_provider_does_not_answer(
     LoginClient.objects.filter(pk=login.pk).update(
         registration_client_uri=f"http://127.0.0.1:{free_port()}/o/register/{login.client_id}/"
     )
-    Hub.objects.filter(pk=approved_hub.pk).update(state=State.DEPROVISIONING)
+    Hub.objects.filter(pk=approved_hub.pk).update(state=HubState.DEPROVISIONING)
 
     # Eager retries run at once; the last one leaves the client and deletes the namespace.
     assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
@@ -327,7 +332,7 @@ def test_a_login_client_the_provider_refuses_fails_the_hub_before_anything_is_ap
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "failed"
 
     approved_hub.refresh_from_db()
-    assert approved_hub.state == State.FAILED
+    assert approved_hub.state == HubState.FAILED
     assert approved_hub.state_reason.startswith(
         "The identity provider refused to register the hub's login client (HTTP 401"
     )

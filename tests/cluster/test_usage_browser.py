@@ -17,8 +17,8 @@ from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from portal.hubs.lifecycle import State
-from portal.hubs.models import Collaborator, GpuType
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import GpuType, Member
 from portal.usage.models import Component, GpuInventory, UsageDay
 from tests.cluster.test_browser import ARTIFACTS, browser  # noqa: F401 - the fixture
 from tests.factories import AdminFactory, HardwareOptionFactory, HubFactory, UserFactory
@@ -96,7 +96,7 @@ def test_usage_and_capacity_plots_render(browser, live_server):  # noqa: F811 - 
         owner=olga,
         slug="deep-learning",
         display_name="Deep learning course",
-        state=State.RUNNING,
+        state=HubState.RUNNING,
         gpu_type=a100,
         gpus_per_user=1,
         expected_users=2,
@@ -104,11 +104,11 @@ def test_usage_and_capacity_plots_render(browser, live_server):  # noqa: F811 - 
         end_date=today + datetime.timedelta(days=20),
     )
     for member in members:
-        Collaborator.objects.create(hub=hub, user=member, role=Collaborator.Role.MEMBER)
+        Member.objects.create(hub=hub, user=member, role=Member.Role.MEMBER)
     seed_week(hub, [olga, *members], today)
     HubFactory(
         slug="vision-lab",
-        state=State.APPROVED,
+        state=HubState.APPROVED,
         gpu_type=a100,
         gpus_per_user=1,
         expected_users=1,

@@ -13,12 +13,12 @@ import pytest
 from kubernetes import client
 from kubernetes import client as client_module
 
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.usage import queries
 from portal.usage.models import CollectionGap, CollectionPass, GpuInventory, UsageDay
+from portal.usage.recording import collect
 from provisioning import k8s
 from provisioning.render import LABEL_HUB_ID, MANAGED_BY
-from provisioning.usage import collect
 from tests.factories import GpuTypeFactory, HubFactory
 from tests.support import eventually
 from tests.usage_support import price_list
@@ -69,7 +69,7 @@ def _server(user: str, **kwargs):
 def gpu_hub(kube_api, alice, bob, request):
     """A running hub with a namespace holding alice's GPU server, bob's CPU server, the hub's
     own pod, a jobs pod, and alice's 10 GiB home volume; all Running or Bound."""
-    hub = HubFactory(owner=alice, slug=f"use-{secrets.token_hex(3)}", state=State.RUNNING)
+    hub = HubFactory(owner=alice, slug=f"use-{secrets.token_hex(3)}", state=HubState.RUNNING)
     core = client.CoreV1Api(kube_api)
     core.create_namespace(
         {
@@ -238,9 +238,9 @@ def test_a_week_of_a_gpu_hub_is_plotted_and_exported_for_its_owner(
     assert sum(Decimal(row["cost_gpu"]) for row in days) == Decimal("16800.00")
     assert sum(Decimal(row["cost_total"]) for row in days) == report.total.cost.rounded()["total"]
     # A member sees only their own usage, and may not export the hub's.
-    from portal.hubs.models import Collaborator
+    from portal.hubs.models import Member
 
-    Collaborator.objects.create(hub=gpu_hub, user=bob, role=Collaborator.Role.MEMBER)
+    Member.objects.create(hub=gpu_hub, user=bob, role=Member.Role.MEMBER)
     client.force_login(bob)
     mine = client.get(f"/hubs/{gpu_hub.pk}/usage/?days=7").content.decode()
     assert f"{shown['total']:,.2f} CZK" not in mine  # bob's own usage only
@@ -248,11 +248,11 @@ def test_a_week_of_a_gpu_hub_is_plotted_and_exported_for_its_owner(
 
 
 def test_pods_are_read_in_pages_without_losing_any(kube_api, gpu_hub, monkeypatch):
-    from provisioning import usage
+    from provisioning import observe
 
-    whole = usage.observe(kube_api)
-    monkeypatch.setattr(usage, "PAGE_SIZE", 2)
-    paged = usage.observe(kube_api)
+    whole = observe.observe(kube_api)
+    monkeypatch.setattr(observe, "PAGE_SIZE", 2)
+    paged = observe.observe(kube_api)
 
     def pods(observation):
         return sorted(
@@ -268,11 +268,11 @@ def test_pods_are_read_in_pages_without_losing_any(kube_api, gpu_hub, monkeypatc
 def test_gpu_nodes_are_found_by_every_label_key_the_catalogue_uses(kube_api):
     """A GPU type may name its nodes by another label key: one more node list per key, and a
     node carrying both keys counts once, as the product the default key names."""
-    from provisioning import usage
+    from provisioning import observe
 
-    default = usage.observe(kube_api)
-    both = usage.observe(
-        kube_api, gpu_labels=(usage.GPU_PRODUCT_LABEL, "node.kubernetes.io/instance-type")
+    default = observe.observe(kube_api)
+    both = observe.observe(
+        kube_api, gpu_labels=(observe.GPU_PRODUCT_LABEL, "node.kubernetes.io/instance-type")
     )
 
     assert both.api_calls == default.api_calls + 1

@@ -21,7 +21,7 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from provisioning import hubconfig
-from provisioning.hubconfig import CONFIG_FILE, OAuthSettings, hub_values, members_values
+from provisioning.hubconfig import CONFIG_FILE, HubOAuthClient, hub_values, members_values
 from provisioning.spec import (
     ExternalVolume,
     GpuRequest,
@@ -32,7 +32,7 @@ from provisioning.spec import (
     TierSpec,
 )
 
-OAUTH = OAuthSettings(
+OAUTH = HubOAuthClient(
     authorize_url="https://sso.uni.example/authorize",
     token_url="https://sso.uni.example/token",
     userdata_url="https://sso.uni.example/userinfo",

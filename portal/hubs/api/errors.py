@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.hubs.lifecycle import LifecycleError
-from portal.hubs.services import ReasonRequired
+from portal.hubs.services.decisions import ReasonRequired
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:

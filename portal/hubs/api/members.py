@@ -19,9 +19,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.hubs import members
-from portal.hubs.models import Collaborator, GroupGrant, Hub, Invitation, MemberTier
+from portal.hubs.models import GroupGrant, Hub, Invitation, Member, MemberTier
 
-_ROLES = Collaborator.Role.choices
+_ROLES = Member.Role.choices
 _BAD = OpenApiResponse(description="Field messages")
 _CONFLICT = OpenApiResponse(description="Not possible in the current state (message)")
 _HUB = OpenApiParameter("hub_pk", OpenApiTypes.INT, OpenApiParameter.PATH, description="Hub id")
@@ -105,16 +105,16 @@ class MemberSerializer(serializers.ModelSerializer):
     tier = serializers.SerializerMethodField()
 
     class Meta:
-        model = Collaborator
+        model = Member
         fields = ["id", "username", "role", "tier"]
 
-    def get_tier(self, obj: Collaborator) -> str | None:
+    def get_tier(self, obj: Member) -> str | None:
         return _tier_name(obj)
 
 
 class MemberCreateSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
-    role = serializers.ChoiceField(choices=_ROLES, default=Collaborator.Role.MEMBER)
+    role = serializers.ChoiceField(choices=_ROLES, default=Member.Role.MEMBER)
     tier = serializers.CharField(max_length=40, required=False, allow_null=True, allow_blank=True)
 
 
@@ -167,7 +167,7 @@ class NewInvitationSerializer(InvitationSerializer):
 
 class InvitationCreateSerializer(serializers.Serializer):
     email = serializers.EmailField()
-    role = serializers.ChoiceField(choices=_ROLES, default=Collaborator.Role.MEMBER)
+    role = serializers.ChoiceField(choices=_ROLES, default=Member.Role.MEMBER)
     tier = serializers.CharField(max_length=40, required=False, allow_null=True, allow_blank=True)
 
 
@@ -188,7 +188,7 @@ class GroupGrantSerializer(serializers.ModelSerializer):
 
 class GroupGrantCreateSerializer(serializers.Serializer):
     group = serializers.CharField(max_length=200)
-    role = serializers.ChoiceField(choices=_ROLES, default=Collaborator.Role.MEMBER)
+    role = serializers.ChoiceField(choices=_ROLES, default=Member.Role.MEMBER)
     tier = serializers.CharField(max_length=40, required=False, allow_null=True, allow_blank=True)
 
 
@@ -254,11 +254,9 @@ class MemberViewSet(
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
-            return Collaborator.objects.none()
+            return Member.objects.none()
         return (
-            self.get_hub()
-            .collaborators.select_related("user", "tier")
-            .order_by("user__username", "pk")
+            self.get_hub().members.select_related("user", "tier").order_by("user__username", "pk")
         )
 
     @extend_schema(request=MemberCreateSerializer, responses={201: MemberSerializer, 400: _BAD})
@@ -281,7 +279,7 @@ class MemberViewSet(
         )
         return Response(MemberSerializer(collaborator).data)
 
-    def perform_destroy(self, instance: Collaborator) -> None:
+    def perform_destroy(self, instance: Member) -> None:
         members.remove_member(instance, self.request.user)
 
 

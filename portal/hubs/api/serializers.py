@@ -4,19 +4,20 @@ from typing import Any
 
 from rest_framework import serializers
 
+from portal.hubs import hubspec, revisions
 from portal.hubs.forms import HubRequestForm
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import (
-    Collaborator,
     GpuType,
     HardwareOption,
     Hub,
     HubEvent,
     HubRevision,
     Image,
+    Member,
     StorageOption,
 )
-from portal.hubs.services import policy_violations
+from portal.hubs.services.policy import policy_violations
 
 # --- Catalogues ---------------------------------------------------------------------------------
 
@@ -57,9 +58,7 @@ class StorageOptionSerializer(serializers.ModelSerializer):
 
 class CollaboratorSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
-    role = serializers.ChoiceField(
-        choices=Collaborator.Role.choices, default=Collaborator.Role.MEMBER
-    )
+    role = serializers.ChoiceField(choices=Member.Role.choices, default=Member.Role.MEMBER)
 
 
 class HubEventSerializer(serializers.ModelSerializer):
@@ -106,10 +105,12 @@ class HubSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_collaborators(self, hub: Hub) -> list[dict[str, str]]:
-        return [{"username": c.user.username, "role": c.role} for c in hub.collaborators.all()]
+        return [{"username": c.user.username, "role": c.role} for c in hub.members.all()]
 
     def get_policy_violations(self, hub: Hub) -> list[str]:
-        return policy_violations(hub) if hub.state == State.PENDING else []
+        if hub.state != HubState.PENDING:
+            return []
+        return policy_violations(hubspec.from_hub(hub))
 
 
 class HubRequestSerializer(serializers.Serializer):
@@ -157,7 +158,7 @@ class HubRequestSerializer(serializers.Serializer):
                 data[name] = ""
             else:
                 data[name] = value.isoformat() if hasattr(value, "isoformat") else str(value)
-        for field, role in (("co_owners", Collaborator.Role.CO_OWNER), ("members", "member")):
+        for field, role in (("co_owners", Member.Role.CO_OWNER), ("members", "member")):
             data[field] = " ".join(
                 c["username"]
                 for c in self.validated_data.get("collaborators", [])
@@ -179,8 +180,17 @@ def form_errors_for_api(errors: dict[str, list[str]]) -> dict[str, list[str]]:
     return renamed
 
 
-class ApproveSerializer(serializers.Serializer):
+class ReasonSerializer(serializers.Serializer):
+    """An admin action's optional reason (resume, delete now)."""
+
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class ApprovalSerializer(ReasonSerializer):
+    """Approve a hub or a change; `override` (with a reason) approves GPUs beyond the free
+    capacity."""
+
+    override = serializers.BooleanField(required=False, default=False)
 
 
 class RejectSerializer(serializers.Serializer):
@@ -235,8 +245,6 @@ class HubChangeSerializer(HubRequestSerializer):
 
     def form_data(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
         """The hub's current spec (form-shaped) with the given fields put over it."""
-        from portal.hubs import revisions
-
         data = revisions.form_data(current or {})
         given = super().form_data()
         for name in HubRequestForm.Meta.fields:

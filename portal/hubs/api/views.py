@@ -12,17 +12,17 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.hubs import services
+from portal.hubs import expiry, revisions
 from portal.hubs.api import serializers as s
-from portal.hubs.lifecycle import State
+from portal.hubs.lifecycle import HubState
 from portal.hubs.models import GpuType, HardwareOption, Hub, HubRevision, Image, StorageOption
-from portal.usage.serializers import HubApproveSerializer
+from portal.hubs.services import changes, decisions
 
 
 class HubFilter(django_filters.FilterSet):
     """Filter hubs by state and by the owner's username."""
 
-    state = django_filters.MultipleChoiceFilter(choices=State.choices)
+    state = django_filters.MultipleChoiceFilter(choices=HubState.choices)
     owner = django_filters.CharFilter(field_name="owner__username")
 
     class Meta:
@@ -53,7 +53,7 @@ class HubViewSet(
                 "images",
                 "storage_options",
                 "events__actor",
-                "collaborators__user",
+                "members__user",
             )
             .order_by("-created", "-pk")
         )
@@ -68,8 +68,8 @@ class HubViewSet(
         request_serializer = s.HubRequestSerializer(data=request.data)
         request_serializer.is_valid(raise_exception=True)
         try:
-            hub = services.submit(request.user, request_serializer.form_data())
-        except services.InvalidSpec as invalid:
+            hub = decisions.submit(request.user, request_serializer.form_data())
+        except decisions.InvalidSpec as invalid:
             raise ValidationError(s.form_errors_for_api(invalid.errors)) from None
         return Response(s.HubSerializer(hub).data, status=status.HTTP_201_CREATED)
 
@@ -79,11 +79,11 @@ class HubViewSet(
         hub = self.get_object()
         if not hub.can_manage(request.user):
             raise PermissionDenied("Only the owner, co-owners and admins may delete this hub.")
-        hub = services.delete(hub, request.user)
+        hub = decisions.delete(hub, request.user)
         return Response(s.HubSerializer(hub).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        request=HubApproveSerializer,
+        request=s.ApprovalSerializer,
         responses={
             200: s.HubSerializer,
             400: OpenApiResponse(description="An override without a reason"),
@@ -96,9 +96,9 @@ class HubViewSet(
         the free capacity over the hub's dates need `override` and a `reason`."""
         hub = self.get_object()
         self._require_staff()
-        body = HubApproveSerializer(data=request.data)
+        body = s.ApprovalSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        hub = services.approve(
+        hub = decisions.approve(
             hub,
             request.user,
             body.validated_data.get("reason", ""),
@@ -117,11 +117,11 @@ class HubViewSet(
         self._require_staff()
         body = s.RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        hub = services.reject(hub, request.user, body.validated_data["reason"])
+        hub = decisions.reject(hub, request.user, body.validated_data["reason"])
         return Response(s.HubSerializer(hub).data)
 
     @extend_schema(
-        request=s.ApproveSerializer,
+        request=s.ReasonSerializer,
         responses={
             202: s.HubSerializer,
             409: OpenApiResponse(description="Not suspended, or its end date has passed"),
@@ -132,13 +132,13 @@ class HubViewSet(
         """Resume a suspended hub (scale it back up); portal admins only."""
         hub = self.get_object()
         self._require_staff()
-        body = s.ApproveSerializer(data=request.data)
+        body = s.ReasonSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        hub = services.resume(hub, request.user, body.validated_data.get("reason", ""))
+        hub = expiry.resume(hub, request.user, body.validated_data.get("reason", ""))
         return Response(s.HubSerializer(hub).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        request=s.ApproveSerializer,
+        request=s.ReasonSerializer,
         responses={202: s.HubSerializer, 409: OpenApiResponse(description="Not suspended")},
     )
     @action(detail=True, methods=["post"], url_path="delete-now")
@@ -146,9 +146,9 @@ class HubViewSet(
         """Delete a suspended hub before its grace period ends; portal admins only."""
         hub = self.get_object()
         self._require_staff()
-        body = s.ApproveSerializer(data=request.data)
+        body = s.ReasonSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        hub = services.delete_now(hub, request.user, body.validated_data.get("reason", ""))
+        hub = expiry.delete_now(hub, request.user, body.validated_data.get("reason", ""))
         return Response(s.HubSerializer(hub).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -192,7 +192,7 @@ class HubRevisionViewSet(
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return HubRevision.objects.none()
         hub = self.get_hub()
-        services.ensure_initial_revision(hub)
+        changes.ensure_initial_revision(hub)
         return hub.revisions.select_related("author", "approver", "rollback_of").order_by("-number")
 
     def _managed_hub(self) -> Hub:
@@ -208,8 +208,6 @@ class HubRevisionViewSet(
     def _change_data(self, hub: Hub) -> dict:
         body = s.HubChangeSerializer(data=self.request.data)
         body.is_valid(raise_exception=True)
-        from portal.hubs import revisions
-
         return body.form_data(revisions.spec_of_hub(hub))
 
     @extend_schema(
@@ -222,8 +220,8 @@ class HubRevisionViewSet(
         hub = self._managed_hub()
         data = self._change_data(hub)
         try:
-            revision = services.request_change(hub, request.user, data)
-        except services.InvalidSpec as invalid:
+            revision = changes.request_change(hub, request.user, data)
+        except decisions.InvalidSpec as invalid:
             raise ValidationError(s.form_errors_for_api(invalid.errors)) from None
         return Response(s.HubRevisionSerializer(revision).data, status=status.HTTP_201_CREATED)
 
@@ -237,8 +235,8 @@ class HubRevisionViewSet(
         hub = self._managed_hub()
         data = self._change_data(hub)
         try:
-            plan, diff = services.preview_change(hub, data)
-        except services.InvalidSpec as invalid:
+            plan, diff = changes.preview_change(hub, data)
+        except decisions.InvalidSpec as invalid:
             raise ValidationError(s.form_errors_for_api(invalid.errors)) from None
         body = {
             "changed_fields": plan.changed,
@@ -249,7 +247,7 @@ class HubRevisionViewSet(
         return Response(s.ChangePreviewSerializer(body).data)
 
     @extend_schema(
-        request=HubApproveSerializer,
+        request=s.ApprovalSerializer,
         responses={
             200: s.HubRevisionSerializer,
             400: OpenApiResponse(description="An override without a reason"),
@@ -262,9 +260,9 @@ class HubRevisionViewSet(
         not fit in what is free over the hub's dates needs `override` and a `reason`."""
         revision = self.get_object()
         self._require_staff()
-        body = HubApproveSerializer(data=request.data)
+        body = s.ApprovalSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        revision = services.approve_change(
+        revision = changes.approve_change(
             revision,
             request.user,
             body.validated_data.get("reason", ""),
@@ -283,7 +281,7 @@ class HubRevisionViewSet(
         self._require_staff()
         body = s.RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        revision = services.reject_change(revision, request.user, body.validated_data["reason"])
+        revision = changes.reject_change(revision, request.user, body.validated_data["reason"])
         return Response(s.HubRevisionSerializer(revision).data)
 
     @extend_schema(
@@ -296,8 +294,8 @@ class HubRevisionViewSet(
         revision = self.get_object()
         hub = self._managed_hub()
         try:
-            new = services.rollback(hub, request.user, revision.number)
-        except services.InvalidSpec as invalid:
+            new = changes.rollback(hub, request.user, revision.number)
+        except decisions.InvalidSpec as invalid:
             raise ValidationError(s.form_errors_for_api(invalid.errors)) from None
         return Response(s.HubRevisionSerializer(new).data, status=status.HTTP_201_CREATED)
 

@@ -18,9 +18,7 @@ def members_section(context: template.Context, hub: Hub) -> dict[str, Any]:
     section: dict[str, Any] = {
         "can_manage": can_manage,
         "mine": members.membership(hub, user),
-        "collaborators": hub.collaborators.select_related("user", "tier").order_by(
-            "user__username"
-        ),
+        "members": hub.members.select_related("user", "tier").order_by("user__username"),
         "tiers": members.hub_tiers(hub),
     }
     if can_manage:

@@ -4,7 +4,8 @@ from datetime import timedelta
 
 from django import template
 
-from portal.hubs.lifecycle import State
+from portal.hubs import hubspec
+from portal.hubs.lifecycle import NEVER_APPROVED_STATES
 from portal.hubs.models import GpuType, Hub
 from portal.usage import capacity, charts, queries
 from portal.usage.forms import CHART_MAX_DAYS
@@ -13,15 +14,13 @@ from portal.usage.views import TIMELINE_WEEKS, capacity_panels
 register = template.Library()
 
 SUMMARY_DAYS = 30
-# Hubs in these states never ran: no usage to sum up.
-NOT_STARTED = (State.PENDING, State.REJECTED, State.CANCELLED)
 
 
 @register.inclusion_tag("usage/_hub_summary.html", takes_context=True)
 def hub_usage_summary(context: template.Context, hub: Hub) -> dict:
     """The cost of a hub over the last 30 days as the viewer may see it, with a link."""
     user = context["request"].user
-    if hub.state in NOT_STARTED:
+    if hub.state in NEVER_APPROVED_STATES:  # never ran: no usage to sum up
         return {"hub": hub, "show": False}
     report = queries.hub_usage(hub, user, queries.last_days(SUMMARY_DAYS))
     return {
@@ -42,30 +41,34 @@ def gpu_capacity_panels() -> dict:
 @register.inclusion_tag("hubs/_capacity_request.html", takes_context=True)
 def hub_capacity_check(context: template.Context, hub: Hub, revision=None) -> dict:
     """Whether a pending hub's GPUs fit over its dates, with its request on the timeline; with
-    a pending change (`revision`, `hub` then the hub as the change would make it), whether the
-    change's GPUs fit, the hub's own reservation left out. Over capacity, the admin's override
-    form approves the request or the change."""
-    wanted = capacity.reserved_gpus(hub)
+    a pending change (`revision`), whether the hub as the change would make it fits, the hub's
+    own reservation left out. Over capacity, the admin's override form approves the request or
+    the change."""
+    spec = hubspec.from_revision(hub, revision.spec) if revision else hubspec.from_hub(hub)
+    wanted = capacity.reserved_gpus(spec)
     key = f"{hub.pk}-{revision.number}" if revision else str(hub.pk)
     result = {
         "hub": hub,
+        "spec": spec,
         "revision": revision,
         "key": key,
         "wanted": wanted,
         "csrf_token": context.get("csrf_token"),
     }
-    if not wanted:
+    gpu_type = capacity.gpu_type_of(spec)
+    if not wanted or gpu_type is None:
         return result
-    free = capacity.free_over(hub.gpu_type, hub.start_date, hub.end_date, exclude=[hub.pk])
+    start, end = spec.start_date, spec.end_date
+    free = capacity.free_over(gpu_type, start, end, exclude=[hub.pk])
     first = queries.today()
-    first = min(first, hub.start_date)
-    last = max(hub.end_date, first + timedelta(days=7 * TIMELINE_WEEKS - 1))
+    first = min(first, start)
+    last = max(end, first + timedelta(days=7 * TIMELINE_WEEKS - 1))
     last = min(last, first + timedelta(days=CHART_MAX_DAYS - 1))
-    total = capacity.allocatable(hub.gpu_type)
+    total = capacity.allocatable(gpu_type)
     days = [
         capacity.TimelineDay(day, total, reserved)
         for day, reserved in capacity.reserved_by_day(
-            hub.gpu_type, first, last, exclude=[hub.pk]
+            gpu_type, first, last, exclude=[hub.pk]
         ).items()
     ]
     result.update(
@@ -73,12 +76,12 @@ def hub_capacity_check(context: template.Context, hub: Hub, revision=None) -> di
         free_count=None if free.free is None else max(free.free, 0),
         fits=free.fits(wanted),
         chart=charts.gpu_timeline(
-            f"{hub.gpu_type.display_name} GPUs with {hub.display_name}",
+            f"{gpu_type.display_name} GPUs with {hub.display_name}",
             days,
             request_gpus=wanted,
-            request_start=hub.start_date,
-            request_end=hub.end_date,
-            request_label=hub.slug,
+            request_start=start,
+            request_end=end,
+            request_label=spec.slug,
         ),
     )
     return result

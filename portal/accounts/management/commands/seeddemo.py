@@ -9,6 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from portal.hubs.models import GpuType
+from portal.usage.models import GpuPrice, PriceList
+
 
 class Command(BaseCommand):
     help = (
@@ -37,9 +40,6 @@ class Command(BaseCommand):
 
     def _ensure_price_list(self) -> bool:
         """A demo price list (per hour, GiB-month and GPU type) unless an admin made one."""
-        from portal.hubs.models import GpuType
-        from portal.usage.models import GpuPrice, PriceList
-
         if PriceList.objects.exists():
             return False
         prices = PriceList.objects.create(

@@ -14,7 +14,7 @@ more call per page. Pods are sorted out in memory:
 A pod holds its CPU, memory and GPU requests (summed over its containers) while it runs; a
 claim holds its capacity while it is bound. GPUs are typed by the product label of the pod's
 node (`nvidia.com/gpu.product`, or the catalogue's `node_label_key`).
-`portal/usage/recording.py` turns an observation into usage rows.
+`portal/usage/recording.py` turns an observation into usage rows (its `collect` runs a pass).
 """
 
 from __future__ import annotations
@@ -322,21 +322,3 @@ def observe(
         )
     report.seconds = time.monotonic() - started
     return report
-
-
-def collect(now: datetime | None = None, api: client.ApiClient | None = None):
-    """One collection pass at `now` (the clock is injectable for tests): observe the cluster,
-    then record usage, gaps and GPU inventory (portal.usage.recording.record_pass)."""
-    from django.utils import timezone
-
-    from portal.hubs.models import GpuType
-    from portal.usage.recording import record_pass
-
-    now = now or timezone.now()
-    types = GpuType.objects.all()
-    resources = sorted({*types.values_list("resource_name", flat=True), "nvidia.com/gpu"})
-    # The default key first: a node carrying several keys counts as the product it names.
-    others = set(types.values_list("node_label_key", flat=True)) - {GPU_PRODUCT_LABEL}
-    labels = (GPU_PRODUCT_LABEL, *sorted(others))
-    observation = observe(api or k8s.api_client(), tuple(resources), labels)
-    return record_pass(observation, now)

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from provisioning import k8s, usage
+from provisioning import k8s, observe
 
 POD = {
     "metadata": {
@@ -54,14 +54,14 @@ def page(*items, token=None):
 
 
 def test_a_pod_is_read_with_its_requests_summed_over_containers():
-    decoded = usage._decode(usage.Pod, "/api/v1/pods", page(POD, token="next"))
+    decoded = observe._decode(observe.Pod, "/api/v1/pods", page(POD, token="next"))
     assert decoded.metadata.continue_ == "next"
     (pod,) = decoded.items
-    assert usage._username(pod.metadata) == "alice@example.org"
-    assert usage._pod_component(pod.metadata) == "server"
+    assert observe._username(pod.metadata) == "alice@example.org"
+    assert observe._pod_component(pod.metadata) == "server"
     assert pod.spec.node_name == "gpu-1"
     assert pod.status.start_time == datetime.datetime(2027, 3, 1, 9, 0, 7, tzinfo=datetime.UTC)
-    assert usage._requests(pod, ("nvidia.com/gpu",)) == (2000, Decimal(4608), 2)
+    assert observe._requests(pod, ("nvidia.com/gpu",)) == (2000, Decimal(4608), 2)
 
 
 def test_a_claim_keeps_its_bound_capacity_and_requested_size():
@@ -70,7 +70,7 @@ def test_a_claim_keeps_its_bound_capacity_and_requested_size():
         "spec": {"resources": {"requests": {"storage": "10Gi"}}},
         "status": {"phase": "Bound", "capacity": {"storage": "20Gi"}},
     }
-    (read,) = usage._decode(usage.Claim, "/api/v1/persistentvolumeclaims", page(claim)).items
+    (read,) = observe._decode(observe.Claim, "/api/v1/persistentvolumeclaims", page(claim)).items
     assert read.status.phase == "Bound"
     assert read.status.capacity["storage"] == "20Gi"
     assert read.spec.resources.requests["storage"] == "10Gi"
@@ -79,8 +79,8 @@ def test_a_claim_keeps_its_bound_capacity_and_requested_size():
 
 def test_an_empty_list_and_a_list_without_items_read_as_nothing():
     empty = b'{"kind":"PodList","items":null}'
-    assert usage._decode(usage.Pod, "/api/v1/pods", empty).items is None
-    assert usage._decode(usage.Node, "/api/v1/nodes", b"").items is None
+    assert observe._decode(observe.Pod, "/api/v1/pods", empty).items is None
+    assert observe._decode(observe.Node, "/api/v1/nodes", b"").items is None
 
 
 @pytest.mark.parametrize(
@@ -94,6 +94,6 @@ def test_an_empty_list_and_a_list_without_items_read_as_nothing():
 )
 def test_an_answer_the_collector_cannot_read_is_a_cluster_error(body):
     with pytest.raises(k8s.ClusterError) as error:
-        usage._decode(usage.Pod, "/api/v1/pods", body)
+        observe._decode(observe.Pod, "/api/v1/pods", body)
     assert "/api/v1/pods could not be read" in error.value.message
     assert not error.value.transient

@@ -1,0 +1,70 @@
+"""The portal's side of the cluster: provisioning's library configured from Django settings.
+
+`provisioning` takes plain settings objects and an API client; this module builds them from
+`portal/settings.py` (the kubeconfig, the images and ingress, the identity provider hubs log in
+with) so that tasks, previews and the admin pages all render and connect the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from portal.accounts import oidc
+from provisioning import k8s
+from provisioning.render import IdentityProvider, RenderSettings
+from provisioning.spec import HubSpec
+
+if TYPE_CHECKING:
+    from kubernetes import client
+
+# What previews show for the hub's login endpoints while the identity provider is away.
+UNKNOWN_ENDPOINT = "(the identity provider could not be reached)"
+
+
+def api_client() -> client.ApiClient:
+    """The Kubernetes API client of the configured cluster (KUBECONFIG, else in-cluster)."""
+    return k8s.api_client(settings.KUBECONFIG or None)
+
+
+def render_settings(preview: bool = False) -> RenderSettings:
+    """Installation-wide rendering choices from Django settings.
+
+    An issuer that cannot be discovered is a transient error for provisioning; a `preview`
+    (the change diff page) renders the hub's login endpoints as unknown instead."""
+    return RenderSettings(
+        hub_image=settings.HUB_IMAGE,
+        proxy_image=settings.PROXY_IMAGE,
+        ingress_class=settings.INGRESS_CLASS,
+        ingress_annotations=settings.INGRESS_ANNOTATIONS,
+        ingress_namespace=settings.INGRESS_NAMESPACE,
+        storage_class=settings.HUB_STORAGE_CLASS,
+        egress=settings.HUB_EGRESS,
+        quota_caps=settings.HUB_QUOTA_CAPS,
+        identity_provider=_hub_login_settings(preview),
+    )
+
+
+def _hub_login_settings(preview: bool = False) -> IdentityProvider:
+    """The portal's OIDC issuer for the hubs; an issuer that cannot be discovered is transient."""
+    try:
+        return oidc.hub_login_settings()
+    except oidc.DiscoveryError as error:
+        if preview:
+            return IdentityProvider(
+                authorize_url=UNKNOWN_ENDPOINT,
+                token_url=UNKNOWN_ENDPOINT,
+                userdata_url=UNKNOWN_ENDPOINT,
+                client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
+                shared_client_id=settings.OIDC_HUB_CLIENT_ID,
+                scopes=tuple(settings.OIDC_SCOPES),
+                username_claim=settings.OIDC_USERNAME_CLAIM,
+                groups_claim=settings.OIDC_GROUPS_CLAIM,
+            )
+        raise k8s.ClusterError(str(error), transient=True) from error
+
+
+def hub_api_url(spec: HubSpec) -> str:
+    """Where the portal reaches the hub's REST API (HUB_API_URL)."""
+    return settings.HUB_API_URL.format(host=spec.host, namespace=spec.namespace).rstrip("/")

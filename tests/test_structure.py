@@ -1,0 +1,148 @@
+"""The shapes the rest of the portal relies on: the revision state machine, the one HubEvent
+writer and its signal, the queue hand-over and its routing, and the HubSpec adapter."""
+
+import datetime
+
+import pytest
+
+from portal.celery import app
+from portal.hubs import hubspec, lifecycle, members, queue, revisions
+from portal.hubs.lifecycle import (
+    REVISION_TRANSITIONS,
+    ChangeNotAllowed,
+    HubState,
+    RevisionState,
+)
+from portal.hubs.models import HubEvent, HubRevision, Member
+from tests.factories import HubFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+# Written out by hand, not derived from the table: a wrong new edge breaks these tests.
+REVISION_EDGES = {
+    ("pending", "approved"),
+    ("pending", "rejected"),
+    ("approved", "applied"),
+    ("applied", "superseded"),
+}
+
+
+def test_revision_transition_table_is_the_documented_one():
+    edges = {(a.value, b.value) for a, targets in REVISION_TRANSITIONS.items() for b in targets}
+    assert edges == REVISION_EDGES
+    assert set(REVISION_TRANSITIONS) == set(RevisionState)
+
+
+def _revision(state: str) -> HubRevision:
+    hub = HubFactory(state=HubState.RUNNING)
+    return lifecycle.create_revision(
+        hub=hub,
+        number=2,
+        spec={},
+        state=state,
+        author=hub.owner,
+        created=hub.created,
+    )
+
+
+@pytest.mark.parametrize(
+    ("from_state", "to_state"),
+    [(a, b) for a in RevisionState for b in RevisionState if (a.value, b.value) in REVISION_EDGES],
+)
+def test_allowed_revision_transition_is_one_update_and_a_signal(from_state, to_state):
+    revision = _revision(from_state)
+    seen = []
+
+    def receiver(sender, **kwargs):
+        seen.append((kwargs["from_state"], kwargs["to_state"]))
+
+    lifecycle.revision_transitioned.connect(receiver)
+    try:
+        lifecycle.transition_revision(revision, to_state, reason="because")
+    finally:
+        lifecycle.revision_transitioned.disconnect(receiver)
+    revision.refresh_from_db()
+    assert (revision.state, revision.reason) == (to_state, "because")
+    assert seen == [(from_state, to_state)]
+
+
+@pytest.mark.parametrize(
+    ("from_state", "to_state"),
+    [
+        (a, b)
+        for a in RevisionState
+        for b in RevisionState
+        if (a.value, b.value) not in REVISION_EDGES
+    ],
+)
+def test_forbidden_revision_transition_changes_nothing(from_state, to_state):
+    revision = _revision(from_state)
+    with pytest.raises(ChangeNotAllowed, match=f"Change #2 is {from_state.label.lower()} now"):
+        lifecycle.transition_revision(revision, to_state, reason="no")
+    revision.refresh_from_db()
+    assert (revision.state, revision.reason) == (from_state, "")
+
+
+def test_record_event_writes_one_event_and_sends_the_signal():
+    hub = HubFactory(state=HubState.RUNNING)
+    seen = []
+
+    def receiver(sender, event, **kwargs):
+        seen.append(event.pk)
+
+    lifecycle.hub_event_recorded.connect(receiver)
+    try:
+        event = lifecycle.record_event(hub.pk, hub.state, hub.state, reason="Repaired: x")
+    finally:
+        lifecycle.hub_event_recorded.disconnect(receiver)
+    assert seen == [event.pk]
+    assert list(HubEvent.objects.filter(hub=hub).values_list("from_state", "to_state")) == [
+        ("running", "running")
+    ]
+    hub.refresh_from_db()
+    assert hub.state == HubState.RUNNING  # an event that changes no state moves nothing
+
+
+def test_every_queued_task_is_registered_and_routed_to_the_provisioning_queue():
+    app.loader.import_default_modules()
+    for name in queue.TASKS:
+        assert name in app.tasks, name
+        assert app.amqp.router.route({}, name)["queue"].name == "provisioning"
+
+
+@pytest.fixture
+def catalogue_hub():
+    owner, ta, student = UserFactory(username="owner"), UserFactory(username="ta"), UserFactory()
+    hub = HubFactory(owner=owner, state=HubState.RUNNING, expected_users=5)
+    tier = members.create_tier(hub, owner, {"name": "students", "shared_access": "ro"})
+    Member.objects.create(hub=hub, user=ta, role=Member.Role.CO_OWNER)
+    Member.objects.create(hub=hub, user=student, role=Member.Role.MEMBER, tier=tier)
+    return hub, student
+
+
+def test_a_revision_spec_that_equals_the_hub_gives_the_hubs_spec(catalogue_hub):
+    hub, _ = catalogue_hub
+    assert hubspec.from_revision(hub, revisions.spec_of_hub(hub)) == hubspec.from_hub(hub)
+
+
+def test_a_revision_spec_reads_names_and_keeps_members_tiers(catalogue_hub):
+    hub, student = catalogue_hub
+    spec = {
+        **revisions.spec_of_hub(hub),
+        "expected_users": 40,
+        "end_date": (hub.end_date + datetime.timedelta(days=30)).isoformat(),
+        "hardware_options": ["small", "no-such-option"],
+        "members": [student.username, "nobody-of-that-name"],
+    }
+    proposed = hubspec.from_revision(hub, spec)
+    assert proposed.expected_users == 40
+    assert proposed.end_date == hub.end_date + datetime.timedelta(days=30)
+    assert proposed.period_days == hub.period_days + 30
+    assert [option.name for option in proposed.server_options] == ["small"]
+    assert proposed.members == (student.username,)
+    assert proposed.co_owners == ("ta",)
+    assert proposed.member_tiers == ((student.username, "students"),)
+    # Nothing was written: the hub still says what it said.
+    hub.refresh_from_db()
+    assert hub.expected_users == 5
+    assert hubspec.from_hub(hub).members == (student.username,)
