@@ -107,13 +107,20 @@ def endpoints() -> Endpoints:
     )
 
 
-def hub_login_settings() -> IdentityProvider:
-    """The OIDC settings every hub is rendered with: this issuer's endpoints and claims."""
-    found = endpoints()
+def hub_login_settings(unreachable: str = "") -> IdentityProvider:
+    """The OIDC settings every hub is rendered with: this issuer's endpoints and claims.
+
+    With `unreachable`, the issuer is not asked and that text stands for every endpoint (a
+    preview while the identity provider is away)."""
+    if unreachable:
+        urls = (unreachable,) * 3
+    else:
+        found = endpoints()
+        urls = (found.authorization_endpoint, found.token_endpoint, found.userinfo_endpoint)
     return IdentityProvider(
-        authorize_url=found.authorization_endpoint,
-        token_url=found.token_endpoint,
-        userdata_url=found.userinfo_endpoint,
+        authorize_url=urls[0],
+        token_url=urls[1],
+        userdata_url=urls[2],
         client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
         shared_client_id=settings.OIDC_HUB_CLIENT_ID,
         scopes=tuple(settings.OIDC_SCOPES),

@@ -52,16 +52,7 @@ def _hub_login_settings(preview: bool = False) -> IdentityProvider:
         return oidc.hub_login_settings()
     except oidc.DiscoveryError as error:
         if preview:
-            return IdentityProvider(
-                authorize_url=UNKNOWN_ENDPOINT,
-                token_url=UNKNOWN_ENDPOINT,
-                userdata_url=UNKNOWN_ENDPOINT,
-                client_id_prefix=settings.OIDC_HUB_CLIENT_ID_PREFIX,
-                shared_client_id=settings.OIDC_HUB_CLIENT_ID,
-                scopes=tuple(settings.OIDC_SCOPES),
-                username_claim=settings.OIDC_USERNAME_CLAIM,
-                groups_claim=settings.OIDC_GROUPS_CLAIM,
-            )
+            return oidc.hub_login_settings(unreachable=UNKNOWN_ENDPOINT)
         raise k8s.ClusterError(str(error), transient=True) from error
 
 
