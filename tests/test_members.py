@@ -94,7 +94,8 @@ def test_a_submitted_hub_gets_a_default_tier_with_everything(alice, spec):
 
 def test_default_tier_reads_the_shared_volume_unless_read_write_was_asked(running):
     tier = members.default_tier(running)
-    assert tier.shared_access == "ro" and tier.jobs_access is True
+    assert tier.shared_access == "ro"
+    assert tier.jobs_access is False  # jobs only in a tier the owner gives them to
     assert members.default_tier(running) == tier
 
 
@@ -409,7 +410,7 @@ def test_tiers_are_rendered_into_the_members_file(running, alice, students, staf
         "large-no-gpu",
     ]
     assert values["tiers"]["staff"]["shared"] == "rw" and values["tiers"]["staff"]["jobs"]
-    assert values["tiers"]["members"]["jobs"] is True  # the default tier follows the hub
+    assert values["tiers"]["members"]["jobs"] is False  # jobs only where the owner gives them
 
 
 def test_the_members_configmap_is_in_the_hubs_objects(running):

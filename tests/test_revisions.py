@@ -60,6 +60,7 @@ class TestInsidePolicy:
     def test_spec_and_people_written_to_the_hub(
         self, running_hub, alice, queued, django_capture_on_commit_callbacks
     ):
+        SelfServicePolicy.objects.update(jobs_access_needs_approval=False)
         ta, student = UserFactory(username="ta"), UserFactory(username="student")
         Member.objects.create(hub=running_hub, user=student, role="co-owner")
         data = change(
@@ -173,6 +174,14 @@ class TestBeyondPolicy:
         assert revision.state == RevisionState.PENDING
         # Beyond the policy, and no collection pass has counted the cluster's A100s yet.
         assert [v["field"] for v in revision.violations] == ["gpus_per_user", "gpu_type"]
+
+    def test_turning_on_jobs_access_waits_for_an_admin(self, running_hub, alice, queued):
+        revision = changes.request_change(
+            running_hub, alice, change(running_hub, jobs_access="true")
+        )
+        assert revision.state == RevisionState.PENDING
+        assert [v["field"] for v in revision.violations] == ["jobs_access"]
+        assert Hub.objects.get(pk=running_hub.pk).jobs_access is False
 
     def test_what_was_approved_once_stays_approved(self, alice, queued):
         # An admin approved 80 users; a longer idle timeout does not go back to the queue.

@@ -41,6 +41,20 @@ class TestSubmit:
         assert hub.events.last().actor is None  # the policy approved it
         assert queued == [("provision", (hub.pk,), {"queue": "provisioning"})]
 
+    def test_jobs_access_waits_for_an_admin(self, alice, bob, spec, queued):
+        """Batch jobs run pods of the members' own making in the hub's namespace: nobody gets
+        them from the self-service policy alone, unless an admin's policy says so."""
+        hub = decisions.submit(alice, spec(jobs_access="on"))
+        assert hub.state == HubState.PENDING
+        assert "batch jobs needs an admin's approval" in hub.state_reason
+        assert queued == []
+
+        SelfServicePolicy.objects.update(jobs_access_needs_approval=False)
+        allowed = decisions.submit(bob, spec(slug="stats-102", jobs_access="on"))
+        assert allowed.state == HubState.APPROVED
+        # Even then the default tier has no jobs role: the owner gives it to a tier.
+        assert allowed.tiers.get(is_default=True).jobs_access is False
+
     def test_spec_is_stored(self, alice, bob, spec, queued):
         carol = UserFactory(username="carol")
         hub = decisions.submit(

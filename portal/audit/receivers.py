@@ -39,7 +39,10 @@ def hub_event_recorded(sender, event, **kwargs) -> None:
 
 
 # An admin's decision on a change; a change inside the policy is approved by nobody.
-DECISIONS = {"approved": "hub.change_approved", "rejected": "hub.change_rejected"}
+DECISIONS = {
+    lifecycle.RevisionState.APPROVED: "hub.change_approved",
+    lifecycle.RevisionState.REJECTED: "hub.change_rejected",
+}
 
 
 def revision_transitioned(sender, revision, from_state, to_state, actor, reason, **kwargs) -> None:

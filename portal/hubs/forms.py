@@ -105,6 +105,10 @@ class HubRequestForm(forms.ModelForm):
         self.fields["images"].label_from_instance = (
             lambda i: f"{i} — {i.get_interface_display()} ({i.reference})"
         )
+        if self.policy.jobs_access_needs_approval:
+            self.fields[
+                "jobs_access"
+            ].help_text = "Needs an admin's approval. Members get it only in a tier you give it to."
 
     def clean_slug(self) -> str:
         slug = self.cleaned_data["slug"]

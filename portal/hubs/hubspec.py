@@ -250,7 +250,7 @@ def _membership(
     ]
     if not any(tier.default for tier in specs):
         # Not created yet (the portal creates it on submit): render what it will be.
-        fields = default_tier_fields(values["shared_volume_mode"], bool(values["jobs_access"]))
+        fields = default_tier_fields(values["shared_volume_mode"])
         specs.insert(
             0,
             TierSpec(

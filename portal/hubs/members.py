@@ -164,10 +164,11 @@ def membership(hub: Hub, user: User) -> Membership | None:
 # --- Tiers ------------------------------------------------------------------------------------
 
 
-def default_tier_fields(shared_volume_mode: str, jobs_access: bool) -> dict:
+def default_tier_fields(shared_volume_mode: str) -> dict:
     """The default tier a hub starts with: every server option, GPU and image the hub offers,
-    the shared volume as the request asked members to get it (read-only unless read-write
-    was asked), and the jobs role when the hub has jobs access."""
+    and the shared volume as the request asked members to get it (read-only unless read-write
+    was asked). Never the jobs role: a member runs their own pods through the Kubernetes API
+    only in a tier the owner gives it to."""
     shared = (
         MemberTier.SharedAccess.READ_WRITE
         if shared_volume_mode == Hub.SharedVolumeMode.READ_WRITE
@@ -178,7 +179,7 @@ def default_tier_fields(shared_volume_mode: str, jobs_access: bool) -> dict:
         "description": "Everything the hub offers",
         "gpu_access": True,
         "shared_access": shared,
-        "jobs_access": jobs_access,
+        "jobs_access": False,
         "is_default": True,
     }
 
@@ -188,7 +189,7 @@ def default_tier(hub: Hub) -> MemberTier:
     tier = hub.tiers.filter(is_default=True).first()
     if tier is not None:
         return tier
-    fields = default_tier_fields(hub.shared_volume_mode, hub.jobs_access)
+    fields = default_tier_fields(hub.shared_volume_mode)
     if hub.tiers.filter(name=fields["name"]).exists():
         fields["name"] = f"{DEFAULT_TIER_NAME}-default"
     try:

@@ -155,6 +155,13 @@ class SelfServicePolicy(models.Model):
     max_home_gib = models.PositiveIntegerField(default=20)
     max_shared_gib = models.PositiveIntegerField(default=100)
     custom_images_need_approval = models.BooleanField(default=True)
+    jobs_access_needs_approval = models.BooleanField(
+        default=True,
+        help_text=(
+            "Kubernetes API access for batch jobs lets members run their own pods in the hub's "
+            "namespace; by default an admin decides who gets it."
+        ),
+    )
     allowed_custom_registries = models.TextField(
         blank=True,
         default="quay.io\nghcr.io\ndocker.io",

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from portal.hubs import lifecycle
+from portal.hubs.lifecycle import RevisionState
 from portal.notifications import mail
 
 
@@ -25,5 +26,6 @@ def hub_event_recorded(sender, event, **kwargs) -> None:
 @receiver(lifecycle.revision_transitioned, dispatch_uid="notifications.revision")
 def revision_transitioned(sender, revision, from_state, to_state, actor, reason, **kwargs) -> None:
     """Tell the owner and co-owners an admin's decision on their change (after commit)."""
-    if to_state in ("approved", "rejected") and from_state and actor is not None:
+    decisions = (RevisionState.APPROVED, RevisionState.REJECTED)
+    if to_state in decisions and from_state and actor is not None:
         mail.notify_change(revision, to_state, (reason or "").strip())

@@ -17,7 +17,7 @@ from kubernetes import client
 from portal.audit.models import AuditEvent
 from portal.hubs import tasks
 from portal.hubs.lifecycle import HubState
-from portal.hubs.models import Hub, LoginClient
+from portal.hubs.models import Hub, LoginClient, SelfServicePolicy
 from provisioning import hubconfig, k8s
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME
 from tests.factories import HubFactory
@@ -263,6 +263,7 @@ def test_a_change_is_applied_in_place_and_a_rollback_restores_the_previous_objec
     approved_hub.refresh_from_db()
     assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api) is None
 
+    SelfServicePolicy.objects.update(jobs_access_needs_approval=False)
     data = revisions.form_data(revisions.spec_of_hub(approved_hub))
     data["jobs_access"] = "on"
     change = run_queued_provisioning(lambda: changes.request_change(approved_hub, owner, data))

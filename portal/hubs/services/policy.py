@@ -53,6 +53,12 @@ def policy_checks(spec: HubSpec, policy: SelfServicePolicy | None = None) -> lis
     check("home_size_gib", spec.home_size_gib, policy.max_home_gib, "{} GiB home", " GiB")
     shared = spec.shared_size_gib
     check("shared_volume_gib", shared, policy.max_shared_gib, "{} GiB shared volume", " GiB")
+    if spec.jobs_access and policy.jobs_access_needs_approval:
+        found.append(
+            Violation(
+                "jobs_access", "Kubernetes API access for batch jobs needs an admin's approval"
+            )
+        )
     if spec.custom_image and policy.custom_images_need_approval:
         found.append(
             Violation("custom_image", f"Custom image {spec.custom_image} needs an admin's approval")
