@@ -40,6 +40,13 @@ KINDS: dict[str, Kind] = {
     "Ingress": Kind("/apis/networking.k8s.io/v1", "ingresses", True),
     "Role": Kind("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": Kind("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "Job": Kind("/apis/batch/v1", "jobs", True),
+    "ValidatingAdmissionPolicy": Kind(
+        "/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicies", False
+    ),
+    "ValidatingAdmissionPolicyBinding": Kind(
+        "/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", False
+    ),
 }
 
 

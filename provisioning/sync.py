@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from kubernetes import client
 
 from provisioning import k8s
+from provisioning.admission import jobs_admission
 from provisioning.render import (
     LABEL_HUB_ID,
     MANAGED_BY,
@@ -101,7 +102,9 @@ def sync_hub(
     if conflict:
         raise k8s.ClusterError(conflict, transient=False, status=409)
     desired = desired_objects(api, spec, settings, login_secret)
-    for manifest in desired:
+    # Cluster-wide and the same for every hub: in place before a member can create a Job.
+    admission = jobs_admission() if spec.jobs_access else []
+    for manifest in [*admission, *desired]:
         try:
             k8s.apply(api, manifest)
         except k8s.ClusterError as error:
@@ -111,4 +114,4 @@ def sync_hub(
                 transient=error.transient,
                 status=error.status,
             ) from error
-    return SyncResult(applied=len(desired), pruned=prune(api, spec, desired))
+    return SyncResult(applied=len(admission) + len(desired), pruned=prune(api, spec, desired))
