@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
@@ -231,6 +232,14 @@ def capped(hard: dict[str, str], caps: dict[str, str]) -> dict[str, str]:
             else value
         )
         for resource, value in hard.items()
+    }
+
+
+def quota_amounts(spec: HubSpec, caps: dict[str, str] | None = None) -> dict[str, Decimal]:
+    """The hub's quota as numbers (cores, bytes, counts), held to the installation's ceilings:
+    what the hub can hold at most, for limits that add up several hubs."""
+    return {
+        key: parse_quantity(value) for key, value in capped(quota_totals(spec), caps or {}).items()
     }
 
 

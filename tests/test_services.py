@@ -6,12 +6,12 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from portal.hubs import hubspec
-from portal.hubs.lifecycle import HubState, StateConflict
+from portal.hubs import hubspec, revisions
+from portal.hubs.lifecycle import HubState, RevisionState, StateConflict
 from portal.hubs.models import GpuType, Hub, Member, SelfServicePolicy
-from portal.hubs.services import decisions, policy
+from portal.hubs.services import changes, decisions, policy
 from portal.usage.models import GpuInventory
-from tests.factories import HardwareOptionFactory, HubFactory, UserFactory
+from tests.factories import AdminFactory, HardwareOptionFactory, HubFactory, UserFactory
 from tests.support import needs_postgresql, race, won_or_lost
 
 pytestmark = pytest.mark.django_db
@@ -112,6 +112,41 @@ class TestPolicy:
             "500 GiB shared volume exceeds the self-service limit of 100 GiB",
             "Custom image ghcr.io/lab/analysis:1.2 needs an admin's approval",
         ]
+
+    def test_an_owners_live_hubs_are_limited_together(self, alice, bob, spec, queued):
+        """Hubs each inside the policy add up: past the per-owner limits the next request waits
+        for an admin (another owner's hubs do not count, nor requests still waiting)."""
+        SelfServicePolicy.objects.update(max_live_hubs_per_owner=2, max_owner_cpu=100)
+        first = decisions.submit(alice, spec(slug="first", expected_users="20"))
+        second = decisions.submit(alice, spec(slug="second", expected_users="20"))
+        assert (first.state, second.state) == (HubState.APPROVED, HubState.APPROVED)
+
+        third = decisions.submit(alice, spec(slug="third", expected_users="1"))
+        assert third.state == HubState.PENDING
+        assert "3 live hubs of one owner exceed the self-service limit of 2" in third.state_reason
+
+        Hub.objects.filter(pk=second.pk).update(state=HubState.DELETED)
+        big = decisions.submit(alice, spec(slug="big", expected_users="45"))
+        assert big.state == HubState.PENDING
+        assert "CPU cores, which exceeds the self-service limit of 100 per owner" in (
+            big.state_reason
+        )
+        assert decisions.submit(bob, spec(slug="bobs", expected_users="45")).state == (
+            HubState.APPROVED
+        )
+
+    def test_a_change_that_adds_to_an_owners_total_waits(self, alice, spec, queued):
+        SelfServicePolicy.objects.update(max_owner_cpu=100)
+        one = decisions.submit(alice, spec(slug="one", expected_users="20"))
+        two = decisions.submit(alice, spec(slug="two", expected_users="20"))
+        Hub.objects.filter(pk__in=[one.pk, two.pk]).update(state=HubState.RUNNING)
+        data = revisions.form_data(revisions.spec_of_hub(two))
+        grown = changes.request_change(two, alice, {**data, "expected_users": "45"})
+        assert grown.state == RevisionState.PENDING
+        assert [v["field"] for v in grown.violations] == ["__all__"]
+        changes.reject_change(grown, AdminFactory(), "Not now")
+        shrunk = changes.request_change(two, alice, {**data, "expected_users": "10"})
+        assert shrunk.state == RevisionState.APPLIED
 
     def test_policy_is_read_from_the_database(self, alice, spec, queued):
         policy = SelfServicePolicy.current()

@@ -155,6 +155,21 @@ class SelfServicePolicy(models.Model):
     max_home_gib = models.PositiveIntegerField(default=20)
     max_shared_gib = models.PositiveIntegerField(default=100)
     custom_images_need_approval = models.BooleanField(default=True)
+    # Per owner, over all of their live hubs (the one asked for included); each hub counts
+    # with its quota: what its users may hold at most.
+    max_live_hubs_per_owner = models.PositiveIntegerField(default=5)
+    max_owner_cpu = models.PositiveIntegerField(
+        default=256, help_text="CPU cores (limits) over all of an owner's live hubs."
+    )
+    max_owner_mem_gib = models.PositiveIntegerField(
+        default=1024, help_text="GiB of memory (limits) over all of an owner's live hubs."
+    )
+    max_owner_gpus = models.PositiveIntegerField(
+        default=8, help_text="GPUs of any type over all of an owner's live hubs."
+    )
+    max_owner_storage_gib = models.PositiveIntegerField(
+        default=4096, help_text="GiB of volumes over all of an owner's live hubs."
+    )
     jobs_access_needs_approval = models.BooleanField(
         default=True,
         help_text=(

@@ -12,9 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
+
+from portal.hubs import hubspec
+from portal.hubs.hubspec import hub_queryset
+from portal.hubs.lifecycle import LIVE_STATES, HubState
 from portal.hubs.models import GpuType, SelfServicePolicy
 from portal.usage import capacity
 from portal.usage.capacity import OverCapacity
+from provisioning.render import quota_amounts
 from provisioning.spec import HubSpec
 
 
@@ -31,8 +37,14 @@ def _num(value: Decimal | int | float) -> str:
 
 
 def policy_checks(spec: HubSpec, policy: SelfServicePolicy | None = None) -> list[Violation]:
-    """Return how a hub's spec exceeds the self-service policy, field by field."""
+    """Return how a hub's spec exceeds the self-service policy, field by field, and how the
+    owner's live hubs with it exceed the per-owner limits."""
     policy = policy or SelfServicePolicy.current()
+    return _spec_checks(spec, policy) + owner_checks(spec, policy)
+
+
+def _spec_checks(spec: HubSpec, policy: SelfServicePolicy) -> list[Violation]:
+    """How the spec alone exceeds the self-service policy."""
     found: list[Violation] = []
 
     def check(field: str, value, limit, template: str, unit: str = "") -> None:
@@ -66,6 +78,69 @@ def policy_checks(spec: HubSpec, policy: SelfServicePolicy | None = None) -> lis
     return found
 
 
+GIB = Decimal(2**30)
+
+
+def _gpus(quota: dict[str, Decimal]) -> Decimal:
+    return sum(
+        (amount for key, amount in quota.items() if key.startswith("requests.") and "gpu" in key),
+        Decimal(0),
+    )
+
+
+# What a hub's quota holds, per limit: the quota key's amount in the policy's unit.
+OWNER_TOTALS = (
+    ("max_owner_cpu", "CPU cores", lambda quota: quota["limits.cpu"]),
+    ("max_owner_mem_gib", "GiB of memory", lambda quota: quota["limits.memory"] / GIB),
+    ("max_owner_gpus", "GPUs", _gpus),
+    ("max_owner_storage_gib", "GiB of volumes", lambda quota: quota["requests.storage"] / GIB),
+)
+
+
+def owner_checks(spec: HubSpec, policy: SelfServicePolicy) -> list[Violation]:
+    """How the owner's live hubs together, with this one as `spec` says, exceed the policy's
+    per-owner limits (requests still waiting for an admin do not count; an owner's only hub is
+    judged by the limits per hub alone)."""
+    return [violation for _, _, violation in _owner_excess(spec, policy)]
+
+
+def _owner_excess(spec: HubSpec, policy: SelfServicePolicy) -> list[tuple[str, Decimal, Violation]]:
+    """(limit, the owner's total, violation) for each per-owner limit the total exceeds."""
+    counted_states = LIVE_STATES - {HubState.PENDING}
+    others = (
+        hub_queryset()
+        .filter(owner__username=spec.owner, state__in=counted_states)
+        .exclude(pk=spec.hub_id)
+    )
+    specs = [spec, *(hubspec.from_hub(hub, registries=()) for hub in others)]
+    found: list[tuple[str, Decimal, Violation]] = []
+    if len(specs) == 1:
+        return found  # one hub alone is judged by the limits per hub
+    if len(specs) > policy.max_live_hubs_per_owner:
+        found.append(
+            (
+                "max_live_hubs_per_owner",
+                Decimal(len(specs)),
+                Violation(
+                    "__all__",
+                    f"{len(specs)} live hubs of one owner exceed the self-service limit of "
+                    f"{policy.max_live_hubs_per_owner}",
+                ),
+            )
+        )
+    quotas = [quota_amounts(one, settings.HUB_QUOTA_CAPS) for one in specs]
+    for limit_name, unit, amount in OWNER_TOTALS:
+        total = sum((amount(quota) for quota in quotas), Decimal(0))
+        limit = getattr(policy, limit_name)
+        if total > limit:
+            message = (
+                f"The owner's live hubs would hold {_num(round(total, 1))} {unit}, which "
+                f"exceeds the self-service limit of {limit} per owner"
+            )
+            found.append((limit_name, total, Violation("__all__", message)))
+    return found
+
+
 def policy_violations(spec: HubSpec, policy: SelfServicePolicy | None = None) -> list[str]:
     """Return human-readable reasons why a spec needs an admin; empty means auto-approve."""
     return [violation.message for violation in policy_checks(spec, policy)]
@@ -78,8 +153,15 @@ def change_policy_checks(old: HubSpec, new: HubSpec) -> list[Violation]:
     once does not send an unrelated change (a longer idle timeout) back to the queue, while
     raising them to 90 does.
     """
-    before = {v.message for v in policy_checks(old)}
-    return [violation for violation in policy_checks(new) if violation.message not in before]
+    policy = SelfServicePolicy.current()
+    before = {v.message for v in _spec_checks(old, policy)}
+    found = [v for v in _spec_checks(new, policy) if v.message not in before]
+    # Totals over the owner's hubs: a change is new excess only when it adds to a total.
+    had = {limit: total for limit, total, _ in _owner_excess(old, policy)}
+    for limit, total, violation in _owner_excess(new, policy):
+        if limit not in had or total > had[limit]:
+            found.append(violation)
+    return found
 
 
 # --- GPU capacity -------------------------------------------------------------------------------
