@@ -266,3 +266,19 @@ def test_two_admins_approving_at_once_provision_once(queued):
 
     assert won_or_lost(outcomes) == ["lost", "won"]
     assert queued == [("provision", (hub.pk,), {"queue": "provisioning"})]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@needs_postgresql
+def test_two_requests_at_once_cannot_both_pass_the_per_owner_limits(alice, spec, queued):
+    SelfServicePolicy.objects.update(max_live_hubs_per_owner=2)
+    assert decisions.submit(alice, spec(slug="first")).state == HubState.APPROVED
+    race(
+        lambda: decisions.submit(alice, spec(slug="second")),
+        lambda: decisions.submit(alice, spec(slug="third")),
+        losing=(),
+    )
+    states = sorted(
+        Hub.objects.filter(slug__in=["second", "third"]).values_list("state", flat=True)
+    )
+    assert states == [HubState.APPROVED, HubState.PENDING]

@@ -157,6 +157,7 @@ def request_change(
     (Hub.can_manage). Raises InvalidSpec or ChangeNotAllowed."""
     with transaction.atomic():
         locked = _lock(hub.pk)
+        policy.lock_owner(locked.owner_id)
         _changeable(locked)
         ensure_initial_revision(locked)
         if locked.revisions.filter(state__in=OPEN_REVISION_STATES).exists():

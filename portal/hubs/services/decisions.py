@@ -61,6 +61,7 @@ def submit(owner: User, form_data: Mapping) -> Hub:
         raise InvalidSpec(form)
     try:
         with transaction.atomic():
+            policy.lock_owner(owner.pk)
             hub = form.save(commit=False)
             hub.owner = owner
             hub.state = HubState.PENDING

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from portal.hubs import hubspec
 from portal.hubs.hubspec import hub_queryset
@@ -165,6 +166,13 @@ def change_policy_checks(old: HubSpec, new: HubSpec) -> list[Violation]:
 
 
 # --- GPU capacity -------------------------------------------------------------------------------
+
+
+def lock_owner(owner_id: int) -> None:
+    """Lock the owner's row for the rest of the transaction: self-service decisions that add
+    to an owner's totals (a request, a change) serialise on it, so two at once cannot both
+    pass the per-owner limits."""
+    get_user_model().objects.select_for_update().filter(pk=owner_id).first()
 
 
 def lock_gpu_type(gpu_type_id: int) -> None:
