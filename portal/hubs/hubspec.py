@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, QuerySet
 
 from portal.hubs.members import default_tier_fields
@@ -98,7 +99,7 @@ def from_revision(
         )
     )
     existing = set(
-        type(hub.owner).objects.filter(username__in=users).values_list("username", flat=True)
+        get_user_model().objects.filter(username__in=users).values_list("username", flat=True)
     )
     return _spec(
         hub,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -257,7 +258,7 @@ def _write_spec(hub: Hub, spec: Mapping[str, Any]) -> None:
         getattr(hub, name).set(model.objects.filter(name__in=spec.get(name) or []))
     users = {
         user.get_username(): user.pk
-        for user in type(hub.owner).objects.filter(
+        for user in get_user_model().objects.filter(
             username__in=[name for key in revisions.PEOPLE_FIELDS for name in spec.get(key) or []]
         )
     }

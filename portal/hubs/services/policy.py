@@ -255,7 +255,9 @@ def change_over_capacity(
 
 def change_capacity_violations(old: HubSpec, new: HubSpec, changed: list[str], lock: bool):
     """The capacity Violations of a change: its GPUs do not fit, or were never counted."""
-    over = change_over_capacity(old, new, changed, lock)
+    if not change_takes_gpus(old, new, changed):
+        return []
+    over = over_capacity(new, lock=lock)
     if over is not None:
         free = max(over.free.free or 0, 0)
         return [
@@ -265,7 +267,7 @@ def change_capacity_violations(old: HubSpec, new: HubSpec, changed: list[str], l
             )
         ]
     gpu_type = capacity.gpu_type_of(new)
-    if change_takes_gpus(old, new, changed) and gpu_type is not None and not counted(gpu_type):
+    if gpu_type is not None and not counted(gpu_type):
         return [Violation("gpu_type", uncounted(gpu_type))]
     return []
 
