@@ -5,6 +5,7 @@ from that file (for Docker and Kubernetes secrets). Required values that are mis
 with ImproperlyConfigured instead of falling back to something unsafe.
 """
 
+import ipaddress
 import json
 import os
 import warnings
@@ -224,14 +225,35 @@ INGRESS_ANNOTATIONS = _env_annotations("INGRESS_ANNOTATIONS")
 INGRESS_NAMESPACE = env_str("INGRESS_NAMESPACE", "ingress-nginx")
 # Storage class for each hub's own volumes (hub state, shared volume); empty = the default.
 HUB_STORAGE_CLASS = env_str("HUB_STORAGE_CLASS", "")
-# Egress of user servers and proxies: "open", or "restricted" (own namespace, DNS, and
-# addresses outside private ranges).
-HUB_EGRESS = env_str("HUB_EGRESS", "open")
+# Egress of user servers and jobs: "restricted" (DNS, the hub, and the public internet outside
+# private, shared, loopback and link-local ranges) or "open" for every hub; an admin may open
+# it for one hub (Hub.open_egress).
+HUB_EGRESS = env_str("HUB_EGRESS", "restricted")
 if HUB_EGRESS not in ("open", "restricted"):
     raise ImproperlyConfigured(f"HUB_EGRESS={HUB_EGRESS!r} must be 'open' or 'restricted'")
-# Ceilings on every hub's ResourceQuota, as a JSON object of quota resource to quantity,
-# e.g. {"requests.nvidia.com/gpu": "16", "limits.cpu": "256"}.
-HUB_QUOTA_CAPS = _env_annotations("HUB_QUOTA_CAPS")
+# More addresses restricted egress never reaches (CIDRs), e.g. the API server's public one.
+HUB_DENIED_EGRESS = tuple(env_list("HUB_DENIED_EGRESS"))
+# The API server's addresses (CIDRs), which user servers of hubs with jobs access reach.
+HUB_API_SERVER_CIDRS = tuple(env_list("HUB_API_SERVER_CIDRS"))
+for _cidr in (*HUB_DENIED_EGRESS, *HUB_API_SERVER_CIDRS):
+    try:
+        ipaddress.ip_network(_cidr)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"{_cidr!r} is not an address range (CIDR): {_error}") from None
+# Priority classes pods in users' namespaces may name (none by default).
+HUB_PRIORITY_CLASSES = tuple(env_list("HUB_PRIORITY_CLASSES"))
+# Ceilings on every hub's users' ResourceQuota, as a JSON object of quota resource to
+# quantity; HUB_QUOTA_CAPS replaces these defaults.
+DEFAULT_HUB_QUOTA_CAPS = {
+    "pods": "1000",
+    "count/jobs.batch": "500",
+    "limits.cpu": "1024",
+    "limits.memory": "4Ti",
+    "requests.storage": "20Ti",
+    "persistentvolumeclaims": "1000",
+    "limits.ephemeral-storage": "10Ti",
+}
+HUB_QUOTA_CAPS = _env_annotations("HUB_QUOTA_CAPS") or DEFAULT_HUB_QUOTA_CAPS
 
 # --- SSO: the institution's OpenID Connect issuer, for the portal and every hub ------------------
 

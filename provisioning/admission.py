@@ -1,23 +1,25 @@
-"""What the API server itself refuses to a hub member's batch jobs: ValidatingAdmissionPolicies.
+"""What the API server itself refuses in the users' namespaces: ValidatingAdmissionPolicies.
 
-A hub with jobs access gives its members' servers the `jobs` ServiceAccount, which may create
-Jobs (and read and delete Pods) in the hub's namespace. Without more, such a Job could mount
-the hub's Secret, its database claim or another user's home, an NFS export or a host path;
-carry the hub's or the proxy's labels and so join their Services and pass their
-NetworkPolicies; pin a node, take a high priority, run as the `hub` ServiceAccount or as root.
-These policies refuse all of that in admission, whatever the member sends to the API server:
+Every hub has two namespaces (see `HubSpec.users_namespace`): the hub's, where only the portal
+writes, and its users', where the hub starts user servers and members with jobs access create
+Jobs. These policies hold in every users' namespace, whoever sends the request (the hub, a
+member's `jobs` ServiceAccount, the Job controller, a cluster admin's typo):
 
-- volumes: only emptyDir, downwardAPI, projected ServiceAccount tokens and downward API, and
-  the hub's shared volume read-only (the `jobs` ServiceAccount is shared by the hub's members,
-  so nothing here knows whose home a claim would be: no home, and no writes to the shared
-  volume, from a job);
-- no nodeName, host namespaces, priority class, privileged or root containers;
-- only the `jobs` (or `default`) ServiceAccount;
-- none of the labels the portal, KubeSpawner and the hub's Services and NetworkPolicies use.
+- volumes: emptyDir, downwardAPI, projected ServiceAccount tokens (with the cluster's CA and
+  the downward API), users' home claims, and the claims and NFS exports the hub was granted
+  from the catalogue, in the mode granted; never a Secret, a host path, an inline network
+  volume that is not the catalogue's, or any other claim; no Secret in the environment;
+- no nodeName, host namespaces, privileged containers, priority classes outside the
+  installation's list, ServiceAccounts other than the namespace's `default` and `jobs`.
 
-The policies are cluster-wide objects, bound to the portal's hub namespaces by label; they
-match requests whose user is the `jobs` ServiceAccount of the namespace the object is in. Pods
-that the Job controller makes from a Job's template were checked with the Job.
+What a namespace was granted is its `hub-admission` ConfigMap, which the portal writes and
+nobody in the namespace may change; the policies read it as their params.
+
+A member's own requests (the `jobs` ServiceAccount) are held to more: no home claim at all
+(the account is shared by the hub's members, so nothing knows whose home a claim would be),
+the shared volume read-only, non-root containers, and none of the labels that the portal,
+KubeSpawner and the hub's Services and NetworkPolicies select on. Pods that the Job controller
+makes from a Job's template were checked with the Job.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from __future__ import annotations
 from typing import Any
 
 from provisioning.hubconfig import JOBS_SERVICE_ACCOUNT, SHARED_PVC
-from provisioning.render import LABEL_HUB_ID, MANAGED_BY, Manifest
+from provisioning.render import (
+    ADMISSION_PARAMS,
+    LABEL_NAMESPACE_ROLE,
+    MANAGED_BY,
+    ROLE_USERS,
+    Manifest,
+)
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 POLICY_PREFIX = "hub-on-demand-member-"
@@ -33,10 +41,10 @@ POLICY_PREFIX = "hub-on-demand-member-"
 # usage collector, KubeSpawner's bookkeeping.
 RESERVED_LABEL_KEYS = ("app.kubernetes.io/component", "app.kubernetes.io/managed-by", "component")
 RESERVED_PREFIXES = ("hub-on-demand.io/", "hub.jupyter.org/")
-ALLOWED_SERVICE_ACCOUNTS = (JOBS_SERVICE_ACCOUNT, "default")
+HOME_PREFIX = "home-"
 
-# Who the policies apply to: the jobs ServiceAccount of the object's own namespace.
-MATCH_JOBS_ACCOUNT = (
+# A member's request: the jobs ServiceAccount of the object's own namespace.
+MEMBER = (
     f"request.userInfo.username == 'system:serviceaccount:' + request.namespace + "
     f"':{JOBS_SERVICE_ACCOUNT}'"
 )
@@ -46,33 +54,83 @@ def _cel_list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{item}'" for item in items) + "]"
 
 
-def _pod_rules(spec: str, meta: str) -> list[dict[str, str]]:
-    """Validations of one pod spec (`spec` and its `meta` as CEL paths)."""
-    containers = f"{spec}.containers + (has({spec}.initContainers) ? {spec}.initContainers : [])"
-    allowed_volume = (
-        "has(v.emptyDir) || has(v.downwardAPI)"
-        " || (has(v.projected) && v.projected.sources.all(s,"
-        " has(s.serviceAccountToken) || has(s.downwardAPI)))"
-        f" || (has(v.persistentVolumeClaim) && v.persistentVolumeClaim.claimName == '{SHARED_PVC}'"
-        " && has(v.persistentVolumeClaim.readOnly) && v.persistentVolumeClaim.readOnly)"
+def _granted(key: str) -> str:
+    """CEL: whether the namespace's params grant `key` (a CEL string expression)."""
+    return f"({key}) in params.data"
+
+
+def _allowed_volume(member: bool) -> str:
+    """CEL over one volume `v`: allowed in a users' namespace (for a member's request, when
+    `member`)."""
+    claim = "v.persistentVolumeClaim"
+    read_only = f"(has({claim}.readOnly) && {claim}.readOnly)"
+    granted_claim = f"'claim.' + {claim}.claimName"
+    claim_ok = (
+        f"({_granted(granted_claim)} && (params.data[{granted_claim}] == 'rw' || {read_only}))"
     )
+    if member:
+        claim_ok = f"({claim_ok} && ({claim}.claimName != '{SHARED_PVC}' || {read_only}))"
+    else:
+        claim_ok = f"({claim}.claimName.startsWith('{HOME_PREFIX}') || {claim_ok})"
+    nfs_read_only = "(has(v.nfs.readOnly) && v.nfs.readOnly)"
+    export = "v.nfs.server + ':' + v.nfs.path"
+    nfs_ok = (
+        "params.data.exists(k, k.startsWith('nfs.')"
+        f" && (params.data[k] == 'rw:' + {export}"
+        f" || (params.data[k] == 'ro:' + {export} && {nfs_read_only})))"
+    )
+    projected = (
+        "v.projected.sources.all(s, has(s.serviceAccountToken) || has(s.downwardAPI)"
+        " || (has(s.configMap) && s.configMap.name == 'kube-root-ca.crt'))"
+    )
+    return (
+        "has(v.emptyDir) || has(v.downwardAPI)"
+        f" || (has(v.projected) && {projected})"
+        f" || (has(v.persistentVolumeClaim) && {claim_ok})"
+        f" || (has(v.nfs) && {nfs_ok})"
+    )
+
+
+def _pod_rules(spec: str, meta: str) -> list[dict[str, str]]:
+    """Validations of one pod spec (`spec` and its `meta` as CEL paths); those for members
+    only hold when the request is a member's (`variables.member`)."""
+    containers = f"{spec}.containers + (has({spec}.initContainers) ? {spec}.initContainers : [])"
     reserved = f"!(k in {_cel_list(RESERVED_LABEL_KEYS)})" + "".join(
         f" && !k.startsWith('{prefix}')" for prefix in RESERVED_PREFIXES
     )
-    accounts = _cel_list(ALLOWED_SERVICE_ACCOUNTS)
     reserved_names = ", ".join([*RESERVED_LABEL_KEYS, *(p + "*" for p in RESERVED_PREFIXES)])
+    volumes = f"!has({spec}.volumes) || {spec}.volumes.all(v, %s)"
+    account = "'account.' + {0}"
+    priority = _granted(f"'priority.' + {spec}.priorityClassName")
     return [
         {
-            "expression": f"!has({spec}.volumes) || {spec}.volumes.all(v, {allowed_volume})",
+            "expression": volumes % _allowed_volume(member=False),
             "message": (
-                "A member's job may mount only emptyDir, downwardAPI, its ServiceAccount token "
-                f"and the hub's shared volume ({SHARED_PVC}) read-only: no Secrets, no other "
-                "claims (the hub's database, users' homes), no NFS, host paths or other volumes."
+                "In a hub's users' namespace a pod may mount only emptyDir, downwardAPI, its "
+                "ServiceAccount token, users' homes and the volumes the hub was granted (in the "
+                "mode granted): no Secrets, host paths, other claims or other network volumes."
             ),
         },
         {
+            "expression": f"variables.member == false || {volumes % _allowed_volume(member=True)}",
+            "message": (
+                "A member's job may mount only emptyDir, downwardAPI, its ServiceAccount token, "
+                f"the hub's shared volume ({SHARED_PVC}) read-only and the external storage "
+                "the hub was granted: no Secrets, no homes or other claims (the hub's "
+                "database), no NFS or host paths."
+            ),
+        },
+        {
+            "expression": (
+                f"({containers}).all(c, (!has(c.env) || c.env.all(e, !has(e.valueFrom)"
+                " || !has(e.valueFrom.secretKeyRef)))"
+                " && (!has(c.envFrom) || c.envFrom.all(e, !has(e.secretRef))))"
+            ),
+            "message": "In a hub's users' namespace no container reads a Secret.",
+        },
+        {
             "expression": f"!has({spec}.nodeName) || {spec}.nodeName == ''",
-            "message": "A member's job may not choose its node (nodeName).",
+            "message": "In a hub's users' namespace a pod may not choose its node (nodeName).",
         },
         {
             "expression": (
@@ -80,25 +138,44 @@ def _pod_rules(spec: str, meta: str) -> list[dict[str, str]]:
                 f" && !(has({spec}.hostPID) && {spec}.hostPID)"
                 f" && !(has({spec}.hostIPC) && {spec}.hostIPC)"
             ),
-            "message": "A member's job may not use the node's network, PID or IPC namespace.",
-        },
-        {
-            "expression": f"!has({spec}.priorityClassName) || {spec}.priorityClassName == ''",
-            "message": "A member's job may not set a priority class.",
+            "message": (
+                "In a hub's users' namespace a pod may not use the node's network, PID or IPC "
+                "namespace."
+            ),
         },
         {
             "expression": (
-                f"(!has({spec}.serviceAccountName) || {spec}.serviceAccountName in {accounts})"
-                f" && (!has({spec}.serviceAccount) || {spec}.serviceAccount in {accounts})"
+                f"!has({spec}.priorityClassName) || {spec}.priorityClassName == '' || {priority}"
             ),
             "message": (
-                f"A member's job runs as the {JOBS_SERVICE_ACCOUNT} ServiceAccount (or default), "
+                "In a hub's users' namespace a pod may not set a priority class outside the "
+                "installation's list."
+            ),
+        },
+        {
+            "expression": (
+                f"(!has({spec}.serviceAccountName) || {spec}.serviceAccountName == ''"
+                f" || {_granted(account.format(spec + '.serviceAccountName'))})"
+                f" && (!has({spec}.serviceAccount) || {spec}.serviceAccount == ''"
+                f" || {_granted(account.format(spec + '.serviceAccount'))})"
+            ),
+            "message": (
+                f"In a hub's users' namespace a pod runs as the default or the "
+                f"{JOBS_SERVICE_ACCOUNT} ServiceAccount (the latter only with jobs access), "
                 "never as the hub's."
             ),
         },
         {
             "expression": (
-                f"(has({spec}.securityContext) && has({spec}.securityContext.runAsNonRoot)"
+                f"({containers}).all(c, !has(c.securityContext)"
+                " || !has(c.securityContext.privileged) || !c.securityContext.privileged)"
+            ),
+            "message": "In a hub's users' namespace no container runs privileged.",
+        },
+        {
+            "expression": (
+                "variables.member == false"
+                f" || (has({spec}.securityContext) && has({spec}.securityContext.runAsNonRoot)"
                 f" && {spec}.securityContext.runAsNonRoot)"
                 f" || ({containers}).all(c, has(c.securityContext)"
                 " && has(c.securityContext.runAsNonRoot) && c.securityContext.runAsNonRoot)"
@@ -107,14 +184,8 @@ def _pod_rules(spec: str, meta: str) -> list[dict[str, str]]:
         },
         {
             "expression": (
-                f"({containers}).all(c, !has(c.securityContext)"
-                " || !has(c.securityContext.privileged) || !c.securityContext.privileged)"
-            ),
-            "message": "A member's job may not run privileged containers.",
-        },
-        {
-            "expression": (
-                f"!has({meta}) || !has({meta}.labels) || {meta}.labels.all(k, {reserved})"
+                f"variables.member == false || !has({meta}) || !has({meta}.labels)"
+                f" || {meta}.labels.all(k, {reserved})"
             ),
             "message": (
                 "A member's job may not carry the labels of the hub, the proxy or user servers "
@@ -131,8 +202,9 @@ def _policy(name: str, resources: list[dict[str, Any]], spec: str, meta: str) ->
         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
         "spec": {
             "failurePolicy": "Fail",
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
             "matchConstraints": {"resourceRules": resources},
-            "matchConditions": [{"name": "jobs-service-account", "expression": MATCH_JOBS_ACCOUNT}],
+            "variables": [{"name": "member", "expression": MEMBER}],
             "validations": _pod_rules(spec, meta),
         },
     }
@@ -145,18 +217,22 @@ def _binding(policy: str) -> Manifest:
         "metadata": {"name": policy, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
         "spec": {
             "policyName": policy,
+            # The namespace's own ConfigMap; without it nothing is admitted there.
+            "paramRef": {"name": ADMISSION_PARAMS, "parameterNotFoundAction": "Deny"},
             "validationActions": ["Deny"],
             "matchResources": {
                 "namespaceSelector": {
-                    "matchLabels": {"app.kubernetes.io/managed-by": MANAGED_BY},
-                    "matchExpressions": [{"key": LABEL_HUB_ID, "operator": "Exists"}],
+                    "matchLabels": {
+                        "app.kubernetes.io/managed-by": MANAGED_BY,
+                        LABEL_NAMESPACE_ROLE: ROLE_USERS,
+                    }
                 }
             },
         },
     }
 
 
-def jobs_admission() -> list[Manifest]:
+def users_admission() -> list[Manifest]:
     """The policies (for Pods and for Jobs' pod templates) and their bindings; cluster-wide,
     the same for every hub."""
     write = ["CREATE", "UPDATE"]

@@ -59,8 +59,9 @@ HUB_DB_PVC = "hub-db"
 SHARED_PVC = "shared"
 EXTERNAL_PVC_PREFIX = "ext-"
 JOBS_SERVICE_ACCOUNT = "jobs"
-HUB_URL = "http://hub:8081"  # the `hub` Service
-PROXY_API_URL = "http://proxy-api:8001"  # the `proxy-api` Service
+# The `hub` Service, reached by user servers from the users' namespace.
+HUB_URL_TEMPLATE = "http://hub.{namespace}:8081"
+PROXY_API_URL = "http://proxy-api:8001"  # the `proxy-api` Service, next to the hub
 # One home volume per user, shared by the user's named servers (KubeSpawner template).
 HOME_PVC_TEMPLATE = "home-{username}"
 
@@ -214,9 +215,10 @@ def hub_values(spec: HubSpec, oauth: HubOAuthClient) -> dict[str, Any]:
     return {
         "hub_id": spec.hub_id,
         "slug": spec.slug,
-        "namespace": spec.namespace,
+        # Where KubeSpawner starts user servers: the users' namespace, never the hub's.
+        "namespace": spec.users_namespace,
         "public_url": f"https://{spec.host}/",
-        "hub_url": HUB_URL,
+        "hub_url": HUB_URL_TEMPLATE.format(namespace=spec.namespace),
         "proxy_api_url": PROXY_API_URL,
         "oauth": {
             "authorize_url": oauth.authorize_url,

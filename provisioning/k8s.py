@@ -35,6 +35,7 @@ KINDS: dict[str, Kind] = {
     "Secret": Kind("/api/v1", "secrets", True),
     "ConfigMap": Kind("/api/v1", "configmaps", True),
     "PersistentVolumeClaim": Kind("/api/v1", "persistentvolumeclaims", True),
+    "PersistentVolume": Kind("/api/v1", "persistentvolumes", False),
     "Deployment": Kind("/apis/apps/v1", "deployments", True),
     "NetworkPolicy": Kind("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "Ingress": Kind("/apis/networking.k8s.io/v1", "ingresses", True),
@@ -149,11 +150,17 @@ def raw_call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> by
     return response.data
 
 
-def apply(api: client.ApiClient, manifest: Manifest, dry_run: bool = False) -> dict[str, Any]:
+def apply(
+    api: client.ApiClient,
+    manifest: Manifest,
+    dry_run: bool = False,
+    field_manager: str = FIELD_MANAGER,
+) -> dict[str, Any]:
     """Server-side apply one object with the portal's field manager, taking over fields that
     someone else changed (the portal's record is the source of truth). With `dry_run` the
-    API server validates and admits the object without storing it."""
-    query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+    API server validates and admits the object without storing it. Fields set under another
+    `field_manager` are not the portal's: a later apply that leaves them out keeps them."""
+    query = [("fieldManager", field_manager), ("force", "true")]
     if dry_run:
         query.append(("dryRun", "All"))
     result = _call(
@@ -166,6 +173,24 @@ def apply(api: client.ApiClient, manifest: Manifest, dry_run: bool = False) -> d
             "Accept": "application/json",
         },
         body=manifest,
+    )
+    return result or {}
+
+
+def merge_patch(
+    api: client.ApiClient, kind: str, name: str, namespace: str | None, body: dict[str, Any]
+) -> dict[str, Any]:
+    """JSON merge patch of one object (a None value removes a field)."""
+    manifest = {"kind": kind, "metadata": {"name": name, "namespace": namespace}}
+    result = _call(
+        api,
+        "PATCH",
+        object_path(manifest),
+        header_params={
+            "Content-Type": "application/merge-patch+json",
+            "Accept": "application/json",
+        },
+        body=body,
     )
     return result or {}
 

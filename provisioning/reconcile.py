@@ -17,7 +17,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.utils.quantity import parse_quantity
 
-from provisioning import k8s
+from provisioning import k8s, migrate
+from provisioning.admission import users_admission
 from provisioning.render import (
     MANAGED_BY,
     SECRET_NAME,
@@ -27,10 +28,14 @@ from provisioning.render import (
     render_hub,
 )
 from provisioning.spec import HubSpec
-from provisioning.sync import PRUNABLE_KINDS
+from provisioning.sync import PRUNABLE_KINDS, prunable
 
 # Every kind a hub has, in the order they are applied.
 KINDS = ("Namespace", "ResourceQuota", "LimitRange", *PRUNABLE_KINDS)
+# Cluster-wide objects the same for every hub (the users' namespaces' admission).
+SHARED_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+# The reads of a pass: one list call per kind, and one of volumes that are being moved.
+READS_PER_PASS = len(KINDS) + len(SHARED_KINDS) + 1
 ALL_HUBS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 LABEL_HUB_ID = "hub-on-demand.io/hub-id"
 
@@ -45,6 +50,8 @@ class HubReport:
     repaired: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     namespace_missing: bool = False
+    # Claims moved from the hub's namespace to the users' (see provisioning.migrate).
+    moved: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +61,8 @@ class PassReport:
     hubs: int = 0
     api_calls: int = 0
     repaired: dict[int, HubReport] = field(default_factory=dict)
+    # Cluster-wide objects re-applied (the admission policies and their bindings).
+    shared_repaired: list[str] = field(default_factory=list)
 
 
 def _same_scalar(want: Any, have: Any) -> bool:
@@ -100,7 +109,7 @@ def drifted(desired: Manifest, live: dict[str, Any]) -> bool:
 def read_cluster(api: client.ApiClient, report: PassReport) -> dict[Key, dict[str, Any]]:
     """Every object of every hub, by key: one list call per kind."""
     live: dict[Key, dict[str, Any]] = {}
-    for kind in KINDS:
+    for kind in (*KINDS, *SHARED_KINDS):
         items = k8s.list_objects(api, kind, None, ALL_HUBS, all_namespaces=True)
         report.api_calls += 1
         for item in items:
@@ -124,6 +133,18 @@ def reconcile(
     login_secrets = login_secrets or {}
     report = PassReport(hubs=len(specs))
     live = read_cluster(api, report)
+    if specs:
+        for manifest in users_admission():
+            current = live.get(_key(manifest))
+            if current is None or drifted(manifest, current):
+                k8s.apply(api, manifest)
+                report.api_calls += 1
+                report.shared_repaired.append(f"{manifest['kind']} {manifest['metadata']['name']}")
+    moving = {
+        (volume["metadata"].get("labels") or {}).get(migrate.LABEL_MOVING)
+        for volume in k8s.list_objects(api, "PersistentVolume", None, migrate.LABEL_MOVING)
+    }
+    report.api_calls += 1
     # A hub's objects are those in its namespace that carry its id: hub ids are only unique
     # within one portal, and nothing outside a hub's namespace is ever its to prune.
     by_hub: dict[tuple[str, str], set[Key]] = defaultdict(set)
@@ -134,16 +155,26 @@ def reconcile(
 
     for spec in specs:
         hub = HubReport(spec.hub_id)
-        namespace = live.get(("Namespace", "", spec.namespace))
-        namespace_hub = ((namespace or {}).get("metadata", {}).get("labels") or {}).get(
-            LABEL_HUB_ID
+        namespace_hub, users_hub = (
+            ((live.get(("Namespace", "", name)) or {}).get("metadata", {}).get("labels") or {}).get(
+                LABEL_HUB_ID
+            )
+            for name in spec.namespaces
         )
-        if namespace_hub != str(spec.hub_id):
+        users_taken = users_hub is not None and users_hub != str(spec.hub_id)
+        if namespace_hub != str(spec.hub_id) or users_taken:
             # Gone, or a namespace of that name now belongs to another hub (another portal's):
             # never applied into (provisioning refuses it too, see sync.foreign_namespace).
             hub.namespace_missing = True
             report.repaired[spec.hub_id] = hub
             continue
+        if ("NetworkPolicy", spec.namespace, migrate.OLD_LAYOUT_POLICY) in live or any(
+            kind == "PersistentVolumeClaim" and migrate.is_users_claim(name)
+            for kind, _, name in by_hub[(spec.namespace, str(spec.hub_id))]
+        ):
+            moved = migrate.move_to_users_namespace(api, spec, settings)
+            hub.moved.extend(moved.claims)
+            report.api_calls += 1
         secret = live.get(("Secret", spec.namespace, SECRET_NAME))
         desired = render_hub(
             spec, settings, HubSecrets.from_secret(secret, login_secrets.get(spec.hub_id, ""))
@@ -158,10 +189,14 @@ def reconcile(
                 report.api_calls += 1
                 state = "missing" if current is None else "changed"
                 hub.repaired.append(f"{manifest['kind']} {manifest['metadata']['name']} ({state})")
-        for kind, namespace, name in sorted(by_hub[(spec.namespace, str(spec.hub_id))] - wanted):
-            if kind in PRUNABLE_KINDS and k8s.delete(api, kind, name, namespace):
+        ours = set().union(*(by_hub[(name, str(spec.hub_id))] for name in spec.namespaces))
+        for kind, namespace, name in sorted(ours - wanted):
+            if prunable(kind, namespace, name, spec) and k8s.delete(api, kind, name, namespace):
                 report.api_calls += 1
                 hub.pruned.append(f"{kind} {name}")
-        if hub.repaired or hub.pruned:
+        if str(spec.hub_id) in moving:
+            migrate.finish_moves(api, spec)
+            report.api_calls += 1
+        if hub.repaired or hub.pruned or hub.moved:
             report.repaired[spec.hub_id] = hub
     return report

@@ -27,15 +27,26 @@ LABEL_HUB_ID = "hub-on-demand.io/hub-id"
 LABEL_OWNER = "hub-on-demand.io/owner"
 ANNOTATION_OWNER = "hub-on-demand.io/owner"
 ANNOTATION_CONFIG_CHECKSUM = "hub-on-demand.io/config-checksum"
+# Which of a hub's two namespaces this is: the hub's own ("hub") or its users' ("users").
+LABEL_NAMESPACE_ROLE = "hub-on-demand.io/namespace-role"
+ROLE_HUB = "hub"
+ROLE_USERS = "users"
 SECRET_NAME = "hub"
 CONFIG_MAP_NAME = "hub"
 HUB_SERVICE_ACCOUNT = "hub"
+QUOTA_NAME = "hub-quota"
+LIMITS_NAME = "hub-defaults"
+# What the users' namespace admits (see admission_params and provisioning.admission).
+ADMISSION_PARAMS = "hub-admission"
 
-# Pods the hub itself runs besides user servers (hub, proxy, room for a rolling update).
+# Pods the hub's namespace runs (hub, proxy, room for a rolling update).
 SYSTEM_PODS = 4
 SYSTEM_CPU = 1.0
 SYSTEM_MEM_GIB = 2.0
 HUB_DB_GIB = 1
+# Scratch space per container (container layers, logs, emptyDir) unless it states its own.
+EPHEMERAL_REQUEST_GIB = 1
+EPHEMERAL_LIMIT_GIB = 10
 
 Manifest = dict[str, Any]
 
@@ -83,10 +94,16 @@ class RenderSettings:
     ingress_namespace: str = "ingress-nginx"
     # Storage class for the hub's own volumes (hub state, shared volume); "" = the default.
     storage_class: str = ""
-    # Egress of user servers and the proxy: "open", or "restricted" to their own namespace,
-    # the cluster's DNS and addresses outside private ranges (the hub itself keeps talking
-    # to the Kubernetes API).
-    egress: str = "open"
+    # Egress of user servers and jobs: "restricted" to the cluster's DNS, the hub's API and
+    # addresses outside private ranges, or "open" for every hub (an admin may also open it
+    # for one hub: HubSpec.open_egress). The hub itself keeps talking to the Kubernetes API.
+    egress: str = "restricted"
+    # More addresses restricted egress never reaches, e.g. the API server's public address.
+    denied_egress: tuple[str, ...] = ()
+    # The API server's addresses, which user servers of hubs with jobs access reach.
+    api_server_cidrs: tuple[str, ...] = ()
+    # Priority classes that pods in users' namespaces may name (none by default).
+    priority_classes: tuple[str, ...] = ()
     # Installation-wide ceilings on any hub's quota, e.g. {"requests.nvidia.com/gpu": "16"}.
     quota_caps: dict[str, str] = field(default_factory=dict)
     # The portal's OpenID Connect provider, which every hub logs its users in with.
@@ -156,10 +173,13 @@ def selector(hub_id: int) -> str:
     return f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_HUB_ID}={hub_id}"
 
 
-def _meta(spec: HubSpec, name: str, namespaced: bool = True, **labels: str) -> dict[str, Any]:
+def _meta(spec: HubSpec, name: str, namespace: str | None = None, **labels: str) -> dict[str, Any]:
+    """Metadata of one object: in the hub's namespace unless `namespace` says otherwise ("" for
+    objects outside any namespace)."""
     meta: dict[str, Any] = {"name": name, "labels": {**hub_labels(spec), **labels}}
-    if namespaced:
-        meta["namespace"] = spec.namespace
+    where = spec.namespace if namespace is None else namespace
+    if where:
+        meta["namespace"] = where
     return meta
 
 
@@ -171,19 +191,14 @@ def _mem(gib: float) -> str:
     return f"{round(gib * 1024)}Mi"
 
 
-def namespace(spec: HubSpec) -> Manifest:
-    """The hub's namespace, with Pod Security Admission labels.
-
-    `baseline` is enforced: it refuses privileged pods and host access while allowing the
-    images of the Jupyter stacks as they are; `restricted` is reported as warnings and audit
-    entries, so owners see what a stricter policy would refuse.
-    """
+def _namespace(spec: HubSpec, name: str, role: str, pod_security: str) -> Manifest:
     meta = _meta(
         spec,
-        spec.namespace,
-        namespaced=False,
+        name,
+        namespace="",
         **{
-            "pod-security.kubernetes.io/enforce": "baseline",
+            LABEL_NAMESPACE_ROLE: role,
+            "pod-security.kubernetes.io/enforce": pod_security,
             "pod-security.kubernetes.io/warn": "restricted",
             "pod-security.kubernetes.io/audit": "restricted",
         },
@@ -192,8 +207,23 @@ def namespace(spec: HubSpec) -> Manifest:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
+def namespace(spec: HubSpec) -> Manifest:
+    """The hub's namespace (hub, proxy, their Secret and the hub's database), where Pod
+    Security `restricted` is enforced: the portal writes every pod there itself."""
+    return _namespace(spec, spec.namespace, ROLE_HUB, "restricted")
+
+
+def users_namespace(spec: HubSpec) -> Manifest:
+    """The namespace of user servers and jobs. Pod Security `restricted` is enforced unless
+    one of the hub's images needs `baseline` (marked so in the catalogue, shown to the admin
+    who approves the hub); `restricted` is then still reported as warnings and audit
+    entries."""
+    return _namespace(spec, spec.users_namespace, ROLE_USERS, spec.pod_security)
+
+
 def quota_totals(spec: HubSpec) -> dict[str, str]:
-    """Namespace quota: expected users x servers each x the largest option, plus the hub."""
+    """Quota of the users' namespace: expected users x servers each x the largest option, and
+    counts of what users may hold there (servers and job pods, jobs, claims; no Services)."""
     servers = spec.expected_users * spec.notebooks_per_user
     options = spec.server_options
     external_claims = [v for v in spec.external_volumes if v.kind == "pvc"]
@@ -202,25 +232,50 @@ def quota_totals(spec: HubSpec) -> dict[str, str]:
     cpu_limit = max((o.cpu_limit for o in options), default=1.0)
     mem_request = max((o.mem_guarantee_gib for o in options), default=1.0)
     mem_limit = max((o.mem_limit_gib for o in options), default=2.0)
+    # With jobs access, members may run as many job pods as servers, within the same CPU,
+    # memory and GPU totals.
+    jobs = servers if spec.jobs_access else 0
+    pods = servers + jobs
+    storage_gib = servers * spec.home_size_gib + spec.shared_size_gib + external_gib
     hard = {
-        "pods": str(servers + SYSTEM_PODS),
-        "requests.cpu": _cpu(servers * cpu_request + SYSTEM_CPU),
-        "limits.cpu": _cpu(servers * cpu_limit + SYSTEM_CPU),
-        "requests.memory": _mem(servers * mem_request + SYSTEM_MEM_GIB),
-        "limits.memory": _mem(servers * mem_limit + SYSTEM_MEM_GIB),
-        # A home volume per user, the hub's state, the shared volume and external claims.
-        # Homes are counted per server: a user's named servers share one home, but
-        # KubeSpawner asks to create it at every start and quota admission charges that
-        # request before the API server answers that the claim exists.
-        "persistentvolumeclaims": str(servers + 2 + len(external_claims)),
-        "requests.storage": (
-            f"{servers * spec.home_size_gib + spec.shared_size_gib + HUB_DB_GIB + external_gib}Gi"
-        ),
+        "pods": str(pods),
+        "count/jobs.batch": str(jobs),
+        "services": "0",
+        "requests.cpu": _cpu(servers * cpu_request),
+        "limits.cpu": _cpu(servers * cpu_limit),
+        "requests.memory": _mem(servers * mem_request),
+        "limits.memory": _mem(servers * mem_limit),
+        "requests.ephemeral-storage": f"{pods * EPHEMERAL_REQUEST_GIB}Gi",
+        "limits.ephemeral-storage": f"{pods * EPHEMERAL_LIMIT_GIB}Gi",
+        # A home volume per user, the shared volume and external claims. Homes are counted per
+        # server: a user's named servers share one home, but KubeSpawner asks to create it at
+        # every start and quota admission charges that request before the API server answers
+        # that the claim exists.
+        "persistentvolumeclaims": str(servers + 1 + len(external_claims)),
+        "requests.storage": f"{storage_gib}Gi",
     }
     gpus = spec.gpu.count * servers if spec.gpu else 0
     resource = spec.gpu.resource_name if spec.gpu else "nvidia.com/gpu"
     hard[f"requests.{resource}"] = str(gpus)
     return hard
+
+
+def hub_quota_totals() -> dict[str, str]:
+    """Quota of the hub's namespace: the hub and the proxy (room for a rolling update), their
+    three Services and the hub's database claim; the same for every hub."""
+    return {
+        "pods": str(SYSTEM_PODS),
+        "services": "3",
+        "requests.cpu": _cpu(SYSTEM_CPU),
+        "limits.cpu": _cpu(SYSTEM_CPU * 2),
+        "requests.memory": _mem(SYSTEM_MEM_GIB),
+        "limits.memory": _mem(SYSTEM_MEM_GIB * 2),
+        "requests.ephemeral-storage": f"{SYSTEM_PODS * EPHEMERAL_REQUEST_GIB}Gi",
+        "limits.ephemeral-storage": f"{SYSTEM_PODS * EPHEMERAL_LIMIT_GIB}Gi",
+        "persistentvolumeclaims": "1",
+        "requests.storage": f"{HUB_DB_GIB}Gi",
+        "count/jobs.batch": "0",
+    }
 
 
 def capped(hard: dict[str, str], caps: dict[str, str]) -> dict[str, str]:
@@ -236,44 +291,83 @@ def capped(hard: dict[str, str], caps: dict[str, str]) -> dict[str, str]:
 
 
 def quota_amounts(spec: HubSpec, caps: dict[str, str] | None = None) -> dict[str, Decimal]:
-    """The hub's quota as numbers (cores, bytes, counts), held to the installation's ceilings:
-    what the hub can hold at most, for limits that add up several hubs."""
+    """The users' quota as numbers (cores, bytes, counts), held to the installation's
+    ceilings: what the hub's users can hold at most, for limits that add up several hubs."""
     return {
         key: parse_quantity(value) for key, value in capped(quota_totals(spec), caps or {}).items()
     }
 
 
-def resource_quota(spec: HubSpec, settings: RenderSettings | None = None) -> Manifest:
-    """ResourceQuota derived from the spec (see `quota_totals`), capped by the installation's
-    ceilings."""
+def resource_quotas(spec: HubSpec, settings: RenderSettings | None = None) -> list[Manifest]:
+    """The ResourceQuota of each namespace: the users' one derived from the spec (see
+    `quota_totals`) and capped by the installation's ceilings; the hub's fixed."""
     caps = settings.quota_caps if settings else {}
-    return {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": _meta(spec, "hub-quota"),
-        "spec": {"hard": capped(quota_totals(spec), caps)},
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": _meta(spec, QUOTA_NAME),
+            "spec": {"hard": hub_quota_totals()},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": _meta(spec, QUOTA_NAME, spec.users_namespace),
+            "spec": {"hard": capped(quota_totals(spec), caps)},
+        },
+    ]
+
+
+def _largest_option(spec: HubSpec) -> tuple[float, float]:
+    options = spec.server_options or (hubconfig.DEFAULT_OPTION,)
+    return max(o.cpu_limit for o in options), max(o.mem_limit_gib for o in options)
+
+
+def limit_ranges(spec: HubSpec) -> list[Manifest]:
+    """Defaults for containers that state no resources (so that the quotas admit them), and in
+    the users' namespace a maximum per container: the hub's largest server option."""
+    defaults = {
+        "type": "Container",
+        "defaultRequest": {
+            "cpu": "100m",
+            "memory": "128Mi",
+            "ephemeral-storage": f"{EPHEMERAL_REQUEST_GIB}Gi",
+        },
+        "default": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": f"{EPHEMERAL_LIMIT_GIB}Gi"},
     }
-
-
-def limit_range(spec: HubSpec) -> Manifest:
-    """Defaults for containers that state no resources, so the quota admits them."""
-    return {
-        "apiVersion": "v1",
-        "kind": "LimitRange",
-        "metadata": _meta(spec, "hub-defaults"),
-        "spec": {
-            "limits": [
-                {
-                    "type": "Container",
-                    "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
-                    "default": {"cpu": "1", "memory": "1Gi"},
-                }
-            ]
+    cpu, mem = _largest_option(spec)
+    users = {
+        **defaults,
+        "default": {
+            "cpu": _cpu(min(cpu, 1.0)),
+            "memory": _mem(min(mem, 1.0)),
+            "ephemeral-storage": f"{EPHEMERAL_LIMIT_GIB}Gi",
+        },
+        "max": {
+            "cpu": _cpu(cpu),
+            "memory": _mem(mem),
+            "ephemeral-storage": f"{EPHEMERAL_LIMIT_GIB}Gi",
         },
     }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": _meta(spec, LIMITS_NAME),
+            "spec": {"limits": [defaults]},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": _meta(spec, LIMITS_NAME, spec.users_namespace),
+            "spec": {"limits": [users]},
+        },
+    ]
 
 
-def _policy(spec: HubSpec, name: str, pod_selector: dict, ingress: list[dict]) -> Manifest:
+def _policy(
+    spec: HubSpec, name: str, pod_selector: dict, ingress: list[dict], namespace: str | None = None
+) -> Manifest:
     body: dict[str, Any] = {"podSelector": pod_selector, "policyTypes": ["Ingress"]}
     # No rules is written as no field: the API server drops an empty list, and applying one
     # would count as a change on every re-apply.
@@ -282,7 +376,7 @@ def _policy(spec: HubSpec, name: str, pod_selector: dict, ingress: list[dict]) -
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(spec, name),
+        "metadata": _meta(spec, name, namespace),
         "spec": body,
     }
 
@@ -291,19 +385,21 @@ def _component(name: str) -> dict[str, Any]:
     return {"matchLabels": {"app.kubernetes.io/component": name}}
 
 
-def _from_components(*names: str) -> list[dict[str, Any]]:
-    return [{"podSelector": _component(name)} for name in names]
+def _in_namespace(namespace_name: str, *components: str) -> list[dict[str, Any]]:
+    """Peers: pods of these components in the named namespace."""
+    where = {"matchLabels": {"kubernetes.io/metadata.name": namespace_name}}
+    return [{"namespaceSelector": where, "podSelector": _component(name)} for name in components]
 
 
 def network_policies(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
-    """Isolate the namespace (z2jh's model, per component).
+    """Isolate both namespaces (z2jh's model, per component, across the two namespaces).
 
-    Nothing outside the namespace reaches its pods, except the ingress controller's namespace,
-    which reaches the proxy's public port only. Inside, the proxy and user servers reach the
-    hub, and the proxy and the hub reach user servers. Egress stays open: user servers fetch
-    packages and data.
+    Nothing reaches a pod unless a policy names it: the ingress controller's namespace
+    reaches the proxy's public port; the hub reaches the proxy's API; user servers reach the
+    hub's API; the proxy and the hub reach user servers. Jobs are reached by nothing, and reach
+    nothing of the hub (they cannot carry a user server's labels: see `admission`).
     """
-    same_namespace = {"podSelector": {}}
+    hub_ns, users_ns = spec.namespace, spec.users_namespace
     ingress_controller = {
         "namespaceSelector": {
             "matchLabels": {"kubernetes.io/metadata.name": settings.ingress_namespace}
@@ -316,110 +412,225 @@ def network_policies(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
             "proxy",
             _component("proxy"),
             [
-                {"from": [ingress_controller, same_namespace], "ports": [{"port": 8000}]},
-                {"from": _from_components("hub"), "ports": [{"port": 8001}]},
+                {
+                    "from": [ingress_controller, *_in_namespace(hub_ns, "hub")],
+                    "ports": [{"port": 8000}],
+                },
+                {"from": _in_namespace(hub_ns, "hub"), "ports": [{"port": 8001}]},
             ],
         ),
         _policy(
             spec,
             "hub",
             _component("hub"),
-            [{"from": _from_components("proxy", "singleuser-server"), "ports": [{"port": 8081}]}],
+            [
+                {
+                    "from": [
+                        *_in_namespace(hub_ns, "proxy"),
+                        *_in_namespace(users_ns, "singleuser-server"),
+                    ],
+                    "ports": [{"port": 8081}],
+                }
+            ],
         ),
+        _policy(spec, "default-deny-ingress", {}, [], users_ns),
         _policy(
             spec,
             "singleuser",
             _component("singleuser-server"),
-            [{"from": _from_components("proxy", "hub"), "ports": [{"port": 8888}]}],
+            [{"from": _in_namespace(hub_ns, "proxy", "hub"), "ports": [{"port": 8888}]}],
+            users_ns,
         ),
     ]
 
 
-PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
+# Addresses that user workloads never reach with restricted egress: private, shared (carrier
+# NAT), loopback, link-local (the cloud metadata address 169.254.169.254) and "this network";
+# for IPv6 unique-local, link-local and loopback (the API server refuses IPv4-mapped ones).
+PRIVATE_RANGES = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+)
+PRIVATE_RANGES_V6 = ("fc00::/7", "fe80::/10", "::1/128")
+DNS_PORTS = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
 
 
-def egress_policy(spec: HubSpec) -> Manifest:
-    """With restricted egress: user servers and the proxy reach their own namespace, the
-    cluster's DNS and addresses outside private ranges only."""
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta(spec, "egress"),
-        "spec": {
-            "podSelector": {
-                "matchExpressions": [
-                    {
-                        "key": "app.kubernetes.io/component",
-                        "operator": "In",
-                        "values": ["proxy", "singleuser-server"],
-                    }
-                ]
+def egress_restricted(spec: HubSpec, settings: RenderSettings) -> bool:
+    """Whether user workloads' egress is restricted: unless the installation or an admin for
+    this hub opened it."""
+    return settings.egress != "open" and not spec.open_egress
+
+
+def egress_policies(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
+    """Egress of what users run and of the proxy.
+
+    The proxy reaches the hub and user servers only. User servers and jobs reach the cluster's
+    DNS, the hub's API (user servers), and, restricted (the default), the public internet
+    outside every private range and the addresses the installation names as its API server's
+    (`RenderSettings.denied_egress`); open, everything. The hub itself is not limited: it talks
+    to the Kubernetes API and the identity provider.
+    """
+    hub_ns, users_ns = spec.namespace, spec.users_namespace
+    dns = {
+        "to": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+        ],
+        "ports": DNS_PORTS,
+    }
+    if egress_restricted(spec, settings):
+        world = [
+            {
+                "ipBlock": {
+                    "cidr": "0.0.0.0/0",
+                    "except": [*PRIVATE_RANGES, *settings.denied_egress],
+                }
             },
-            "policyTypes": ["Egress"],
-            "egress": [
-                {"to": [{"podSelector": {}}]},
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                            }
-                        }
-                    ],
-                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-                },
-                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}]},
+            {"ipBlock": {"cidr": "::/0", "except": list(PRIVATE_RANGES_V6)}},
+        ]
+        outside = [{"to": world}]
+    else:
+        outside = [{}]
+
+    def egress(name: str, pods: dict, rules: list[dict], namespace: str) -> Manifest:
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _meta(spec, name, namespace),
+            "spec": {"podSelector": pods, "policyTypes": ["Egress"], "egress": rules},
+        }
+
+    policies = [
+        egress(
+            "proxy-egress",
+            _component("proxy"),
+            [
+                dns,
+                {"to": _in_namespace(hub_ns, "hub"), "ports": [{"port": 8081}]},
+                {"to": _in_namespace(users_ns, "singleuser-server"), "ports": [{"port": 8888}]},
             ],
-        },
+            hub_ns,
+        ),
+        egress(
+            "egress",
+            {},
+            [dns, {"to": _in_namespace(hub_ns, "hub"), "ports": [{"port": 8081}]}, *outside],
+            users_ns,
+        ),
+    ]
+    if spec.jobs_access and settings.api_server_cidrs and egress_restricted(spec, settings):
+        # Members with the jobs role create their Jobs from their servers.
+        api_server = [{"ipBlock": {"cidr": cidr}} for cidr in settings.api_server_cidrs]
+        policies.append(
+            egress(
+                "api-server-egress", _component("singleuser-server"), [{"to": api_server}], users_ns
+            )
+        )
+    return policies
+
+
+def admission_params(spec: HubSpec, settings: RenderSettings) -> Manifest:
+    """What the users' namespace admits (read by the `admission` policies as their params):
+    claims (`claim.<name>`: "ro" or "rw"), the catalogue's NFS exports (`nfs.<volume>`:
+    "server:path" with "ro" or "rw"), priority classes (`priority.<name>`) and ServiceAccounts
+    (`account.<name>`). The portal writes it; no user or hub can."""
+    data = {
+        f"account.{name}": "yes"
+        for name in ("default", *([hubconfig.JOBS_SERVICE_ACCOUNT] if spec.jobs_access else []))
+    }
+    if spec.shared_mode in ("ro", "rw") and spec.shared_size_gib:
+        data[f"claim.{hubconfig.SHARED_PVC}"] = "rw"
+    for volume in spec.external_volumes:
+        mode = "ro" if volume.read_only else "rw"
+        name = hubconfig.external_volume_name(volume.name)
+        if volume.kind == "pvc":
+            data[f"claim.{name}"] = mode
+        elif volume.kind == "nfs":
+            data[f"nfs.{name}"] = f"{mode}:{volume.server}:{volume.path}"
+    for name in settings.priority_classes:
+        data[f"priority.{name}"] = "yes"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, ADMISSION_PARAMS, spec.users_namespace),
+        "data": data,
     }
 
 
-def _rbac(spec: HubSpec, name: str, rules: list[dict]) -> list[Manifest]:
+def _role(
+    spec: HubSpec, name: str, namespace: str, rules: list[dict], account: str
+) -> list[Manifest]:
+    """A Role in `namespace` and its binding to a ServiceAccount of the hub (`account`, in the
+    namespace it lives in: the hub's or the users')."""
+    account_namespace = spec.namespace if account == HUB_SERVICE_ACCOUNT else spec.users_namespace
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(spec, name)},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": _meta(spec, name),
+            "metadata": _meta(spec, name, namespace),
             "rules": rules,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": _meta(spec, name),
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+            "metadata": _meta(spec, name, namespace),
+            "subjects": [
+                {"kind": "ServiceAccount", "name": account, "namespace": account_namespace}
+            ],
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         },
     ]
 
 
+def _service_account(spec: HubSpec, name: str, namespace: str | None = None) -> Manifest:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(spec, name, namespace)}
+
+
 def hub_rbac(spec: HubSpec) -> list[Manifest]:
-    """The hub's ServiceAccount with exactly what KubeSpawner needs in its own namespace:
-    user pods and their home PVCs, and events to report spawn progress."""
+    """The hub's ServiceAccount (in the hub's namespace) with exactly what KubeSpawner needs in
+    the users' namespace: user pods and their home claims, and events to report spawn
+    progress. It has no rights in its own namespace: nothing there reads the hub's Secret
+    through the API."""
     manage = ["get", "watch", "list", "create", "delete"]
-    return _rbac(
-        spec,
-        HUB_SERVICE_ACCOUNT,
-        [
-            {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims"], "verbs": manage},
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
-        ],
-    )
+    return [
+        _service_account(spec, HUB_SERVICE_ACCOUNT),
+        *_role(
+            spec,
+            HUB_SERVICE_ACCOUNT,
+            spec.users_namespace,
+            [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "persistentvolumeclaims"],
+                    "verbs": manage,
+                },
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
+            ],
+            HUB_SERVICE_ACCOUNT,
+        ),
+    ]
 
 
 def jobs_rbac(spec: HubSpec) -> list[Manifest]:
-    """With jobs access: a ServiceAccount for user servers, limited to Jobs and Pods in the
-    namespace (and within its quota)."""
+    """With jobs access: a ServiceAccount in the users' namespace for the servers of members
+    whose tier has the jobs role, limited to Jobs there (and within its quota). It cannot read
+    pods: a user server's pod spec holds that user's hub token."""
     manage = ["get", "watch", "list", "create", "delete", "patch", "update"]
-    return _rbac(
-        spec,
-        hubconfig.JOBS_SERVICE_ACCOUNT,
-        [
-            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": manage},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "list", "delete"]},
-            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-        ],
-    )
+    name = hubconfig.JOBS_SERVICE_ACCOUNT
+    return [
+        _service_account(spec, name, spec.users_namespace),
+        *_role(
+            spec,
+            name,
+            spec.users_namespace,
+            [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": manage}],
+            name,
+        ),
+    ]
 
 
 def hub_secret(spec: HubSpec, hub_secrets: HubSecrets) -> Manifest:
@@ -462,7 +673,14 @@ def members_config_map(spec: HubSpec) -> Manifest:
     }
 
 
-def _pvc(spec: HubSpec, name: str, size_gib: int, mode: str, storage_class: str) -> Manifest:
+def _pvc(
+    spec: HubSpec,
+    name: str,
+    size_gib: int,
+    mode: str,
+    storage_class: str,
+    namespace: str | None = None,
+) -> Manifest:
     body: dict[str, Any] = {
         "accessModes": [mode],
         "resources": {"requests": {"storage": f"{size_gib}Gi"}},
@@ -472,13 +690,14 @@ def _pvc(spec: HubSpec, name: str, size_gib: int, mode: str, storage_class: str)
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _meta(spec, name),
+        "metadata": _meta(spec, name, namespace),
         "spec": body,
     }
 
 
 def volumes(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
-    """The hub's state volume, the shared project volume and external volumes from a class."""
+    """The hub's state volume (in its namespace), the shared project volume and external
+    volumes from a class (in the users')."""
     claims = [_pvc(spec, hubconfig.HUB_DB_PVC, HUB_DB_GIB, "ReadWriteOnce", settings.storage_class)]
     if spec.shared_mode != "none" and spec.shared_size_gib:
         claims.append(
@@ -488,6 +707,7 @@ def volumes(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
                 spec.shared_size_gib,
                 "ReadWriteMany",
                 settings.storage_class,
+                spec.users_namespace,
             )
         )
     for volume in spec.external_volumes:
@@ -499,6 +719,7 @@ def volumes(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
                     volume.size_gib or 1,
                     "ReadOnlyMany" if volume.read_only else "ReadWriteMany",
                     volume.storage_class,
+                    spec.users_namespace,
                 )
             )
     return claims
@@ -699,7 +920,7 @@ def ingress(spec: HubSpec, settings: RenderSettings) -> Manifest:
 def render_hub(
     spec: HubSpec, settings: RenderSettings | None = None, hub_secrets: HubSecrets | None = None
 ) -> list[Manifest]:
-    """All objects of a hub, in the order they are applied: the namespace and its policies
+    """All objects of a hub, in the order they are applied: the namespaces and their policies
     first, then identities, secrets and configuration, then storage and workloads.
 
     `hub_secrets` are the hub's existing secrets (HubSecrets.from_secret); new ones are
@@ -709,10 +930,12 @@ def render_hub(
     config = hub_config_map(spec, settings)
     return [
         namespace(spec),
-        resource_quota(spec, settings),
-        limit_range(spec),
+        users_namespace(spec),
+        admission_params(spec, settings),
+        *resource_quotas(spec, settings),
+        *limit_ranges(spec),
         *network_policies(spec, settings),
-        *([egress_policy(spec)] if settings.egress == "restricted" else []),
+        *egress_policies(spec, settings),
         *hub_rbac(spec),
         *(jobs_rbac(spec) if spec.jobs_access else []),
         hub_secret(spec, hub_secrets or HubSecrets.generate()),

@@ -44,6 +44,9 @@ class ImageChoice:
     reference: str
     interface: str = "jupyterlab"
     default_url: str = "/lab"
+    # The Pod Security level the image needs: "restricted" (runs as a non-root user with
+    # every capability dropped, as the Jupyter stacks do) or "baseline" (an admin's choice).
+    pod_security: str = "restricted"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ class HubSpec:
     # The OAuth client this hub logs in with at the identity provider ("" when not known here:
     # the client all hubs share, or else <prefix><slug>; see IdentityProvider.for_hub).
     login_client_id: str = ""
+    # Egress of user servers and jobs beyond DNS and the public internet, which an admin
+    # opens per hub (the installation may open it for all hubs: RenderSettings.egress).
+    open_egress: bool = False
 
     @property
     def period_days(self) -> int:
@@ -134,7 +140,30 @@ class HubSpec:
 
     @property
     def namespace(self) -> str:
+        """The hub's namespace: the hub and its proxy, their Secret, ServiceAccount and the
+        hub's database claim. Nothing a user runs is ever here."""
         return f"hub-{self.slug}"
+
+    @property
+    def users_namespace(self) -> str:
+        """The namespace of what the hub's users run: their servers and jobs, homes, the
+        shared volume and external storage."""
+        return f"hub-{self.slug}-users"
+
+    @property
+    def namespaces(self) -> tuple[str, str]:
+        return (self.namespace, self.users_namespace)
+
+    @property
+    def pod_security(self) -> str:
+        """The Pod Security level enforced for user servers: "restricted" unless one of the
+        hub's images needs "baseline", or it mounts NFS exports from the catalogue (inline NFS
+        volumes are not among the volume types "restricted" allows)."""
+        if any(image.pod_security == "baseline" for image in self.images) or any(
+            volume.kind == "nfs" for volume in self.external_volumes
+        ):
+            return "baseline"
+        return "restricted"
 
     @property
     def host(self) -> str:

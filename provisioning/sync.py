@@ -1,4 +1,4 @@
-"""Make a hub's namespace match its spec: apply every rendered object, keep its secrets,
+"""Make a hub's two namespaces match its spec: apply every rendered object, keep its secrets,
 and delete the objects of this hub that the spec no longer asks for."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
-from provisioning import k8s
-from provisioning.admission import jobs_admission
+from provisioning import k8s, migrate
+from provisioning.admission import users_admission
 from provisioning.render import (
     LABEL_HUB_ID,
     MANAGED_BY,
@@ -43,6 +43,8 @@ class SyncResult:
 
     applied: int
     pruned: tuple[str, ...]
+    # Claims moved from the hub's namespace to the users' (hubs of the one-namespace layout).
+    moved: tuple[str, ...] = ()
 
 
 def foreign_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> str | None:
@@ -75,15 +77,33 @@ def desired_objects(
     return render_hub(spec, settings, HubSecrets.from_secret(existing, login_secret))
 
 
+def prunable(kind: str, namespace: str, name: str, spec: HubSpec) -> bool:
+    """Whether an object of this hub that its spec no longer asks for may be deleted: never a
+    users' claim left in the hub's namespace (a move that could not finish; see migrate)."""
+    if kind not in PRUNABLE_KINDS:
+        return False
+    return not (
+        kind == "PersistentVolumeClaim"
+        and namespace == spec.namespace
+        and migrate.is_users_claim(name)
+    )
+
+
 def prune(api: client.ApiClient, spec: HubSpec, desired: list[Manifest]) -> tuple[str, ...]:
     """Delete this hub's objects that are not in `desired`; return what was deleted."""
-    wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
+    wanted = {
+        (m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"]) for m in desired
+    }
     deleted = []
-    for kind in PRUNABLE_KINDS:
-        for item in k8s.list_objects(api, kind, spec.namespace, selector(spec.hub_id)):
-            name = item["metadata"]["name"]
-            if (kind, name) not in wanted and k8s.delete(api, kind, name, spec.namespace):
-                deleted.append(f"{kind} {name}")
+    for namespace in spec.namespaces:
+        for kind in PRUNABLE_KINDS:
+            for item in k8s.list_objects(api, kind, namespace, selector(spec.hub_id)):
+                name = item["metadata"]["name"]
+                if (kind, namespace, name) in wanted or not prunable(kind, namespace, name, spec):
+                    continue
+                if k8s.delete(api, kind, name, namespace):
+                    where = "" if namespace == spec.namespace else f" (in {namespace})"
+                    deleted.append(f"{kind} {name}{where}")
     return tuple(deleted)
 
 
@@ -98,20 +118,35 @@ def sync_hub(
     Raises k8s.ClusterError naming the object the cluster refused, or saying why the
     namespace of the hub's name is not its own (see foreign_namespace).
     """
-    conflict = foreign_namespace(api, spec.namespace, spec.hub_id)
-    if conflict:
-        raise k8s.ClusterError(conflict, transient=False, status=409)
+    for namespace in spec.namespaces:
+        conflict = foreign_namespace(api, namespace, spec.hub_id)
+        if conflict:
+            raise k8s.ClusterError(conflict, transient=False, status=409)
     desired = desired_objects(api, spec, settings, login_secret)
-    # Cluster-wide and the same for every hub: in place before a member can create a Job.
-    admission = jobs_admission() if spec.jobs_access else []
-    for manifest in [*admission, *desired]:
-        try:
-            k8s.apply(api, manifest)
-        except k8s.ClusterError as error:
-            what = f"{manifest['kind']} {manifest['metadata']['name']}"
-            raise k8s.ClusterError(
-                f"The cluster refused {what}: {error.message}",
-                transient=error.transient,
-                status=error.status,
-            ) from error
-    return SyncResult(applied=len(admission) + len(desired), pruned=prune(api, spec, desired))
+    # Cluster-wide and the same for every hub: in place before anything runs in the users'
+    # namespace.
+    admission = users_admission()
+    for manifest in admission:
+        _apply(api, manifest)
+    moved = migrate.move_to_users_namespace(api, spec, settings)
+    for manifest in desired:
+        _apply(api, manifest)
+    migrate.finish_moves(api, spec)
+    return SyncResult(
+        applied=len(admission) + len(desired),
+        pruned=prune(api, spec, desired),
+        moved=moved.claims,
+    )
+
+
+def _apply(api: client.ApiClient, manifest: Manifest) -> None:
+    """Apply one object; a refusal names the object."""
+    try:
+        k8s.apply(api, manifest)
+    except k8s.ClusterError as error:
+        what = f"{manifest['kind']} {manifest['metadata']['name']}"
+        raise k8s.ClusterError(
+            f"The cluster refused {what}: {error.message}",
+            transient=error.transient,
+            status=error.status,
+        ) from error

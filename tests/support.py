@@ -128,3 +128,11 @@ def broker_hand_over(record):
 
     with mock.patch.object(app, "send_task", side_effect=send_task):
         yield
+
+
+def delete_namespaces(api, hub) -> None:
+    """Ask for the deletion of both namespaces of a hub (or spec): its own and its users'."""
+    from provisioning import k8s
+
+    for name in (hub.namespace, hub.users_namespace):
+        k8s.delete_namespace(api, name)

@@ -16,6 +16,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from tests.factories import api_token
+from tests.support import delete_namespaces
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
@@ -335,7 +336,7 @@ def test_hub_secrets_stay_out_of_provisioning_logs(kube_api, caplog):
         sync_hub(kube_api, spec, RenderSettings())
         stored = k8s.get(kube_api, "Secret", SECRET_NAME, spec.namespace)
     finally:
-        k8s.delete_namespace(kube_api, spec.namespace)
+        delete_namespaces(kube_api, spec)
     values = [base64.b64decode(v).decode() for v in stored["data"].values()]
     assert len(values) >= 3 and all(len(v) >= 32 for v in values)
     logs = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)

@@ -352,8 +352,9 @@ class TestDiffs:
         by_kind = {o.kind: o for o in diff.objects}
         quota = by_kind["ResourceQuota"]
         assert quota.change == "changed"
-        assert "-    pods: '14'" in quota.diff and "+    pods: '24'" in quota.diff
-        assert quota.diff.startswith("--- a/hub-alice-course/ResourceQuota/hub-quota")
+        # The users' quota: one server per user.
+        assert "-    pods: '10'" in quota.diff and "+    pods: '20'" in quota.diff
+        assert quota.diff.startswith("--- a/hub-alice-course-users/ResourceQuota/hub-quota")
         assert not running_hub.revisions.filter(number__gt=1).exists()  # nothing saved
         assert plan.violations == []
 

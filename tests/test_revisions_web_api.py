@@ -101,7 +101,7 @@ def test_preview_then_submit(
     assert page.status_code == 200
     html = page.content.decode()
     assert 'data-field="expected_users"' in html
-    assert "ResourceQuota" in html and "+    pods: &#x27;24&#x27;" in html
+    assert "ResourceQuota" in html and "+    pods: &#x27;20&#x27;" in html
     assert 'name="expected_users" value="20"' in html  # carried to the confirm button
     assert not running_hub.revisions.filter(number__gt=1).exists()  # nothing saved yet
 
@@ -151,7 +151,7 @@ def test_rollback_page_then_post(client, history, alice, charlie, queued):
     client.force_login(alice)
     url = reverse("hubs:revision_rollback", args=[history.pk, 1])
     page = client.get(url)
-    assert "-    pods: &#x27;24&#x27;" in page.content.decode()
+    assert "-    pods: &#x27;20&#x27;" in page.content.decode()
     assert client.post(url).status_code == 302
     fourth = history.revisions.get(number=4)
     assert fourth.rollback_of.number == 1 and fourth.state == RevisionState.APPLIED

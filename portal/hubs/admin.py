@@ -7,7 +7,9 @@ from django.urls import reverse
 from django.utils.formats import date_format
 from django.utils.html import format_html
 
-from portal.hubs.lifecycle import LifecycleError
+from portal.audit.log import record
+from portal.hubs import queue
+from portal.hubs.lifecycle import SYNCED_STATES, LifecycleError
 from portal.hubs.models import (
     GpuType,
     GroupGrant,
@@ -48,7 +50,7 @@ class GpuTypeAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ["name", "display_name", "reference", "interface", "enabled"]
+    list_display = ["name", "display_name", "reference", "interface", "pod_security", "enabled"]
     list_filter = ["interface", "enabled"]
     list_editable = ["enabled"]
 
@@ -57,6 +59,7 @@ class ImageAdmin(admin.ModelAdmin):
 class StorageOptionAdmin(admin.ModelAdmin):
     list_display = ["name", "display_name", "kind", "server", "path", "storage_class", "enabled"]
     list_editable = ["enabled"]
+    filter_horizontal = ["allowed_users"]
 
 
 @admin.register(SelfServicePolicy)
@@ -176,13 +179,26 @@ class HubAdmin(admin.ModelAdmin):
         # A hub's spec changes through the portal's change form (validated, versioned, decided,
         # applied to the cluster), its people on the members page; editing the row here would
         # skip all of that. This page shows it, with a link to the portal's page of the hub.
+        # Only installation choices that are an admin's alone (not part of the spec an owner
+        # requests) are edited here.
         opts = Hub._meta
         return [
             "portal_page",
             "login_client",
-            *(f.name for f in opts.fields),
+            *(f.name for f in opts.fields if f.name not in self.ADMIN_CHOICES),
             *(f.name for f in opts.many_to_many),
         ]
+
+    ADMIN_CHOICES = ("open_egress",)
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        changed = [name for name in self.ADMIN_CHOICES if name in form.changed_data]
+        if not changed:
+            return
+        record("hub.admin_choice", obj, **{name: getattr(obj, name) for name in changed})
+        if obj.state in SYNCED_STATES:
+            queue.after_commit(queue.PROVISION, obj.pk)
 
     @admin.display(description="In the portal")
     def portal_page(self, hub: Hub) -> str:

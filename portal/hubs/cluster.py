@@ -41,6 +41,9 @@ def render_settings(preview: bool = False) -> RenderSettings:
         ingress_namespace=settings.INGRESS_NAMESPACE,
         storage_class=settings.HUB_STORAGE_CLASS,
         egress=settings.HUB_EGRESS,
+        denied_egress=settings.HUB_DENIED_EGRESS,
+        api_server_cidrs=settings.HUB_API_SERVER_CIDRS,
+        priority_classes=settings.HUB_PRIORITY_CLASSES,
         quota_caps=settings.HUB_QUOTA_CAPS,
         identity_provider=_hub_login_settings(preview),
     )

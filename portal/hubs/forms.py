@@ -102,6 +102,9 @@ class HubRequestForm(forms.ModelForm):
         if not self.fields["storage_options"].queryset.exists():
             self.fields["storage_options"].help_text = "None is offered yet."
         self.fields["hardware_options"].label_from_instance = lambda o: f"{o} ({o.describe()})"
+        self.fields["storage_options"].label_from_instance = lambda o: (
+            f"{o} (only for the users and groups it names)" if o.restricted else str(o)
+        )
         self.fields["images"].label_from_instance = (
             lambda i: f"{i} — {i.get_interface_display()} ({i.reference})"
         )
@@ -134,6 +137,25 @@ class HubRequestForm(forms.ModelForm):
                     params={"registry": registry, "allowed": ", ".join(allowed) or "none"},
                 )
         return reference
+
+    # Storage the hub already has may stay (a change); anything else must allow the owner.
+    kept_storage: frozenset[int] = frozenset()
+
+    def clean_storage_options(self):
+        options = self.cleaned_data["storage_options"]
+        refused = [
+            o.display_name
+            for o in options
+            if o.pk not in self.kept_storage and not o.allows(self.owner)
+        ]
+        if refused:
+            raise forms.ValidationError(
+                "%(options)s may be requested only by the users and IdP groups it names; ask "
+                "an admin.",
+                code="storage_not_allowed",
+                params={"options": ", ".join(refused)},
+            )
+        return options
 
     def clean(self) -> dict:
         data = super().clean()
@@ -200,6 +222,7 @@ class HubChangeForm(HubRequestForm):
         ).distinct()
         self.fields["slug"].widget.attrs["readonly"] = True
         self.fields["slug"].help_text = "The slug of a hub cannot change."
+        self.kept_storage = frozenset(hub.storage_options.values_list("pk", flat=True))
 
     def clean_slug(self) -> str:
         slug = self.cleaned_data["slug"]

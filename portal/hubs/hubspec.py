@@ -191,6 +191,7 @@ def _spec(
                 reference=image.reference,
                 interface=image.interface,
                 default_url=image.default_url,
+                pod_security=image.pod_security,
             )
             for image in images
         ),
@@ -221,6 +222,7 @@ def _spec(
         **_membership(hub, values, members, tier_of),
         suspended=hub.state == "suspended",
         login_client_id=_login_client_id(hub),
+        open_egress=hub.open_egress,
     )
 
 

@@ -117,6 +117,20 @@ class Image(CatalogueEntry):
         max_length=20, choices=Interface.choices, default=Interface.JUPYTERLAB
     )
 
+    class PodSecurity(models.TextChoices):
+        RESTRICTED = "restricted", "Restricted (non-root, no capabilities)"
+        BASELINE = "baseline", "Baseline (needs more: shown to the admin who approves a hub)"
+
+    pod_security = models.CharField(
+        max_length=20,
+        choices=PodSecurity.choices,
+        default=PodSecurity.RESTRICTED,
+        help_text=(
+            "The Pod Security level the image runs under. A hub with a baseline image has "
+            "baseline enforced in its users' namespace."
+        ),
+    )
+
     @property
     def default_url(self) -> str:
         """The path a server started from this image opens at."""
@@ -134,8 +148,39 @@ class StorageOption(CatalogueEntry):
     storage_class = models.CharField(max_length=100, blank=True, help_text="For kind pvc.")
     server = models.CharField(max_length=255, blank=True, help_text="For kind nfs.")
     path = models.CharField(max_length=255, blank=True, help_text="Export path for kind nfs.")
+    allowed_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="+",
+        help_text="Who may request it; with no users and no groups, anyone.",
+    )
+    allowed_groups = models.TextField(
+        blank=True,
+        help_text="IdP groups whose members may request it, one per line or comma-separated.",
+    )
     mount_path = models.CharField(max_length=255, default="/mnt/data")
     read_only = models.BooleanField(default=True)
+
+    @property
+    def group_names(self) -> set[str]:
+        return {g.strip() for g in self.allowed_groups.replace(",", "\n").splitlines() if g.strip()}
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.group_names) or self.allowed_users.exists()
+
+    def allows(self, user) -> bool:
+        """Whether `user` may request this storage: anyone when it names no users or groups,
+        else the users it names and members of the IdP groups it names."""
+        groups = self.group_names
+        if not groups and not self.allowed_users.exists():
+            return True
+        if user is None:
+            return False
+        if self.allowed_users.filter(pk=user.pk).exists():
+            return True
+        identity = getattr(user, "identity", None)
+        return bool(groups & set(getattr(identity, "idp_groups", None) or []))
 
 
 class SelfServicePolicy(models.Model):
@@ -301,6 +346,13 @@ class Hub(models.Model):
     jobs_access = models.BooleanField(
         default=False, help_text="Members may run batch jobs through the Kubernetes API."
     )
+    open_egress = models.BooleanField(
+        default=False,
+        help_text=(
+            "An admin's choice: user servers and jobs of this hub reach private and cluster "
+            "addresses too, not only DNS, the hub and the public internet."
+        ),
+    )
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="hubs"
@@ -358,8 +410,17 @@ class Hub(models.Model):
 
     @property
     def namespace(self) -> str:
-        """The Kubernetes namespace the hub lives in."""
+        """The Kubernetes namespace the hub lives in (its hub, proxy and Secret)."""
         return f"hub-{self.slug}"
+
+    @property
+    def users_namespace(self) -> str:
+        """The namespace of what the hub's users run (servers, jobs, their volumes)."""
+        return f"hub-{self.slug}-users"
+
+    @property
+    def namespaces(self) -> tuple[str, str]:
+        return (self.namespace, self.users_namespace)
 
     @property
     def url(self) -> str:

@@ -40,7 +40,13 @@ from provisioning import hubapi, k8s
 from provisioning.errors import ServiceError
 from provisioning.hubconfig import members_values
 from provisioning.reconcile import reconcile
-from provisioning.render import SECRET_NAME, HubSecrets, members_config_map, selector
+from provisioning.render import (
+    LABEL_HUB_ID,
+    SECRET_NAME,
+    HubSecrets,
+    members_config_map,
+    selector,
+)
 from provisioning.spec import HubSpec
 from provisioning.sync import foreign_namespace, sync_hub
 
@@ -136,7 +142,7 @@ def _provision(self, hub_id: int) -> str:
         spec, login_secret = _with_login_client(hub, from_hub(hub))
         result = sync_hub(api, spec, render_settings(), login_secret)
         if hub.state == HubState.SUSPENDED:
-            stopped = stop_user_servers(api, hub.namespace)
+            stopped = stop_user_servers(api, hub.users_namespace)
     except ServiceError as error:
         if error.transient and self.request.retries < self.max_retries:
             log.warning("provision.retry", hub_id=hub_id, error=error.message)
@@ -151,6 +157,16 @@ def _provision(self, hub_id: int) -> str:
         objects=result.applied,
         pruned=list(result.pruned),
     )
+    if result.moved:
+        lifecycle.record_event(
+            hub_id,
+            hub.state,
+            hub.state,
+            reason=(
+                f"Moved to the users' namespace {hub.users_namespace}, keeping their volumes: "
+                + ", ".join(result.moved)
+            ),
+        )
     if hub.state == HubState.SUSPENDED:
         log.info("hub.suspended", hub_id=hub_id, servers_stopped=stopped)
         return "suspended"
@@ -229,7 +245,7 @@ def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def deprovision_hub(self, hub_id: int) -> str:
-    """Delete a hub's namespace (and with it every object in it), then watch it go."""
+    """Delete a hub's namespaces (and with them every object in them), then watch them go."""
     with hub_lock(hub_id) as mine:
         if not mine:
             return _busy(self, hub_id)
@@ -245,14 +261,16 @@ def _deprovision(self, hub_id: int) -> str:
         # the provider has not answered by the last try.
         hub_clients.remove(hub, last_try=self.request.retries >= self.max_retries)
         api = api_client()
-        conflict = foreign_namespace(api, hub.namespace, hub.pk)
-        if conflict:
-            # The hub never had it (its provisioning failed on it): nothing of ours to delete.
+        # Only the namespaces that are the hub's own: one of its name that is not (its
+        # provisioning failed on it) has nothing of ours to delete.
+        own = [name for name in hub.namespaces if _own_namespace(api, name, hub.pk)]
+        if not own:
             log.warning("deprovision.foreign_namespace", hub_id=hub_id, namespace=hub.namespace)
             with suppress(LifecycleError):
                 lifecycle.mark_deleted(hub_id)
             return "deleted"
-        k8s.delete_namespace(api, hub.namespace)
+        for name in own:
+            k8s.delete_namespace(api, name)
     except ServiceError as error:
         if error.transient and self.request.retries < self.max_retries:
             raise self.retry(countdown=_backoff(self.request.retries)) from error
@@ -262,14 +280,29 @@ def _deprovision(self, hub_id: int) -> str:
     return "deleting"
 
 
+def _own_namespace(api, name: str, hub_id: int) -> bool:
+    """Whether the namespace exists and is this hub's (see foreign_namespace)."""
+    return (
+        k8s.get(api, "Namespace", name) is not None and foreign_namespace(api, name, hub_id) is None
+    )
+
+
 @shared_task(acks_late=True)
 def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
-    """Mark a deprovisioning hub deleted once its namespace is gone."""
+    """Mark a deprovisioning hub deleted once its namespaces are gone."""
     hub = _hub_state(hub_id)
     if hub is None or hub.state != HubState.DEPROVISIONING:
         return "skipped"
     try:
-        remaining = k8s.get(api_client(), "Namespace", hub.namespace)
+        api = api_client()
+        remaining = None
+        for name in hub.namespaces:
+            found = k8s.get(api, "Namespace", name)
+            # Only ours count: a foreign one of that name was never the hub's to delete.
+            labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+            if found is not None and labels.get(LABEL_HUB_ID) == str(hub.pk):
+                remaining = found
+                break
     except k8s.ClusterError as error:
         if not error.transient:
             _fail(hub_id, HubState.DEPROVISIONING, f"Cannot read {hub.namespace}: {error.message}")
@@ -384,6 +417,11 @@ def reconcile_hubs() -> dict[str, int]:
             _fail(hub_id, hub.state, f"Namespace {hub.namespace} disappeared (or is not its own)")
             continue
         changes = found.repaired + [f"{what} (no longer needed)" for what in found.pruned]
+        if found.moved:
+            changes.append(
+                "moved to the users' namespace "
+                f"{hub.users_namespace}, keeping their volumes: " + ", ".join(found.moved)
+            )
         lifecycle.record_event(
             hub_id, hub.state, hub.state, reason="Repaired: " + "; ".join(changes)
         )

@@ -54,7 +54,9 @@ def test_request_approve_provision_run_and_delete_through_the_api(
     labels = core.read_namespace(namespace).metadata.labels
     assert labels["hub-on-demand.io/hub-id"] == str(hub_id)
     assert labels["hub-on-demand.io/owner"] == "alice"
-    quota = core.read_namespaced_resource_quota("hub-quota", namespace)
+    users_namespace = f"hub-{slug}-users"
+    assert shown_namespaces(api, alice, hub_id) == (namespace, users_namespace)
+    quota = core.read_namespaced_resource_quota("hub-quota", users_namespace)
     assert quota.spec.hard["requests.nvidia.com/gpu"] == "5"
     deployments = client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items
     assert {d.metadata.name for d in deployments} == {"hub", "proxy"}
@@ -70,9 +72,10 @@ def test_request_approve_provision_run_and_delete_through_the_api(
     assert deleted.status_code == 202
     eventually(lambda: hub_state(HubState.DELETED), timeout=120)
 
-    with pytest.raises(ApiException) as gone:
-        core.read_namespace(namespace)
-    assert gone.value.status == 404
+    for name in (namespace, users_namespace):
+        with pytest.raises(ApiException) as gone:
+            core.read_namespace(name)
+        assert gone.value.status == 404
     timeline = [e["to_state"] for e in api.get(f"/api/v1/hubs/{hub_id}/").json()["events"]]
     assert timeline == [
         HubState.PENDING,
@@ -82,3 +85,9 @@ def test_request_approve_provision_run_and_delete_through_the_api(
         HubState.DEPROVISIONING,
         HubState.DELETED,
     ]
+
+
+def shown_namespaces(api, user, hub_id: int) -> tuple[str, str]:
+    api.force_authenticate(user)
+    shown = api.get(f"/api/v1/hubs/{hub_id}/").json()
+    return shown["namespace"], shown["users_namespace"]

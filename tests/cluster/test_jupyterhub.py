@@ -37,6 +37,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from provisioning import hubconfig, k8s, render
+from provisioning.admission import users_admission
 from provisioning.hubconfig import CONFIG_FILE, HubOAuthClient, hub_values, members_values
 from provisioning.spec import (
     ExternalVolume,
@@ -49,7 +50,7 @@ from provisioning.spec import (
 )
 from tests.oidc_provider import harness
 from tests.sso_support import PASSWORD as SSO_PASSWORD
-from tests.support import eventually
+from tests.support import delete_namespaces, eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -236,36 +237,27 @@ def stop_hub(hub: RunningHub) -> None:
     print(f"---- {hub.log_path} (last lines) ----\n{hub.log()[-4000:]}")
 
 
-def prepare_namespace(kube_api, spec: HubSpec, extra: list[dict]) -> None:
-    """What provisioning applies before the hub starts (the parts this test needs)."""
+def prepare_namespace(kube_api, spec: HubSpec) -> None:
+    """What provisioning applies before the hub starts, except the hub itself (it runs on
+    this machine): both namespaces, the users' admission policies and their params, quota,
+    limits, the jobs account and the claims of the users' namespace."""
     for manifest in [
-        render.namespace(spec),
-        render.resource_quota(spec),
-        render.limit_range(spec),
-        *extra,
+        *users_admission(),
+        *(
+            m
+            for m in render.render_hub(spec)
+            if m["kind"] == "Namespace" or m["metadata"].get("namespace") == spec.users_namespace
+        ),
     ]:
         k8s.apply(kube_api, manifest)
     core = client.CoreV1Api(kube_api)
     # Pods need the namespace's default ServiceAccount, made by the controller manager.
     eventually(
         lambda: core.list_namespaced_service_account(
-            spec.namespace, field_selector="metadata.name=default"
+            spec.users_namespace, field_selector="metadata.name=default"
         ).items,
         timeout=30,
     )
-
-
-def pvc(spec: HubSpec, name: str, gib: int) -> dict:
-    """A shared claim as provisioning makes it (ReadWriteMany)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": spec.namespace},
-        "spec": {
-            "accessModes": ["ReadWriteMany"],
-            "resources": {"requests": {"storage": f"{gib}Gi"}},
-        },
-    }
 
 
 @pytest.fixture(scope="module")
@@ -298,18 +290,11 @@ def course_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningH
         co_owners=(CO_OWNER,),
         members=(MEMBER,),
     )
-    prepare_namespace(
-        kube_api,
-        spec,
-        [
-            pvc(spec, hubconfig.SHARED_PVC, 2),
-            pvc(spec, hubconfig.external_volume_name("scratch"), 1),
-        ],
-    )
+    prepare_namespace(kube_api, spec)
     hub = start_hub(spec, tmp_path_factory.mktemp("course-hub"), kubeconfig_path)
     yield hub
     stop_hub(hub)
-    k8s.delete_namespace(kube_api, spec.namespace)
+    delete_namespaces(kube_api, spec)
 
 
 @pytest.fixture(scope="module")
@@ -337,16 +322,11 @@ def gpu_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningHub]
         co_owners=(CO_OWNER,),
         members=(MEMBER,),
     )
-    jobs_account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": hubconfig.JOBS_SERVICE_ACCOUNT, "namespace": spec.namespace},
-    }
-    prepare_namespace(kube_api, spec, [jobs_account, pvc(spec, hubconfig.SHARED_PVC, 2)])
+    prepare_namespace(kube_api, spec)
     hub = start_hub(spec, tmp_path_factory.mktemp("gpu-hub"), kubeconfig_path)
     yield hub
     stop_hub(hub)
-    k8s.delete_namespace(kube_api, spec.namespace)
+    delete_namespaces(kube_api, spec)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -364,7 +344,7 @@ def start_server(hub: RunningHub, user: str, options: dict, server: str = ""):
 
 def server_pod(kube_api, hub: RunningHub, user: str, server: str = "") -> client.V1Pod | None:
     pods = client.CoreV1Api(kube_api).list_namespaced_pod(
-        hub.spec.namespace, label_selector="component=singleuser-server"
+        hub.spec.users_namespace, label_selector="component=singleuser-server"
     )
     for pod in pods.items:
         annotations = pod.metadata.annotations or {}
@@ -402,7 +382,13 @@ def container(pod: client.V1Pod) -> client.V1Container:
 
 
 def quantities(resources: dict[str, str] | None) -> dict[str, object]:
-    return {name: parse_quantity(value) for name, value in (resources or {}).items()}
+    """CPU, memory and extended resources as KubeSpawner set them (scratch space comes from
+    the users' namespace's LimitRange: see test_cpu_profile_starts_a_pod_as_requested)."""
+    return {
+        name: parse_quantity(value)
+        for name, value in (resources or {}).items()
+        if name != "ephemeral-storage"
+    }
 
 
 def node_labels(kube_api, name: str) -> dict[str, str]:
@@ -445,6 +431,11 @@ def test_cpu_profile_starts_a_pod_as_requested(kube_api, course_hub):
             "cpu": parse_quantity("1"),
             "memory": parse_quantity("2Gi"),
         }
+        # In the users' namespace, with scratch space from its LimitRange (the quota counts it).
+        assert pod.metadata.namespace == course_hub.spec.users_namespace
+        assert parse_quantity(notebook.resources.limits["ephemeral-storage"]) == parse_quantity(
+            "10Gi"
+        )
         env = {e.name: e.value for e in notebook.env}
         assert env["JUPYTERHUB_DEFAULT_URL"] == "/rstudio"
         # Placed on a CPU node: GPU nodes are tainted and this pod neither tolerates nor
@@ -468,7 +459,7 @@ def test_cpu_profile_starts_a_pod_as_requested(kube_api, course_hub):
         }
         # KubeSpawner made the user's home PVC, of the hub's home size.
         claim = client.CoreV1Api(kube_api).read_namespaced_persistent_volume_claim(
-            home, course_hub.spec.namespace
+            home, course_hub.spec.users_namespace
         )
         assert claim.spec.resources.requests["storage"] == "1Gi"
 
@@ -477,7 +468,8 @@ def test_cpu_profile_starts_a_pod_as_requested(kube_api, course_hub):
         assert pod.spec.service_account_name in (None, "default")
         # Admitted under the namespace's Pod Security level; the security context is
         # restricted-friendly.
-        namespace = client.CoreV1Api(kube_api).read_namespace(course_hub.spec.namespace)
+        # (baseline: the hub mounts an NFS export, which "restricted" does not allow).
+        namespace = client.CoreV1Api(kube_api).read_namespace(course_hub.spec.users_namespace)
         assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "baseline"
         assert pod.spec.security_context.run_as_non_root is True
         assert pod.spec.security_context.fs_group == 100
@@ -624,7 +616,7 @@ def test_gpu_profile_with_jobs_access_and_wipe(kube_api, gpu_hub):
         # Admitted by the quota, and counted against it.
         def gpus_used():
             quota = client.CoreV1Api(kube_api).read_namespaced_resource_quota(
-                "hub-quota", gpu_hub.spec.namespace
+                "hub-quota", gpu_hub.spec.users_namespace
             )
             return (quota.status.used or {}).get("requests.nvidia.com/gpu")
 
@@ -642,8 +634,10 @@ def test_named_servers_are_off_for_one_notebook_per_user(gpu_hub):
 
 
 def test_a_server_beyond_the_quota_fails_with_the_quota_message(kube_api, gpu_hub):
-    """Two users are expected, with a GPU each: a third user's server does not fit the
-    namespace's GPU quota, and the spawn fails with the quota's message."""
+    """Two users are expected, with a GPU each: a third user's server does not fit the users'
+    namespace's quota (its home claim, the first thing KubeSpawner asks for, is already beyond
+    the claims the quota counts; its GPU would be too), and the spawn fails with the quota's
+    message."""
     start_server(gpu_hub, OWNER, {"profile": "h100"})
     start_server(gpu_hub, CO_OWNER, {"profile": "h100"})
     try:
@@ -663,8 +657,9 @@ def test_a_server_beyond_the_quota_fails_with_the_quota_message(kube_api, gpu_hu
         assert final["failed"] is True
         assert "exceeded quota: hub-quota" in final["message"], final
         message = final["message"]
-        assert "requested: " in message and "requests.nvidia.com/gpu=1" in message, message
-        assert "limited: " in message and "requests.nvidia.com/gpu=2" in message, message
+        assert "requested: persistentvolumeclaims=1" in message, message
+        # Two homes and the shared volume.
+        assert "limited: persistentvolumeclaims=3" in message, message
         assert "exceeded quota: hub-quota" in gpu_hub.log()
         assert server_pod(kube_api, gpu_hub, MEMBER) is None
     finally:
@@ -700,16 +695,11 @@ def tier_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningHub
         tiers=(TierSpec("members", default=True), STUDENTS, STAFF_TIER),
         member_tiers=((STUDENT, "students"), (STAFF, "staff")),
     )
-    jobs_account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": hubconfig.JOBS_SERVICE_ACCOUNT, "namespace": spec.namespace},
-    }
-    prepare_namespace(kube_api, spec, [jobs_account, pvc(spec, hubconfig.SHARED_PVC, 2)])
+    prepare_namespace(kube_api, spec)
     hub = start_hub(spec, tmp_path_factory.mktemp("tier-hub"), kubeconfig_path)
     yield hub
     stop_hub(hub)
-    k8s.delete_namespace(kube_api, spec.namespace)
+    delete_namespaces(kube_api, spec)
 
 
 def created_pod(kube_api, hub: RunningHub, user: str) -> client.V1Pod:

@@ -20,6 +20,7 @@ from provisioning.render import selector
 from provisioning.sync import sync_hub
 from tests.factories import HubFactory, UserFactory
 from tests.oidc_provider.harness import free_port
+from tests.support import delete_namespaces
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 
@@ -52,7 +53,7 @@ def running_hub(kube_api, alice):
         kube_api, from_hub(hub_queryset().get(pk=hub.pk), settings.HUBS_DOMAIN), render_settings()
     )
     yield hub
-    k8s.delete_namespace(kube_api, hub.namespace)
+    delete_namespaces(kube_api, hub)
 
 
 def members_file(kube_api, hub) -> dict:

@@ -15,7 +15,7 @@ from provisioning.render import RenderSettings, render_hub, selector
 from provisioning.spec import HubSpec
 from provisioning.sync import desired_objects, sync_hub
 from tests.provisioning.examples import EXAMPLES
-from tests.support import eventually
+from tests.support import delete_namespaces, eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -42,7 +42,7 @@ def hub_specs(kube_api):
 
     yield make
     for spec in made:
-        k8s.delete_namespace(kube_api, spec.namespace)
+        delete_namespaces(kube_api, spec)
 
 
 def wait_until_available(kube_api, spec: HubSpec) -> list[dict]:
@@ -64,8 +64,11 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
 ):
     spec = hub_specs(example)
     manifests = render_hub(spec, rendering)
-    k8s.apply(kube_api, manifests[0])  # namespaced objects need their namespace to exist
-    for manifest in manifests[1:]:
+    # Namespaced objects need their namespaces to exist.
+    assert [m["kind"] for m in manifests[:2]] == ["Namespace", "Namespace"]
+    for manifest in manifests[:2]:
+        k8s.apply(kube_api, manifest)
+    for manifest in manifests[2:]:
         k8s.apply(kube_api, manifest, dry_run=True)
     # A dry run stores nothing.
     assert not k8s.list_objects(kube_api, "ConfigMap", spec.namespace, selector(spec.hub_id))
@@ -81,10 +84,11 @@ def test_a_synced_hub_becomes_available_and_its_pods_fit_quota_and_pod_security(
     assert {d["metadata"]["name"] for d in deployments} == {"hub", "proxy"}
 
     core = client.CoreV1Api(kube_api)
-    labels = core.read_namespace(spec.namespace).metadata.labels
-    assert labels["hub-on-demand.io/hub-id"] == str(spec.hub_id)
-    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
-    quota = core.read_namespaced_resource_quota("hub-quota", spec.namespace)
+    for namespace in spec.namespaces:
+        labels = core.read_namespace(namespace).metadata.labels
+        assert labels["hub-on-demand.io/hub-id"] == str(spec.hub_id)
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    quota = core.read_namespaced_resource_quota("hub-quota", spec.users_namespace)
     assert quota.spec.hard["requests.nvidia.com/gpu"] == str(6 * 3)
     hub_pod = core.list_namespaced_pod(
         spec.namespace, label_selector="app.kubernetes.io/component=hub"
@@ -107,7 +111,7 @@ def test_re_applying_an_unchanged_hub_writes_nothing(kube_api, hub_specs):
 
     def versions() -> dict:
         return {
-            (m["kind"], m["metadata"]["name"]): k8s.get(
+            (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]): k8s.get(
                 kube_api, m["kind"], m["metadata"]["name"], m["metadata"].get("namespace")
             )["metadata"]["resourceVersion"]
             for m in desired_objects(kube_api, spec, SETTINGS)
@@ -133,9 +137,9 @@ def test_objects_the_spec_no_longer_needs_are_pruned_and_nothing_else(kube_api, 
     core = client.CoreV1Api(kube_api)
     # Objects the portal does not own: a user's home volume and someone's ConfigMap.
     core.create_namespaced_persistent_volume_claim(
-        spec.namespace,
+        spec.users_namespace,
         client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name="claim-grace", labels={"component": "singleuser"}),
+            metadata=client.V1ObjectMeta(name="home-grace", labels={"component": "singleuser"}),
             spec=client.V1PersistentVolumeClaimSpec(
                 access_modes=["ReadWriteOnce"],
                 resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
@@ -149,14 +153,15 @@ def test_objects_the_spec_no_longer_needs_are_pruned_and_nothing_else(kube_api, 
     smaller = dataclasses.replace(spec, jobs_access=False, shared_mode="none", shared_size_gib=0)
     result = sync_hub(kube_api, smaller, SETTINGS)
 
+    users = f" (in {spec.users_namespace})"
     assert set(result.pruned) == {
-        "ServiceAccount jobs",
-        "Role jobs",
-        "RoleBinding jobs",
-        "PersistentVolumeClaim shared",
+        "ServiceAccount jobs" + users,
+        "Role jobs" + users,
+        "RoleBinding jobs" + users,
+        "PersistentVolumeClaim shared" + users,
     }
-    assert k8s.get(kube_api, "ServiceAccount", "jobs", spec.namespace) is None
-    assert k8s.get(kube_api, "PersistentVolumeClaim", "claim-grace", spec.namespace)
+    assert k8s.get(kube_api, "ServiceAccount", "jobs", spec.users_namespace) is None
+    assert k8s.get(kube_api, "PersistentVolumeClaim", "home-grace", spec.users_namespace)
     assert k8s.get(kube_api, "ConfigMap", "notes", spec.namespace)
     assert k8s.get(kube_api, "ServiceAccount", "hub", spec.namespace)
 

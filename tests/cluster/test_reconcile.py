@@ -18,12 +18,12 @@ from portal.hubs.lifecycle import HubState
 from portal.hubs.models import HubEvent, LoginClient
 from provisioning import k8s
 from provisioning.hubconfig import VALUES_FILE_KEY
-from provisioning.reconcile import KINDS, reconcile
+from provisioning.reconcile import READS_PER_PASS, reconcile
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME, RenderSettings
 from provisioning.sync import sync_hub
 from tests.factories import HubFactory
 from tests.provisioning.examples import EXAMPLES
-from tests.support import http_server
+from tests.support import delete_namespaces, http_server
 
 pytestmark = pytest.mark.cluster
 
@@ -43,14 +43,14 @@ def synced_hubs(kube_api):
         made.append(spec)
     yield made
     for spec in made:
-        k8s.delete_namespace(kube_api, spec.namespace)
+        delete_namespaces(kube_api, spec)
 
 
 def test_a_pass_without_drift_reads_once_per_kind_and_writes_nothing(kube_api, synced_hubs):
     report = reconcile(kube_api, synced_hubs, SETTINGS)
     assert report.hubs == 2
     assert report.repaired == {}
-    assert report.api_calls == len(KINDS)
+    assert report.api_calls == READS_PER_PASS
 
 
 def test_a_deleted_deployment_and_an_edited_quota_are_restored(kube_api, synced_hubs):
@@ -58,7 +58,7 @@ def test_a_deleted_deployment_and_an_edited_quota_are_restored(kube_api, synced_
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
     apps.delete_namespaced_deployment("hub", spec.namespace)
     core.patch_namespaced_resource_quota(
-        "hub-quota", spec.namespace, {"spec": {"hard": {"requests.nvidia.com/gpu": "99"}}}
+        "hub-quota", spec.users_namespace, {"spec": {"hard": {"requests.nvidia.com/gpu": "99"}}}
     )
 
     report = reconcile(kube_api, synced_hubs, SETTINGS)
@@ -68,9 +68,9 @@ def test_a_deleted_deployment_and_an_edited_quota_are_restored(kube_api, synced_
         "Deployment hub (missing)",
         "ResourceQuota hub-quota (changed)",
     ]
-    assert report.api_calls == len(KINDS) + 2
+    assert report.api_calls == READS_PER_PASS + 2
     assert apps.read_namespaced_deployment("hub", spec.namespace).spec.replicas == 1
-    quota = core.read_namespaced_resource_quota("hub-quota", spec.namespace)
+    quota = core.read_namespaced_resource_quota("hub-quota", spec.users_namespace)
     assert quota.spec.hard["requests.nvidia.com/gpu"] == "18"
     # The next pass finds nothing left to do.
     assert reconcile(kube_api, synced_hubs, SETTINGS).repaired == {}
@@ -125,7 +125,7 @@ def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
             == f"Namespace {vanished.namespace} disappeared (or is not its own)"
         )
     finally:
-        k8s.delete_namespace(kube_api, drifting.namespace)
+        delete_namespaces(kube_api, drifting)
 
 
 @pytest.mark.django_db
@@ -156,7 +156,7 @@ def test_a_hub_applied_before_it_had_its_own_login_client_gets_one(
         assert HubEvent.objects.filter(hub=hub).count() == events
         assert list(LoginClient.objects.filter(hub=hub)) == [login]
     finally:
-        k8s.delete_namespace(kube_api, hub.namespace)
+        delete_namespaces(kube_api, hub)
         hub_clients.remove(hub)
 
 
@@ -189,4 +189,4 @@ def test_objects_of_another_namespace_with_the_same_hub_id_are_never_pruned(kube
         assert report.repaired == {}
         assert k8s.get(kube_api, "Deployment", "hub", twin.namespace)
     finally:
-        k8s.delete_namespace(kube_api, twin.namespace)
+        delete_namespaces(kube_api, twin)

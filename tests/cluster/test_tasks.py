@@ -22,7 +22,7 @@ from provisioning import hubconfig, k8s
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME
 from tests.factories import HubFactory
 from tests.oidc_provider.harness import free_port
-from tests.support import eventually
+from tests.support import delete_namespaces, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 
@@ -53,7 +53,7 @@ def scheduled():
 def approved_hub(kube_api):
     hub = HubFactory(slug=f"task-{secrets.token_hex(3)}", state=HubState.APPROVED, expected_users=2)
     yield hub
-    k8s.delete_namespace(kube_api, hub.namespace)
+    delete_namespaces(kube_api, hub)
 
 
 def state(hub: Hub) -> str:
@@ -204,16 +204,30 @@ def test_a_task_for_a_missing_or_moved_on_hub_does_nothing(task, scheduled):
 def test_a_suspended_hub_runs_nothing_but_keeps_its_volumes(approved_hub, kube_api, scheduled):
     tasks.provision_hub.apply((approved_hub.pk,))
     core = client.CoreV1Api(kube_api)
-    # A user server KubeSpawner started, with its home volume.
+    # A user server KubeSpawner started (in the users' namespace, as Pod Security
+    # "restricted" wants it).
     core.create_namespaced_pod(
-        approved_hub.namespace,
+        approved_hub.users_namespace,
         client.V1Pod(
             metadata=client.V1ObjectMeta(
                 name="jupyter-ada",
                 labels={"app.kubernetes.io/component": "singleuser-server"},
             ),
             spec=client.V1PodSpec(
-                containers=[client.V1Container(name="notebook", image="quay.io/jupyter/base")]
+                security_context=client.V1PodSecurityContext(
+                    run_as_non_root=True,
+                    run_as_user=1000,
+                    seccomp_profile={"type": "RuntimeDefault"},
+                ),
+                containers=[
+                    client.V1Container(
+                        name="notebook",
+                        image="quay.io/jupyter/base",
+                        security_context=client.V1SecurityContext(
+                            allow_privilege_escalation=False, capabilities={"drop": ["ALL"]}
+                        ),
+                    )
+                ],
             ),
         ),
     )
@@ -226,7 +240,8 @@ def test_a_suspended_hub_runs_nothing_but_keeps_its_volumes(approved_hub, kube_a
         assert apps.read_namespaced_deployment(name, approved_hub.namespace).spec.replicas == 0
     eventually(
         lambda: not core.list_namespaced_pod(
-            approved_hub.namespace, label_selector="app.kubernetes.io/component=singleuser-server"
+            approved_hub.users_namespace,
+            label_selector="app.kubernetes.io/component=singleuser-server",
         ).items
     )
     assert core.read_namespaced_persistent_volume_claim("hub-db", approved_hub.namespace)
@@ -261,19 +276,19 @@ def test_a_change_is_applied_in_place_and_a_rollback_restores_the_previous_objec
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
     eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
     approved_hub.refresh_from_db()
-    assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api) is None
+    assert k8s_get("ServiceAccount", "jobs", approved_hub.users_namespace, kube_api) is None
 
     SelfServicePolicy.objects.update(jobs_access_needs_approval=False)
     data = revisions.form_data(revisions.spec_of_hub(approved_hub))
     data["jobs_access"] = "on"
     change = run_queued_provisioning(lambda: changes.request_change(approved_hub, owner, data))
     assert change.state == "applied"
-    assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api)
+    assert k8s_get("ServiceAccount", "jobs", approved_hub.users_namespace, kube_api)
 
     approved_hub.refresh_from_db()
     rollback = run_queued_provisioning(lambda: changes.rollback(approved_hub, owner, 1))
     assert rollback.state == "applied"
-    assert k8s_get("ServiceAccount", "jobs", approved_hub.namespace, kube_api) is None
+    assert k8s_get("ServiceAccount", "jobs", approved_hub.users_namespace, kube_api) is None
     assert state(approved_hub) == HubState.RUNNING
 
 

@@ -140,11 +140,12 @@ def test_values_are_plain_json():
     assert json.loads(json.dumps(values)) == values
 
 
-def test_hub_runs_inside_its_namespace_behind_its_own_proxy(config_for):
+def test_hub_runs_in_its_namespace_and_starts_user_servers_in_the_users_namespace(config_for):
     c = config_for(course())
 
     assert c.JupyterHub.hub_bind_url == "http://0.0.0.0:8081"
-    assert c.JupyterHub.hub_connect_url == "http://hub:8081"
+    # User servers reach the hub's Service across namespaces.
+    assert c.JupyterHub.hub_connect_url == "http://hub.hub-astro-101:8081"
     assert c.JupyterHub.public_url == "https://astro-101.hubs.example.org/"
     assert c.ConfigurableHTTPProxy.should_start is False
     assert c.ConfigurableHTTPProxy.api_url == "http://proxy-api:8001"
@@ -153,7 +154,7 @@ def test_hub_runs_inside_its_namespace_behind_its_own_proxy(config_for):
     assert c.Authenticator.enable_auth_state is True
     assert c.JupyterHub.db_url == "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
     assert c.JupyterHub.spawner_class == "kubespawner.KubeSpawner"
-    assert c.KubeSpawner.namespace == "hub-astro-101"
+    assert c.KubeSpawner.namespace == "hub-astro-101-users"
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))

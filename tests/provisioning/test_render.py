@@ -22,6 +22,7 @@ from provisioning.spec import (
     GpuRequest,
     GroupGrantSpec,
     HubSpec,
+    ImageChoice,
     ServerOption,
     TierSpec,
 )
@@ -49,39 +50,90 @@ def by_kind(manifests, kind):
     return [m for m in manifests if m["kind"] == kind]
 
 
-def test_every_object_lives_in_the_hub_namespace_and_carries_the_portal_labels():
-    manifests = render_hub(spec())
-    assert manifests[0]["kind"] == "Namespace"
-    assert manifests[0]["metadata"]["name"] == "hub-astro-101"
+USERS_KINDS = {"Role", "RoleBinding"}  # the hub's rights are in the users' namespace
+
+
+def test_what_runs_the_hub_and_what_users_run_live_in_two_namespaces():
+    manifests = render_hub(spec(shared_size_gib=50, shared_mode="rw", jobs_access=True))
+    assert [m["metadata"]["name"] for m in manifests[:2]] == [
+        "hub-astro-101",
+        "hub-astro-101-users",
+    ]
     for manifest in manifests:
         labels = manifest["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "hub-on-demand"
         assert labels[LABEL_HUB_ID] == "42"
         assert labels[LABEL_OWNER] == "ada-uni.example"
-        if manifest["kind"] != "Namespace":
-            assert manifest["metadata"]["namespace"] == "hub-astro-101"
+    where = {
+        (m["kind"], m["metadata"]["name"]): m["metadata"].get("namespace")
+        for m in manifests
+        if m["kind"] != "Namespace"
+    }
+    hub_side = {k for k, ns in where.items() if ns == "hub-astro-101"}
+    users_side = {k for k, ns in where.items() if ns == "hub-astro-101-users"}
+    assert hub_side | users_side == set(where)
+    # The hub's Secret, its ServiceAccount and database claim, the hub and the proxy are
+    # never next to what users run.
+    for kept_apart in [
+        ("Secret", "hub"),
+        ("ServiceAccount", "hub"),
+        ("PersistentVolumeClaim", "hub-db"),
+        ("Deployment", "hub"),
+        ("Deployment", "proxy"),
+        ("Service", "hub"),
+        ("ConfigMap", "hub"),
+    ]:
+        assert kept_apart in hub_side
+    assert not {k for k in users_side if k[0] in ("Secret", "Deployment", "Service")}
+    for users_thing in [
+        ("PersistentVolumeClaim", "shared"),
+        ("ServiceAccount", "jobs"),
+        ("ConfigMap", "hub-admission"),
+        ("Role", "hub"),
+        ("Role", "jobs"),
+    ]:
+        assert users_thing in users_side
     assert (
         selector(spec().hub_id) == f"app.kubernetes.io/managed-by=hub-on-demand,{LABEL_HUB_ID}=42"
     )
 
 
-def test_namespace_enforces_baseline_pod_security_and_warns_restricted():
-    labels = render_hub(spec())[0]["metadata"]["labels"]
+def test_pod_security_restricted_is_enforced_unless_an_image_needs_baseline():
+    hub_ns, users_ns = (m["metadata"]["labels"] for m in render_hub(spec())[:2])
+    assert hub_ns["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert users_ns["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert users_ns["hub-on-demand.io/namespace-role"] == "users"
+    needs_more = ImageChoice("desktop", "Desktop", "example.org/desktop:1", pod_security="baseline")
+    labels = render_hub(spec(images=(needs_more,)))[1]["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
 
 
-def test_quota_covers_expected_users_with_the_largest_option_plus_the_hub():
+def test_quota_covers_expected_users_with_the_largest_option_and_counts_everything():
     hard = quota_totals(spec(expected_users=40, notebooks_per_user=2))
     servers = 80
-    assert hard["pods"] == str(servers + 4)
-    assert hard["requests.cpu"] == f"{servers * 2000 + 1000}m"
-    assert hard["limits.cpu"] == f"{servers * 4000 + 1000}m"
-    assert hard["limits.memory"] == f"{(servers * 16 + 2) * 1024}Mi"
-    # A home volume per server (see quota_totals), plus the hub's state volume.
-    assert hard["persistentvolumeclaims"] == str(servers + 2)
-    assert hard["requests.storage"] == f"{servers * 10 + 1}Gi"
+    assert hard["pods"] == str(servers)
+    assert hard["count/jobs.batch"] == "0"
+    assert hard["services"] == "0"
+    assert hard["requests.cpu"] == f"{servers * 2000}m"
+    assert hard["limits.cpu"] == f"{servers * 4000}m"
+    assert hard["limits.memory"] == f"{servers * 16 * 1024}Mi"
+    assert hard["limits.ephemeral-storage"] == f"{servers * 10}Gi"
+    # A home volume per server (see quota_totals), plus the shared volume.
+    assert hard["persistentvolumeclaims"] == str(servers + 1)
+    assert hard["requests.storage"] == f"{servers * 10}Gi"
     assert hard["requests.nvidia.com/gpu"] == "0"
+    with_jobs = quota_totals(spec(expected_users=40, notebooks_per_user=2, jobs_access=True))
+    assert with_jobs["pods"] == str(2 * servers) and with_jobs["count/jobs.batch"] == str(servers)
+    assert with_jobs["limits.cpu"] == hard["limits.cpu"]  # jobs share the servers' budget
+
+
+def test_no_container_in_the_users_namespace_is_larger_than_the_largest_option():
+    limits = [m for m in render_hub(spec()) if m["kind"] == "LimitRange"]
+    users = next(m for m in limits if m["metadata"]["namespace"] == "hub-astro-101-users")
+    (container,) = users["spec"]["limits"]
+    assert container["max"] == {"cpu": "4000m", "memory": "16384Mi", "ephemeral-storage": "10Gi"}
+    assert container["default"]["cpu"] == "1000m"
 
 
 def test_quota_reserves_gpus_per_server():
@@ -125,7 +177,7 @@ def test_the_hub_gets_its_complete_object_set():
     assert kinds.index("Namespace") == 0
     assert names(manifests, "ServiceAccount") == {"hub"}
     assert names(manifests, "Secret") == {"hub"}
-    assert names(manifests, "ConfigMap") == {"hub", "hub-members"}
+    assert names(manifests, "ConfigMap") == {"hub", "hub-members", "hub-admission"}
     assert names(manifests, "PersistentVolumeClaim") == {"hub-db"}
     assert names(manifests, "Deployment") == {"hub", "proxy"}
     assert names(manifests, "NetworkPolicy") == {
@@ -133,15 +185,22 @@ def test_the_hub_gets_its_complete_object_set():
         "proxy",
         "hub",
         "singleuser",
+        "proxy-egress",
+        "egress",
     }
     # Everything the hub's pods refer to is applied before the Deployments.
     assert kinds.index("Secret") < kinds.index("Deployment")
     assert kinds.index("PersistentVolumeClaim") < kinds.index("Deployment")
 
 
-def test_the_hub_may_manage_pods_and_volumes_in_its_namespace_and_nothing_more():
+def test_the_hub_may_manage_pods_and_volumes_in_the_users_namespace_and_nothing_more():
     manifests = render_hub(EXAMPLES["cpu-course"], RenderSettings(), FIXED_SECRETS)
     (role,) = [m for m in manifests if m["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == EXAMPLES["cpu-course"].users_namespace
+    (binding,) = [m for m in manifests if m["kind"] == "RoleBinding"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "hub", "namespace": EXAMPLES["cpu-course"].namespace}
+    ]
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert ("pods", "create") in granted and ("persistentvolumeclaims", "delete") in granted
     assert ("events", "list") in granted
@@ -149,14 +208,16 @@ def test_the_hub_may_manage_pods_and_volumes_in_its_namespace_and_nothing_more()
     assert not {v for _, v in granted} & {"*", "update", "patch", "escalate", "bind"}
 
 
-def test_jobs_access_adds_a_jobs_service_account_limited_to_jobs_and_pods():
+def test_jobs_access_adds_a_jobs_service_account_limited_to_jobs_that_reads_no_pods():
     with_jobs = render_hub(EXAMPLES["gpu-research"], RenderSettings(), FIXED_SECRETS)
     without = render_hub(EXAMPLES["cpu-course"], RenderSettings(), FIXED_SECRETS)
     assert "jobs" in names(with_jobs, "ServiceAccount")
     assert "jobs" not in names(without, "ServiceAccount")
     (jobs_role,) = [m for m in with_jobs if m["kind"] == "Role" and m["metadata"]["name"] == "jobs"]
+    assert jobs_role["metadata"]["namespace"] == EXAMPLES["gpu-research"].users_namespace
     resources = {r for rule in jobs_role["rules"] for r in rule["resources"]}
-    assert resources == {"jobs", "pods", "pods/log"}
+    # Not pods: a user server's pod spec holds that user's hub token.
+    assert resources == {"jobs"}
 
 
 def test_shared_and_external_claims_follow_the_spec():
@@ -177,20 +238,40 @@ def test_shared_and_external_claims_follow_the_spec():
 
 def test_proxy_is_reachable_from_the_ingress_namespace_only_on_its_public_port():
     settings = RenderSettings(ingress_namespace="traefik")
+    spec = EXAMPLES["cpu-course"]
     policies = {
-        m["metadata"]["name"]: m["spec"]
-        for m in render_hub(EXAMPLES["cpu-course"], settings)
+        (m["metadata"]["namespace"], m["metadata"]["name"]): m["spec"]
+        for m in render_hub(spec, settings)
         if m["kind"] == "NetworkPolicy"
     }
-    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
-    public = policies["proxy"]["ingress"][0]
+    for namespace in spec.namespaces:
+        assert policies[namespace, "default-deny-ingress"] == {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+        }
+    public = policies[spec.namespace, "proxy"]["ingress"][0]
     assert public["ports"] == [{"port": 8000}]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "traefik"}}} in (
         public["from"]
     )
-    for name in ("hub", "singleuser"):
-        for rule in policies[name]["ingress"]:
-            assert all("namespaceSelector" not in peer for peer in rule["from"])
+    # Every other peer names its namespace and component: user servers reach the hub, the
+    # hub and the proxy reach user servers; a job (no component label) reaches nothing.
+    peers = [
+        peer
+        for key in [(spec.namespace, "hub"), (spec.users_namespace, "singleuser")]
+        for rule in policies[key]["ingress"]
+        for peer in rule["from"]
+    ]
+    assert all("namespaceSelector" in p and "podSelector" in p for p in peers)
+    (users_peer,) = [
+        p
+        for p in policies[spec.namespace, "hub"]["ingress"][0]["from"]
+        if p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        == spec.users_namespace
+    ]
+    assert users_peer["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/component": "singleuser-server"}
+    }
 
 
 def test_secrets_are_kept_from_the_existing_secret_and_only_missing_ones_generated():
@@ -264,21 +345,50 @@ def test_quota_is_held_to_the_installations_ceilings():
     uncapped = quota_totals(spec)
     assert uncapped["requests.nvidia.com/gpu"] == "18"
     settings = RenderSettings(quota_caps={"requests.nvidia.com/gpu": "8", "pods": "1000"})
-    (quota,) = [m for m in render_hub(spec, settings) if m["kind"] == "ResourceQuota"]
+    (quota,) = [
+        m
+        for m in render_hub(spec, settings)
+        if m["kind"] == "ResourceQuota" and m["metadata"]["namespace"] == spec.users_namespace
+    ]
     hard = quota["spec"]["hard"]
     assert hard["requests.nvidia.com/gpu"] == "8"  # capped
     assert hard["pods"] == uncapped["pods"]  # below its ceiling: unchanged
     assert hard["limits.cpu"] == uncapped["limits.cpu"]  # no ceiling
 
 
-def test_restricted_egress_limits_user_servers_and_the_proxy_but_not_the_hub():
-    open_egress = render_hub(EXAMPLES["cpu-course"], RenderSettings())
-    assert "egress" not in names(open_egress, "NetworkPolicy")
-    restricted = render_hub(EXAMPLES["cpu-course"], RenderSettings(egress="restricted"))
-    (policy,) = [m for m in restricted if m["metadata"]["name"] == "egress"]
-    selector = policy["spec"]["podSelector"]["matchExpressions"][0]
-    assert selector["values"] == ["proxy", "singleuser-server"]  # the hub keeps the API
-    rules = policy["spec"]["egress"]
-    assert {"to": [{"podSelector": {}}]} in rules
-    (internet,) = [r for r in rules if "ipBlock" in r["to"][0]]
-    assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
+def _egress(manifests):
+    return {
+        m["metadata"]["name"]: m["spec"]
+        for m in manifests
+        if m["kind"] == "NetworkPolicy" and "Egress" in m["spec"]["policyTypes"]
+    }
+
+
+def test_egress_of_what_users_run_is_restricted_by_default_and_the_hub_is_not_limited():
+    spec = EXAMPLES["cpu-course"]
+    policies = _egress(render_hub(spec, RenderSettings()))
+    assert set(policies) == {"egress", "proxy-egress"}  # nothing selects the hub
+    assert policies["egress"]["podSelector"] == {}  # every pod in the users' namespace
+    rules = policies["egress"]["egress"]
+    (world,) = [r for r in rules if "ipBlock" in r.get("to", [{}])[0]]
+    v4, v6 = (peer["ipBlock"] for peer in world["to"])
+    for denied in ("10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16"):
+        assert denied in v4["except"]
+    assert v6["cidr"] == "::/0" and "fe80::/10" in v6["except"] and "fc00::/7" in v6["except"]
+    assert not [r for r in rules if not r]  # no rule that allows everything
+
+    api = RenderSettings(denied_egress=("203.0.113.10/32",), api_server_cidrs=("203.0.113.10/32",))
+    assert (
+        "203.0.113.10/32"
+        in _egress(render_hub(spec, api))["egress"]["egress"][2]["to"][0]["ipBlock"]["except"]
+    )
+    jobs = HubSpec(**{**spec.__dict__, "jobs_access": True})
+    (to_api,) = _egress(render_hub(jobs, api))["api-server-egress"]["egress"]
+    assert to_api == {"to": [{"ipBlock": {"cidr": "203.0.113.10/32"}}]}
+
+
+def test_open_egress_is_an_admins_choice_per_hub_or_per_installation():
+    spec = EXAMPLES["cpu-course"]
+    opened = HubSpec(**{**spec.__dict__, "open_egress": True})
+    for manifests in (render_hub(opened), render_hub(spec, RenderSettings(egress="open"))):
+        assert {} in _egress(manifests)["egress"]["egress"]

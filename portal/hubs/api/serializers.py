@@ -80,6 +80,9 @@ class HubSerializer(serializers.ModelSerializer):
     collaborators = serializers.SerializerMethodField()
     events = HubEventSerializer(many=True, read_only=True)
     namespace = serializers.CharField(read_only=True)
+    users_namespace = serializers.CharField(
+        read_only=True, help_text="Where the hub's user servers and jobs run."
+    )
     url = serializers.CharField(read_only=True)
     policy_violations = serializers.SerializerMethodField(
         help_text="Why a pending request waits for an admin."
@@ -96,6 +99,7 @@ class HubSerializer(serializers.ModelSerializer):
             "state_reason",
             "state_changed",
             "namespace",
+            "users_namespace",
             "url",
             "policy_violations",
             "events",
