@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://%2Fvar%2Frun%2Fpostgresql/hubondemand
 # Checks and tests run with a throwaway key; the portal itself refuses to start without one.
 throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
-.PHONY: help install up test lint format cluster cluster-down cluster-status services services-down bench-cluster bench-reconcile bench-usage
+.PHONY: help install system-packages up test lint format cluster cluster-down cluster-status services services-down bench-cluster bench-reconcile bench-usage bench-api
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,11 +34,12 @@ $(BIN)/.installed: $(BIN)/.python-installed package-lock.json
 install: $(BIN)/.installed ## Create .venv and node_modules with the pinned dependencies
 
 up: $(BIN)/.python-installed ## Quick start: portal, worker, beat, Redis and the local cluster on this machine
+	bash scripts/system-packages.sh up
 	bash scripts/dev-up.sh
 
 test: export SECRET_KEY ?= $(throwaway_key)
 test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
-test: $(BIN)/.installed services ## Run the whole test suite (starts the local cluster if none runs)
+test: system-packages $(BIN)/.installed services ## Run the whole test suite (starts the local cluster if none runs)
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not faults" $(PYTEST_ARGS)
 	@# Fault injection stops shared services (kube-apiserver, workers): alone, afterwards.
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
@@ -63,6 +64,9 @@ cluster-down: ## Stop the local control plane and remove its state
 cluster-status: ## Show what parts of the local control plane run
 	bash devcluster/scripts/status.sh
 
+system-packages: ## Install the Debian packages the tests need (as root; else prints the command)
+	bash scripts/system-packages.sh test
+
 services: ## Start local PostgreSQL and Redis (Debian packages)
 	bash scripts/services.sh start redis postgres
 
@@ -77,3 +81,7 @@ bench-reconcile: $(BIN)/.python-installed ## Time reconcile passes over 100 and 
 
 bench-usage: $(BIN)/.python-installed ## Time usage passes over 1,000 hubs x 20 pods and a 90-day query
 	$(BIN)/python benchmarks/usage.py
+
+bench-api: export DATABASE_URL ?= $(TEST_DATABASE_URL)
+bench-api: $(BIN)/.python-installed services ## p50, p95 and req/s of the hub list, a detail and a write under gunicorn
+	$(BIN)/python benchmarks/api.py

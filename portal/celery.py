@@ -2,11 +2,25 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, Task
+from django.db import InterfaceError, OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-app = Celery("portal")
+
+class PortalTask(Task):
+    """Every task of the portal retries transient database errors (a locked SQLite database,
+    a PostgreSQL connection that went away) with a growing, jittered delay; the work is
+    idempotent, so running it again is safe. Tasks retry their cluster errors themselves."""
+
+    autoretry_for = (OperationalError, InterfaceError)
+    retry_backoff = 1
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 5
+
+
+app = Celery("portal", task_cls=PortalTask)
 # Every CELERY_* setting in portal/settings.py configures the app (acks_late, prefetch, routes).
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Each Django app keeps its tasks in its own tasks.py (hub work in portal/hubs/tasks.py, usage

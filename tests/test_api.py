@@ -157,3 +157,21 @@ def test_list_queries_do_not_grow_with_hubs(api, alice, django_assert_max_num_qu
     with django_assert_max_num_queries(12):
         response = api.get("/api/v1/hubs/")
     assert len(response.json()["results"]) == 5
+
+
+@pytest.mark.parametrize(
+    "live_state",
+    ["approved", "provisioning", "running", "updating", "expiring", "suspended", "failed"],
+)
+def test_delete_works_in_every_live_state(
+    api, alice, live_state, queued, django_capture_on_commit_callbacks
+):
+    """Never a 409 to retry: work under way is left to finish (the deprovisioning task waits
+    for the hub's lock), then the hub goes."""
+    hub = HubFactory(owner=alice, state=live_state)
+    api.force_authenticate(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.delete(f"/api/v1/hubs/{hub.pk}/")
+    assert response.status_code == 202, response.json()
+    assert response.json()["state"] == HubState.DEPROVISIONING
+    assert queued == [("deprovision", (hub.pk,), {"queue": "provisioning"})]

@@ -107,6 +107,24 @@ def test_last_used_is_written_at_most_once_a_minute(alice):
     assert ApiToken.objects.get(pk=token.pk).last_used_at > earlier
 
 
+def test_a_request_with_a_recently_used_token_writes_nothing(alice):
+    """No database write on every authenticated request: within the minute, none at all."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _, clear = tokens.issue(alice, name="ci", scope="read")
+    client = client_with(clear)
+    client.get("/api/v1/hubs/")
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/v1/hubs/").status_code == 200
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))
+    ]
+    assert writes == []
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

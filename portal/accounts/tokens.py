@@ -147,10 +147,14 @@ class ApiTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("This token has expired.")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("The token's user is inactive.")
-        # At most one write a minute per token, and only by the request that wins the update.
-        ApiToken.objects.filter(pk=token.pk).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
-        ).update(last_used_at=now)
+        # At most one write a minute per token, and only by the request that wins the update;
+        # a request that read a recent last use sends no statement at all (on SQLite even an
+        # update that matches nothing takes the database's write lock).
+        stale = token.last_used_at is None or token.last_used_at < now - LAST_USED_RESOLUTION
+        if stale:
+            ApiToken.objects.filter(pk=token.pk).filter(
+                Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+            ).update(last_used_at=now)
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:

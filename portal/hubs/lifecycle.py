@@ -269,6 +269,18 @@ def mark_running(hub_id: int) -> HubEvent:
     return transition(hub_id, READINESS_STATES, HubState.RUNNING, None, "Deployments available")
 
 
+def note_waiting(hub_id: int, reason: str) -> bool:
+    """Say why a hub being provisioned or updated is not running yet (the scheduler's reason,
+    or "" once it has room), without changing its state: no event, and a write only when the
+    reason changes. Whether it was written."""
+    Hub = _model("Hub")
+    return bool(
+        Hub.objects.filter(pk=hub_id, state__in=READINESS_STATES)
+        .exclude(state_reason=reason)
+        .update(state_reason=reason)
+    )
+
+
 def mark_failed(hub_id: int, reason: str) -> HubEvent:
     """Move a hub being worked on to failed, with the error (e.g. the API server's message)."""
     return transition(hub_id, WORKING_STATES, HubState.FAILED, None, reason)

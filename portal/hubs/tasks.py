@@ -213,21 +213,50 @@ def deployments_available(deployments: list[dict]) -> tuple[bool, str]:
     return not waiting, " | ".join(waiting)
 
 
+WAITING_FOR_ROOM = "Waiting for room in the cluster"
+
+
+def waiting_for_room(pods: list[dict]) -> str:
+    """What the scheduler says of the hub's pods it cannot place, or "" when it placed them
+    all (e.g. "Waiting for room in the cluster: hub: 0/5 nodes are available: 5 Insufficient
+    cpu.")."""
+    reasons = []
+    for pod in pods:
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"
+            ):
+                component = (pod["metadata"].get("labels") or {}).get(
+                    "app.kubernetes.io/component", pod["metadata"]["name"]
+                )
+                reasons.append(f"{component}: {condition.get('message', 'unschedulable')}")
+    return f"{WAITING_FOR_ROOM}: " + "; ".join(sorted(set(reasons))) if reasons else ""
+
+
 @shared_task(acks_late=True)
 def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
-    """Move a provisioning or updating hub to running once its Deployments are available."""
+    """Move a provisioning or updating hub to running once its Deployments are available;
+    while the scheduler finds no room for its pods, the hub says so (its state reason)."""
     hub = _hub_state(hub_id)
     if hub is None or hub.state not in READINESS_STATES:
         return "skipped"
     try:
-        deployments = k8s.list_objects(api_client(), "Deployment", hub.namespace, selector(hub.pk))
+        api = api_client()
+        deployments = k8s.list_objects(api, "Deployment", hub.namespace, selector(hub.pk))
+        ready, detail = deployments_available(deployments)
+        waiting = (
+            ""
+            if ready
+            else waiting_for_room(k8s.list_objects(api, "Pod", hub.namespace, selector(hub.pk)))
+        )
     except k8s.ClusterError as error:
         if not error.transient:
             _fail(hub_id, hub.state, f"Cannot read the hub's status: {error.message}")
             return "failed"
-        deployments, detail = [], error.message
+        detail = error.message
     else:
-        ready, detail = deployments_available(deployments)
         if ready:
             try:
                 lifecycle.mark_running(hub_id)
@@ -235,6 +264,8 @@ def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
                 return "skipped"
             log.info("hub.running", hub_id=hub_id, checks=attempt + 1)
             return "running"
+        lifecycle.note_waiting(hub_id, waiting)
+        detail = waiting or detail
     if attempt + 1 >= MAX_CHECKS:
         minutes = MAX_CHECKS * CHECK_INTERVAL_SECONDS // 60
         _fail(hub_id, hub.state, f"Not ready after {minutes} minutes: {detail}")

@@ -354,3 +354,44 @@ def test_a_login_client_the_provider_refuses_fails_the_hub_before_anything_is_ap
     )
     assert k8s.get(kube_api, "Namespace", approved_hub.namespace) is None
     assert scheduled == []
+
+
+def test_a_hub_waiting_for_room_says_so_and_fails_with_the_schedulers_reason(
+    approved_hub, kube_api, scheduled, monkeypatch
+):
+    """The scheduler finds no node for the hub's pod (here: a node selector no node has, as
+    when a cluster is full): the hub stays provisioning and says why, in its state reason (on
+    its page and in the API); once the checks give up it fails with that reason."""
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
+    client.AppsV1Api(kube_api).patch_namespaced_deployment(
+        "hub",
+        approved_hub.namespace,
+        {"spec": {"template": {"spec": {"nodeSelector": {"example.org/no-such-node": "x"}}}}},
+    )
+    # The Deployment controller replaces the hub's pod (Recreate) with one nothing can place.
+    eventually(
+        lambda: tasks.waiting_for_room(
+            k8s.list_objects(
+                kube_api, "Pod", approved_hub.namespace, "app.kubernetes.io/component=hub"
+            )
+        ),
+        timeout=60,
+    )
+
+    def reason():
+        assert tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "waiting"
+        approved_hub.refresh_from_db()
+        return approved_hub.state_reason.startswith(tasks.WAITING_FOR_ROOM) and approved_hub
+
+    waiting = eventually(reason, timeout=60)
+    assert waiting.state == HubState.PROVISIONING
+    assert "hub: 0/" in waiting.state_reason and "node affinity/selector" in waiting.state_reason
+    # No event per check: the reason is noted, not a transition.
+    events = list(waiting.events.values_list("to_state", flat=True))
+    assert events.count(HubState.PROVISIONING) == 1
+
+    monkeypatch.setattr(tasks, "MAX_CHECKS", 1)
+    assert tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "failed"
+    approved_hub.refresh_from_db()
+    assert approved_hub.state == HubState.FAILED
+    assert tasks.WAITING_FOR_ROOM in approved_hub.state_reason
