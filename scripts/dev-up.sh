@@ -2,7 +2,7 @@
 # The quick start (`make up`): Redis, database migrations, the local control plane (unless
 # KUBECONFIG names a cluster), demo users, then the portal on 127.0.0.1:8000 with a Celery
 # worker and beat. Ctrl-C stops everything this script started; data is kept for next time
-# (the SQLite database, the cluster's etcd); `make cluster-down` removes the cluster's.
+# (the PostgreSQL database, the cluster's etcd); `make cluster-down` removes the cluster's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -15,6 +15,7 @@ source scripts/local-env.sh
 
 pids=()
 started_redis=0
+started_postgres=0
 started_cluster=0
 cleanup() {
   trap - EXIT
@@ -24,6 +25,7 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ "$started_cluster" = 1 ] && bash devcluster/scripts/down.sh --keep-state
   [ "$started_redis" = 1 ] && bash scripts/services.sh stop redis
+  [ "$started_postgres" = 1 ] && bash scripts/services.sh stop postgres
   echo "make up: stopped"
 }
 interrupted=0
@@ -35,6 +37,11 @@ if [ -z "${REDIS_URL:-}" ]; then
     die "redis-server is needed (Debian: apt-get install redis-server), or set REDIS_URL"
   redis-cli ping >/dev/null 2>&1 || started_redis=1
   bash scripts/services.sh start redis
+fi
+
+if [ -n "${QUICKSTART_POSTGRES:-}" ]; then
+  pg_isready -q -h /var/run/postgresql 2>/dev/null || started_postgres=1
+  PG_DB=$QUICKSTART_POSTGRES bash scripts/services.sh start postgres
 fi
 
 $PY manage.py migrate --no-input | grep -v "^  No migrations to apply" || true

@@ -23,4 +23,11 @@ for who in ADMIN RESEARCHER; do
     export "$var=$(cat "$file")"
   fi
 done
+# The database: the local PostgreSQL (Debian's, started by `make up` through
+# scripts/services.sh, database hubondemand_local over its Unix socket), which takes the quick
+# start's concurrent writers; DATABASE_URL=sqlite:///db.sqlite3 keeps a single SQLite file.
+if [ -z "${DATABASE_URL:-}" ]; then
+  export DATABASE_URL="postgres://%2Fvar%2Frun%2Fpostgresql/hubondemand_local"
+  export QUICKSTART_POSTGRES=hubondemand_local
+fi
 # KUBECONFIG stays as it is: unset, the portal uses .devcluster/kubeconfig (portal/settings.py).

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The Debian packages the quick start and the tests need, installed when missing: by `make up`
-# (`up`: Redis), by `make test` and `.ci/run` (`test`: also PostgreSQL, Chromium for the browser
-# tests, and Node.js for configurable-http-proxy). Run as root it installs them with apt-get;
+# (`up`: PostgreSQL and Redis), by `make test` and `.ci/run` (`test`: also Chromium for the
+# browser tests, and Node.js for configurable-http-proxy). Run as root it installs them with apt-get;
 # otherwise it prints the one command that does and stops.
 set -euo pipefail
 what=${1:-test}
-packages=(redis-server openssl curl iproute2)
+packages=(postgresql redis-server openssl curl iproute2)
 if [ "$what" = test ]; then
-  packages+=(postgresql chromium fonts-dejavu-core)
+  packages+=(chromium fonts-dejavu-core)
 fi
 missing=()
 for p in "${packages[@]}"; do
