@@ -47,6 +47,23 @@ class SyncResult:
     moved: tuple[str, ...] = ()
 
 
+def _whose(existing: dict) -> str | None:
+    """Why an existing namespace is not this portal's, or None."""
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    if labels.get("app.kubernetes.io/managed-by") != MANAGED_BY:
+        return "it was not made by this portal"
+    return None
+
+
+def own_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> dict | None:
+    """The namespace, when it exists and this portal made it for this hub; else None."""
+    existing = k8s.get(api, "Namespace", namespace)
+    if existing is None or _whose(existing):
+        return None
+    labels = existing["metadata"].get("labels") or {}
+    return existing if labels.get(LABEL_HUB_ID) == str(hub_id) else None
+
+
 def foreign_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> str | None:
     """Why the hub may not use the namespace of its name, or None: it does not exist yet, or
     this portal made it for this hub (its labels say so). A namespace someone made by hand,
@@ -56,11 +73,10 @@ def foreign_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> str
     if existing is None:
         return None
     labels = (existing.get("metadata") or {}).get("labels") or {}
-    if labels.get("app.kubernetes.io/managed-by") != MANAGED_BY:
-        whose = "it was not made by this portal"
-    elif labels.get(LABEL_HUB_ID) != str(hub_id):
+    whose = _whose(existing)
+    if whose is None and labels.get(LABEL_HUB_ID) != str(hub_id):
         whose = f"it belongs to hub {labels.get(LABEL_HUB_ID) or '(none)'}, maybe of another portal"
-    else:
+    if whose is None:
         return None
     return (
         f"The namespace {namespace} already exists and is not this hub's: {whose}. The portal "

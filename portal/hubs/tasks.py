@@ -41,14 +41,13 @@ from provisioning.errors import ServiceError
 from provisioning.hubconfig import members_values
 from provisioning.reconcile import reconcile
 from provisioning.render import (
-    LABEL_HUB_ID,
     SECRET_NAME,
     HubSecrets,
     members_config_map,
     selector,
 )
 from provisioning.spec import HubSpec
-from provisioning.sync import foreign_namespace, sync_hub
+from provisioning.sync import own_namespace, sync_hub
 
 log = structlog.get_logger(__name__)
 
@@ -294,7 +293,7 @@ def _deprovision(self, hub_id: int) -> str:
         api = api_client()
         # Only the namespaces that are the hub's own: one of its name that is not (its
         # provisioning failed on it) has nothing of ours to delete.
-        own = [name for name in hub.namespaces if _own_namespace(api, name, hub.pk)]
+        own = [name for name in hub.namespaces if own_namespace(api, name, hub.pk)]
         if not own:
             log.warning("deprovision.foreign_namespace", hub_id=hub_id, namespace=hub.namespace)
             with suppress(LifecycleError):
@@ -311,13 +310,6 @@ def _deprovision(self, hub_id: int) -> str:
     return "deleting"
 
 
-def _own_namespace(api, name: str, hub_id: int) -> bool:
-    """Whether the namespace exists and is this hub's (see foreign_namespace)."""
-    return (
-        k8s.get(api, "Namespace", name) is not None and foreign_namespace(api, name, hub_id) is None
-    )
-
-
 @shared_task(acks_late=True)
 def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
     """Mark a deprovisioning hub deleted once its namespaces are gone."""
@@ -326,14 +318,11 @@ def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
         return "skipped"
     try:
         api = api_client()
-        remaining = None
-        for name in hub.namespaces:
-            found = k8s.get(api, "Namespace", name)
-            # Only ours count: a foreign one of that name was never the hub's to delete.
-            labels = ((found or {}).get("metadata") or {}).get("labels") or {}
-            if found is not None and labels.get(LABEL_HUB_ID) == str(hub.pk):
-                remaining = found
-                break
+        # Only ours count: a foreign one of that name was never the hub's to delete.
+        remaining = next(
+            (found for name in hub.namespaces if (found := own_namespace(api, name, hub.pk))),
+            None,
+        )
     except k8s.ClusterError as error:
         if not error.transient:
             _fail(hub_id, HubState.DEPROVISIONING, f"Cannot read {hub.namespace}: {error.message}")

@@ -157,10 +157,10 @@ def record_pass(observation: Observation, now: datetime) -> CollectionPass | Non
             log.warning("usage.gap", start=prev.isoformat(), end=charged_from.isoformat())
 
         hubs = {
-            pk: (f"hub-{slug}", f"hub-{slug}-users")
-            for pk, slug in Hub.objects.filter(
-                pk__in={h.hub_id for h in observation.holdings}
-            ).values_list("pk", "slug")
+            hub.pk: hub.namespaces
+            for hub in Hub.objects.filter(pk__in={h.hub_id for h in observation.holdings}).only(
+                "slug"
+            )
         }
         # Hub ids are unique within one portal only: the namespace must match too.
         holdings = [h for h in observation.holdings if h.namespace in hubs.get(h.hub_id, ())]
