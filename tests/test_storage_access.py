@@ -74,3 +74,19 @@ def test_a_change_cannot_add_storage_that_names_others(api, alice, payload, geno
     assert response.status_code == 400
     assert "may be requested only by" in response.json()["storage_options"][0]
     assert not Hub.objects.get(pk=hub_id).storage_options.exists()
+
+
+def test_an_owner_cannot_open_their_hubs_egress_through_the_api(api, alice, payload):
+    """Open egress is an admin's choice (the hub's admin page): a request or a change that
+    asks for it leaves it closed."""
+    response = request_hub(api, alice, payload, open_egress=True)
+    assert response.status_code == 201, response.json()
+    hub_id = response.json()["id"]
+    assert Hub.objects.get(pk=hub_id).open_egress is False
+    Hub.objects.filter(pk=hub_id).update(state="running")
+    api.post(
+        f"/api/v1/hubs/{hub_id}/revisions/",
+        {"expected_users": 45, "open_egress": True},
+        format="json",
+    )
+    assert Hub.objects.get(pk=hub_id).open_egress is False
