@@ -95,18 +95,31 @@ def test_a_synced_hub_becomes_available_and_its_pods_fit_quota_and_pod_security(
     ).items[0]
     assert hub_pod.status.phase == "Running"
     assert hub_pod.spec.service_account_name == "hub"
-    claim = core.read_namespaced_persistent_volume_claim("hub-db", spec.namespace)
-    assert claim.status.phase == "Bound"
+    eventually(
+        lambda: core.read_namespaced_persistent_volume_claim("hub-db", spec.namespace).status.phase
+        == "Bound"
+    )
 
 
 def test_re_applying_an_unchanged_hub_writes_nothing(kube_api, hub_specs):
     spec = hub_specs("custom-image-workshop")
     sync_hub(kube_api, spec, SETTINGS)
     wait_until_available(kube_api, spec)
+    for namespace in spec.namespaces:
+        eventually(
+            lambda namespace=namespace: k8s.get(kube_api, "ResourceQuota", "hub-quota", namespace)
+            .get("status", {})
+            .get("used")
+        )
+    # Claims bind (a status update by the volume binder, not a write of the portal's).
     eventually(
-        lambda: k8s.get(kube_api, "ResourceQuota", "hub-quota", spec.namespace)
-        .get("status", {})
-        .get("used")
+        lambda: all(
+            claim.get("status", {}).get("phase") == "Bound"
+            for namespace in spec.namespaces
+            for claim in k8s.list_objects(
+                kube_api, "PersistentVolumeClaim", namespace, selector(spec.hub_id)
+            )
+        )
     )
 
     def versions() -> dict:
