@@ -1,36 +1,37 @@
-"""What the API server itself refuses in the users' namespaces: ValidatingAdmissionPolicies.
+"""What the API server itself refuses where users run things: ValidatingAdmissionPolicies.
 
-Every hub has two namespaces (see `HubSpec.users_namespace`): the hub's, where only the portal
-writes, and its users', where the hub starts user servers and members with jobs access create
-Jobs. These policies hold in every users' namespace, whoever sends the request (the hub, a
-member's `jobs` ServiceAccount, the Job controller, a cluster admin's typo):
+Every hub has its own namespace, where only the portal writes, its users' namespace, where the
+hub starts user servers, and with jobs access one jobs namespace per user with Jobs (see
+`HubSpec.jobs_namespace`), where that user's server creates Jobs with its own ServiceAccount.
+These policies hold in every users' and jobs namespace, whoever sends the request (the hub, a
+member, the Job controller, a cluster admin's typo):
 
 - volumes: emptyDir, downwardAPI, projected ServiceAccount tokens (with the cluster's CA and
   the downward API), users' home claims, and the claims and NFS exports the hub was granted
   from the catalogue, in the mode granted; never a Secret, a host path, an inline network
   volume that is not the catalogue's, or any other claim; no Secret in the environment;
 - no nodeName, host namespaces, privileged containers, priority classes outside the
-  installation's list, ServiceAccounts other than the namespace's `default` and `jobs`.
+  installation's list, ServiceAccounts other than the namespace's `default` and (in the users'
+  namespace) those of users with Jobs.
 
 What a namespace was granted is its `hub-admission` ConfigMap, which the portal writes and
 nobody in the namespace may change; the policies read it as their params.
 
-A member's own requests (the `jobs` ServiceAccount) are held to more: no home claim at all
-(the account is shared by the hub's members, so nothing knows whose home a claim would be),
-the shared volume read-only, non-root containers, and none of the labels that the portal,
+Everything in a jobs namespace is a member's and is held to more: no claim at all (claims live
+in the users' namespace), non-root containers, and none of the labels that the portal,
 KubeSpawner and the hub's Services and NetworkPolicies select on. Pods that the Job controller
-makes from a Job's template were checked with the Job.
+makes from a Job's template are held to the same rules as the Job.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from provisioning.hubconfig import JOBS_SERVICE_ACCOUNT, SHARED_PVC
 from provisioning.render import (
     ADMISSION_PARAMS,
     LABEL_NAMESPACE_ROLE,
     MANAGED_BY,
+    ROLE_JOBS,
     ROLE_USERS,
     Manifest,
 )
@@ -43,10 +44,11 @@ RESERVED_LABEL_KEYS = ("app.kubernetes.io/component", "app.kubernetes.io/managed
 RESERVED_PREFIXES = ("hub-on-demand.io/", "hub.jupyter.org/")
 HOME_PREFIX = "home-"
 
-# A member's request: the jobs ServiceAccount of the object's own namespace.
+# A member's object: anything in a user's jobs namespace.
 MEMBER = (
-    f"request.userInfo.username == 'system:serviceaccount:' + request.namespace + "
-    f"':{JOBS_SERVICE_ACCOUNT}'"
+    f"has(namespaceObject.metadata.labels) && '{LABEL_NAMESPACE_ROLE}' in "
+    f"namespaceObject.metadata.labels && namespaceObject.metadata.labels['{LABEL_NAMESPACE_ROLE}']"
+    f" == '{ROLE_JOBS}'"
 )
 
 
@@ -60,18 +62,15 @@ def _granted(key: str) -> str:
 
 
 def _allowed_volume(member: bool) -> str:
-    """CEL over one volume `v`: allowed in a users' namespace (for a member's request, when
-    `member`)."""
+    """CEL over one volume `v`: allowed in a users' namespace, or (`member`) in a jobs
+    namespace, where no claim is."""
     claim = "v.persistentVolumeClaim"
     read_only = f"(has({claim}.readOnly) && {claim}.readOnly)"
     granted_claim = f"'claim.' + {claim}.claimName"
     claim_ok = (
-        f"({_granted(granted_claim)} && (params.data[{granted_claim}] == 'rw' || {read_only}))"
+        f"({claim}.claimName.startsWith('{HOME_PREFIX}') || ({_granted(granted_claim)}"
+        f" && (params.data[{granted_claim}] == 'rw' || {read_only})))"
     )
-    if member:
-        claim_ok = f"({claim_ok} && ({claim}.claimName != '{SHARED_PVC}' || {read_only}))"
-    else:
-        claim_ok = f"({claim}.claimName.startsWith('{HOME_PREFIX}') || {claim_ok})"
     nfs_read_only = "(has(v.nfs.readOnly) && v.nfs.readOnly)"
     export = "v.nfs.server + ':' + v.nfs.path"
     nfs_ok = (
@@ -83,12 +82,11 @@ def _allowed_volume(member: bool) -> str:
         "v.projected.sources.all(s, has(s.serviceAccountToken) || has(s.downwardAPI)"
         " || (has(s.configMap) && s.configMap.name == 'kube-root-ca.crt'))"
     )
-    return (
-        "has(v.emptyDir) || has(v.downwardAPI)"
-        f" || (has(v.projected) && {projected})"
-        f" || (has(v.persistentVolumeClaim) && {claim_ok})"
-        f" || (has(v.nfs) && {nfs_ok})"
-    )
+    allowed = f"has(v.emptyDir) || has(v.downwardAPI) || (has(v.projected) && {projected})"
+    allowed += f" || (has(v.nfs) && {nfs_ok})"
+    if not member:
+        allowed += f" || (has(v.persistentVolumeClaim) && {claim_ok})"
+    return allowed
 
 
 def _pod_rules(spec: str, meta: str) -> list[dict[str, str]]:
@@ -114,10 +112,9 @@ def _pod_rules(spec: str, meta: str) -> list[dict[str, str]]:
         {
             "expression": f"variables.member == false || {volumes % _allowed_volume(member=True)}",
             "message": (
-                "A member's job may mount only emptyDir, downwardAPI, its ServiceAccount token, "
-                f"the hub's shared volume ({SHARED_PVC}) read-only and the external storage "
-                "the hub was granted: no Secrets, no homes or other claims (the hub's "
-                "database), no NFS or host paths."
+                "A member's job may mount only emptyDir, downwardAPI, its ServiceAccount token "
+                "and the NFS exports the hub was granted: no Secrets, no claims (homes, the "
+                "shared volume, the hub's database), no other network volumes or host paths."
             ),
         },
         {
@@ -160,9 +157,9 @@ def _pod_rules(spec: str, meta: str) -> list[dict[str, str]]:
                 f" || {_granted(account.format(spec + '.serviceAccount'))})"
             ),
             "message": (
-                f"In a hub's users' namespace a pod runs as the default or the "
-                f"{JOBS_SERVICE_ACCOUNT} ServiceAccount (the latter only with jobs access), "
-                "never as the hub's."
+                "In a hub's users' namespace a pod runs as the default ServiceAccount or as "
+                "the jobs ServiceAccount of a user with Jobs, in a jobs namespace as the "
+                "default one; never as the hub's."
             ),
         },
         {
@@ -222,10 +219,14 @@ def _binding(policy: str) -> Manifest:
             "validationActions": ["Deny"],
             "matchResources": {
                 "namespaceSelector": {
-                    "matchLabels": {
-                        "app.kubernetes.io/managed-by": MANAGED_BY,
-                        LABEL_NAMESPACE_ROLE: ROLE_USERS,
-                    }
+                    "matchLabels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+                    "matchExpressions": [
+                        {
+                            "key": LABEL_NAMESPACE_ROLE,
+                            "operator": "In",
+                            "values": [ROLE_USERS, ROLE_JOBS],
+                        }
+                    ],
                 }
             },
         },

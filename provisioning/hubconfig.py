@@ -17,6 +17,7 @@ from typing import Any
 
 from provisioning.spec import (
     DEFAULT_TIER,
+    OWNERS_TIER,
     ExternalVolume,
     GpuRequest,
     HubSpec,
@@ -58,7 +59,6 @@ SECRET_ENV_VARS = (
 HUB_DB_PVC = "hub-db"
 SHARED_PVC = "shared"
 EXTERNAL_PVC_PREFIX = "ext-"
-JOBS_SERVICE_ACCOUNT = "jobs"
 # The `hub` Service, reached by user servers from the users' namespace.
 HUB_URL_TEMPLATE = "http://hub.{namespace}:8081"
 PROXY_API_URL = "http://proxy-api:8001"  # the `proxy-api` Service, next to the hub
@@ -250,7 +250,6 @@ def hub_values(spec: HubSpec, oauth: HubOAuthClient) -> dict[str, Any]:
         "notebooks_per_user": spec.notebooks_per_user,
         "idle_timeout_minutes": spec.idle_timeout_minutes,
         "jobs_access": spec.jobs_access,
-        "jobs_service_account": JOBS_SERVICE_ACCOUNT,
     }
 
 
@@ -284,7 +283,6 @@ def members_values(spec: HubSpec) -> dict[str, Any]:
     profiles, images = _profiles(spec), _images(spec)
     tiers = list(spec.tiers) or [DEFAULT_TIER]
     default = next((t for t in tiers if t.default), tiers[0])
-    everything = TierSpec("owners", shared="rw", jobs=True)
     known = {tier.name for tier in tiers}
     member_tiers = dict(spec.member_tiers)
     return {
@@ -295,11 +293,16 @@ def members_values(spec: HubSpec) -> dict[str, Any]:
         "default_tier": default.name,
         "tiers": {tier.name: _access(spec, tier, profiles, images) for tier in tiers},
         # Owner and co-owners (also through a group): everything, the shared volume writable.
-        "owner_access": _access(spec, everything, profiles, images),
+        "owner_access": _access(spec, OWNERS_TIER, profiles, images),
         "user_tiers": {
             name: tier if tier in known else default.name
             for name, tier in sorted((m, member_tiers.get(m, default.name)) for m in spec.members)
             if name not in admins
+        },
+        # Users with Jobs: the ServiceAccount their server runs as and their jobs namespace.
+        "jobs": {
+            user: {"account": spec.jobs_account(user), "namespace": spec.jobs_namespace(user)}
+            for user in spec.jobs_users
         },
         "group_tiers": {
             g.group: g.tier if g.tier in known else default.name

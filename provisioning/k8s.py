@@ -159,7 +159,8 @@ def apply(
     """Server-side apply one object with the portal's field manager, taking over fields that
     someone else changed (the portal's record is the source of truth). With `dry_run` the
     API server validates and admits the object without storing it. Fields set under another
-    `field_manager` are not the portal's: a later apply that leaves them out keeps them."""
+    `field_manager` are not the portal's: a later apply that leaves them out keeps them,
+    except keys of a ConfigMap's data."""
     query = [("fieldManager", field_manager), ("force", "true")]
     if dry_run:
         query.append(("dryRun", "All"))
@@ -174,7 +175,15 @@ def apply(
         },
         body=manifest,
     )
-    return result or {}
+    result = result or {}
+    extra = set(result.get("data") or {}) - set(manifest.get("data") or {})
+    if manifest["kind"] == "ConfigMap" and extra and not dry_run:
+        # Keys someone else added stay under their manager; a ConfigMap of the portal holds
+        # exactly its data (what a namespace's admission params grant is by key).
+        meta = manifest["metadata"]
+        body = {"data": dict.fromkeys(sorted(extra))}
+        result = merge_patch(api, "ConfigMap", meta["name"], meta.get("namespace"), body)
+    return result
 
 
 def merge_patch(

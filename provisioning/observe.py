@@ -9,7 +9,8 @@ more call per page. Pods are sorted out in memory:
 - user servers: KubeSpawner's `singleuser-server` component, user from its
   `hub.jupyter.org/username` annotation (the label, escaped, as a fallback);
 - the hub itself: the `hub` and `proxy` components the portal renders;
-- jobs: any other pod in a hub namespace (with the user when it carries the username label).
+- jobs: any other pod in a hub namespace (the user's, in a user's jobs namespace, or when it
+  carries the username label).
 
 A pod holds its CPU, memory and GPU requests (summed over its containers) while it runs; a
 claim holds its capacity while it is bound. GPUs are typed by the product label of the pod's
@@ -33,7 +34,7 @@ from kubernetes import client
 from kubernetes.utils.quantity import parse_quantity
 
 from provisioning import k8s
-from provisioning.render import LABEL_HUB_ID, MANAGED_BY
+from provisioning.render import ANNOTATION_MEMBER, LABEL_HUB_ID, MANAGED_BY
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 USERNAME_KEY = "hub.jupyter.org/username"
@@ -255,11 +256,16 @@ def observe(
     started = time.monotonic()
     report = Observation()
     hubs: dict[str, int] = {}
+    # Jobs namespaces are one user's: their job pods are that user's.
+    owners: dict[str, str] = {}
     namespaces = _paged(api, Namespace, "/api/v1/namespaces", report, labelSelector=HUB_NAMESPACES)
     for namespace in namespaces:
         hub_id = namespace.metadata.labels.get(LABEL_HUB_ID, "")
         if hub_id.isdigit():
             hubs[namespace.metadata.name] = int(hub_id)
+            member = (namespace.metadata.annotations or {}).get(ANNOTATION_MEMBER)
+            if member:
+                owners[namespace.metadata.name] = member
     report.namespaces = len(hubs)
 
     products: dict[str, str] = {}  # node name -> GPU product
@@ -291,7 +297,7 @@ def observe(
                 name=meta.name,
                 kind="pod",
                 component=_pod_component(meta),
-                username=_username(meta),
+                username=_username(meta) or owners.get(meta.namespace, ""),
                 since=pod.status.start_time or meta.creation_timestamp,
                 cpu_millicores=cpu,
                 memory_mib=memory,

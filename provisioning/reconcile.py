@@ -28,7 +28,7 @@ from provisioning.render import (
     render_hub,
 )
 from provisioning.spec import HubSpec
-from provisioning.sync import PRUNABLE_KINDS, prunable
+from provisioning.sync import PRUNABLE_KINDS, is_hub_namespace, prunable
 
 # Every kind a hub has, in the order they are applied.
 KINDS = ("Namespace", "ResourceQuota", "LimitRange", *PRUNABLE_KINDS)
@@ -103,6 +103,9 @@ def _key(manifest: dict[str, Any]) -> Key:
 def drifted(desired: Manifest, live: dict[str, Any]) -> bool:
     """Whether a live object lost or changed anything of its desired state."""
     comparable = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
+    if desired["kind"] == "ConfigMap" and (live.get("data") or {}) != desired.get("data", {}):
+        # A key added by hand counts too: the admission params grant by key.
+        return True
     return not contains(live, comparable)
 
 
@@ -153,16 +156,23 @@ def reconcile(
         if hub_id and key[1]:
             by_hub[(key[1], hub_id)].add(key)
 
+    # Namespaces by the hub id they carry (not those already going).
+    namespaces_of: dict[str, list[str]] = defaultdict(list)
+    for (kind, _, name), item in live.items():
+        hub_id = (item["metadata"].get("labels") or {}).get(LABEL_HUB_ID)
+        if kind == "Namespace" and hub_id and not item["metadata"].get("deletionTimestamp"):
+            namespaces_of[hub_id].append(name)
+
     for spec in specs:
         hub = HubReport(spec.hub_id)
-        namespace_hub, users_hub = (
+        namespace_hub, *others = (
             ((live.get(("Namespace", "", name)) or {}).get("metadata", {}).get("labels") or {}).get(
                 LABEL_HUB_ID
             )
             for name in spec.namespaces
         )
-        users_taken = users_hub is not None and users_hub != str(spec.hub_id)
-        if namespace_hub != str(spec.hub_id) or users_taken:
+        taken = any(other is not None and other != str(spec.hub_id) for other in others)
+        if namespace_hub != str(spec.hub_id) or taken:
             # Gone, or a namespace of that name now belongs to another hub (another portal's):
             # never applied into (provisioning refuses it too, see sync.foreign_namespace).
             hub.namespace_missing = True
@@ -190,8 +200,16 @@ def reconcile(
                 state = "missing" if current is None else "changed"
                 hub.repaired.append(f"{manifest['kind']} {manifest['metadata']['name']} ({state})")
         ours = set().union(*(by_hub[(name, str(spec.hub_id))] for name in spec.namespaces))
+        # Jobs namespaces of users who no longer have Jobs go, with their Jobs.
+        ours |= {
+            ("Namespace", "", name)
+            for name in namespaces_of.get(str(spec.hub_id), ())
+            if is_hub_namespace(name, spec.slug)
+        }
         for kind, namespace, name in sorted(ours - wanted):
-            if prunable(kind, namespace, name, spec) and k8s.delete(api, kind, name, namespace):
+            if (kind == "Namespace" or prunable(kind, namespace, name, spec)) and k8s.delete(
+                api, kind, name, namespace
+            ):
                 report.api_calls += 1
                 hub.pruned.append(f"{kind} {name}")
         if str(spec.hub_id) in moving:

@@ -7,6 +7,7 @@ list a hub's objects with one label-selected call per kind.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -27,10 +28,15 @@ LABEL_HUB_ID = "hub-on-demand.io/hub-id"
 LABEL_OWNER = "hub-on-demand.io/owner"
 ANNOTATION_OWNER = "hub-on-demand.io/owner"
 ANNOTATION_CONFIG_CHECKSUM = "hub-on-demand.io/config-checksum"
-# Which of a hub's two namespaces this is: the hub's own ("hub") or its users' ("users").
+# Which of a hub's namespaces this is: the hub's own ("hub"), its users' ("users") or one
+# user's jobs namespace ("jobs").
 LABEL_NAMESPACE_ROLE = "hub-on-demand.io/namespace-role"
 ROLE_HUB = "hub"
 ROLE_USERS = "users"
+# A user's own jobs namespace (see jobs_objects), and whose it is.
+ROLE_JOBS = "jobs"
+ANNOTATION_MEMBER = "hub-on-demand.io/member"
+JOBS_ROLE = "jobs"
 SECRET_NAME = "hub"
 CONFIG_MAP_NAME = "hub"
 HUB_SERVICE_ACCOUNT = "hub"
@@ -221,32 +227,46 @@ def users_namespace(spec: HubSpec) -> Manifest:
     return _namespace(spec, spec.users_namespace, ROLE_USERS, spec.pod_security)
 
 
-def quota_totals(spec: HubSpec) -> dict[str, str]:
-    """Quota of the users' namespace: expected users x servers each x the largest option, and
-    counts of what users may hold there (servers and job pods, jobs, claims; no Services)."""
-    servers = spec.expected_users * spec.notebooks_per_user
+def _largest_request(spec: HubSpec) -> tuple[float, float, float, float]:
+    """CPU and memory guarantee and limit of the hub's largest server options."""
     options = spec.server_options
-    external_claims = [v for v in spec.external_volumes if v.kind == "pvc"]
-    external_gib = sum(v.size_gib or 1 for v in external_claims)
-    cpu_request = max((o.cpu_guarantee for o in options), default=0.5)
-    cpu_limit = max((o.cpu_limit for o in options), default=1.0)
-    mem_request = max((o.mem_guarantee_gib for o in options), default=1.0)
-    mem_limit = max((o.mem_limit_gib for o in options), default=2.0)
-    # With jobs access, members may run as many job pods as servers, within the same CPU,
-    # memory and GPU totals.
-    jobs = servers if spec.jobs_access else 0
-    pods = servers + jobs
-    storage_gib = servers * spec.home_size_gib + spec.shared_size_gib + external_gib
+    return (
+        max((o.cpu_guarantee for o in options), default=0.5),
+        max((o.cpu_limit for o in options), default=1.0),
+        max((o.mem_guarantee_gib for o in options), default=1.0),
+        max((o.mem_limit_gib for o in options), default=2.0),
+    )
+
+
+def _compute(spec: HubSpec, servers: int, pods: int) -> dict[str, str]:
+    """CPU, memory, GPUs and scratch space of `servers` of the hub's largest option, for
+    `pods` pods."""
+    cpu_request, cpu_limit, mem_request, mem_limit = _largest_request(spec)
     hard = {
-        "pods": str(pods),
-        "count/jobs.batch": str(jobs),
-        "services": "0",
         "requests.cpu": _cpu(servers * cpu_request),
         "limits.cpu": _cpu(servers * cpu_limit),
         "requests.memory": _mem(servers * mem_request),
         "limits.memory": _mem(servers * mem_limit),
         "requests.ephemeral-storage": f"{pods * EPHEMERAL_REQUEST_GIB}Gi",
         "limits.ephemeral-storage": f"{pods * EPHEMERAL_LIMIT_GIB}Gi",
+    }
+    resource = spec.gpu.resource_name if spec.gpu else "nvidia.com/gpu"
+    hard[f"requests.{resource}"] = str(spec.gpu.count * servers if spec.gpu else 0)
+    return hard
+
+
+def quota_totals(spec: HubSpec) -> dict[str, str]:
+    """Quota of the users' namespace: expected users x servers each x the largest option, and
+    counts of what users may hold there (servers, claims; no Jobs, no Services)."""
+    servers = spec.expected_users * spec.notebooks_per_user
+    external_claims = [v for v in spec.external_volumes if v.kind == "pvc"]
+    external_gib = sum(v.size_gib or 1 for v in external_claims)
+    storage_gib = servers * spec.home_size_gib + spec.shared_size_gib + external_gib
+    return {
+        "pods": str(servers),
+        "count/jobs.batch": "0",
+        "services": "0",
+        **_compute(spec, servers, servers),
         # A home volume per user, the shared volume and external claims. Homes are counted per
         # server: a user's named servers share one home, but KubeSpawner asks to create it at
         # every start and quota admission charges that request before the API server answers
@@ -254,9 +274,30 @@ def quota_totals(spec: HubSpec) -> dict[str, str]:
         "persistentvolumeclaims": str(servers + 1 + len(external_claims)),
         "requests.storage": f"{storage_gib}Gi",
     }
-    gpus = spec.gpu.count * servers if spec.gpu else 0
-    resource = spec.gpu.resource_name if spec.gpu else "nvidia.com/gpu"
-    hard[f"requests.{resource}"] = str(gpus)
+
+
+# What one user's jobs namespace holds at most: Jobs (finished ones count until deleted) and
+# their pods, within the CPU, memory and GPUs of that user's servers.
+JOBS_PER_USER = 20
+JOB_PODS_PER_USER = 4
+
+
+def jobs_quota_totals(spec: HubSpec) -> dict[str, str]:
+    """Quota of one user's jobs namespace: the CPU and memory of that user's servers (servers
+    per user x the largest option), a few pods, and no claims, Services or GPUs: the GPU
+    calendar reserves a hub's GPUs for its servers (`capacity.reserved_gpus`), and jobs that
+    took GPUs beyond them would take another hub's."""
+    hard = {
+        # A suspended hub runs nothing: no job pod either (see the suspend task).
+        "pods": "0" if spec.suspended else str(JOB_PODS_PER_USER),
+        "count/jobs.batch": str(JOBS_PER_USER),
+        "services": "0",
+        **_compute(spec, spec.notebooks_per_user, JOB_PODS_PER_USER),
+        "persistentvolumeclaims": "0",
+        "requests.storage": "0",
+    }
+    if spec.gpu:
+        hard[f"requests.{spec.gpu.resource_name}"] = "0"
     return hard
 
 
@@ -291,11 +332,16 @@ def capped(hard: dict[str, str], caps: dict[str, str]) -> dict[str, str]:
 
 
 def quota_amounts(spec: HubSpec, caps: dict[str, str] | None = None) -> dict[str, Decimal]:
-    """The users' quota as numbers (cores, bytes, counts), held to the installation's
-    ceilings: what the hub's users can hold at most, for limits that add up several hubs."""
-    return {
+    """The users' quota and those of the jobs namespaces as numbers (cores, bytes, counts),
+    held to the installation's ceilings: what the hub's users can hold at most, for limits
+    that add up several hubs."""
+    amounts = {
         key: parse_quantity(value) for key, value in capped(quota_totals(spec), caps or {}).items()
     }
+    jobs = capped(jobs_quota_totals(spec), caps or {})
+    for key, value in jobs.items():
+        amounts[key] = amounts.get(key, Decimal(0)) + parse_quantity(value) * len(spec.jobs_users)
+    return amounts
 
 
 def resource_quotas(spec: HubSpec, settings: RenderSettings | None = None) -> list[Manifest]:
@@ -323,21 +369,24 @@ def _largest_option(spec: HubSpec) -> tuple[float, float]:
     return max(o.cpu_limit for o in options), max(o.mem_limit_gib for o in options)
 
 
-def limit_ranges(spec: HubSpec) -> list[Manifest]:
-    """Defaults for containers that state no resources (so that the quotas admit them), and in
-    the users' namespace a maximum per container: the hub's largest server option."""
-    defaults = {
-        "type": "Container",
-        "defaultRequest": {
-            "cpu": "100m",
-            "memory": "128Mi",
-            "ephemeral-storage": f"{EPHEMERAL_REQUEST_GIB}Gi",
-        },
-        "default": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": f"{EPHEMERAL_LIMIT_GIB}Gi"},
-    }
+# Defaults for containers that state no resources, so that the quotas admit them.
+CONTAINER_DEFAULTS = {
+    "type": "Container",
+    "defaultRequest": {
+        "cpu": "100m",
+        "memory": "128Mi",
+        "ephemeral-storage": f"{EPHEMERAL_REQUEST_GIB}Gi",
+    },
+    "default": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": f"{EPHEMERAL_LIMIT_GIB}Gi"},
+}
+
+
+def _users_limits(spec: HubSpec) -> dict[str, Any]:
+    """The container limits where users run things: the defaults, and at most the hub's
+    largest server option per container."""
     cpu, mem = _largest_option(spec)
-    users = {
-        **defaults,
+    return {
+        **CONTAINER_DEFAULTS,
         "default": {
             "cpu": _cpu(min(cpu, 1.0)),
             "memory": _mem(min(mem, 1.0)),
@@ -349,18 +398,23 @@ def limit_ranges(spec: HubSpec) -> list[Manifest]:
             "ephemeral-storage": f"{EPHEMERAL_LIMIT_GIB}Gi",
         },
     }
+
+
+def limit_ranges(spec: HubSpec) -> list[Manifest]:
+    """Defaults for containers that state no resources (so that the quotas admit them), and in
+    the users' namespace a maximum per container: the hub's largest server option."""
     return [
         {
             "apiVersion": "v1",
             "kind": "LimitRange",
             "metadata": _meta(spec, LIMITS_NAME),
-            "spec": {"limits": [defaults]},
+            "spec": {"limits": [CONTAINER_DEFAULTS]},
         },
         {
             "apiVersion": "v1",
             "kind": "LimitRange",
             "metadata": _meta(spec, LIMITS_NAME, spec.users_namespace),
-            "spec": {"limits": [users]},
+            "spec": {"limits": [_users_limits(spec)]},
         },
     ]
 
@@ -466,6 +520,35 @@ def egress_restricted(spec: HubSpec, settings: RenderSettings) -> bool:
     return settings.egress != "open" and not spec.open_egress
 
 
+def _dns_rule() -> dict[str, Any]:
+    """Egress to the cluster's DNS."""
+    kube_system = {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+    return {"to": [{"namespaceSelector": kube_system}], "ports": DNS_PORTS}
+
+
+def _outside_rules(spec: HubSpec, settings: RenderSettings) -> list[dict[str, Any]]:
+    """Egress beyond the cluster: restricted to addresses outside every private range (and the
+    installation's denied ones), or anything when open."""
+    if not egress_restricted(spec, settings):
+        return [{}]
+    world = [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": [*PRIVATE_RANGES, *settings.denied_egress]}},
+        {"ipBlock": {"cidr": "::/0", "except": list(PRIVATE_RANGES_V6)}},
+    ]
+    return [{"to": world}]
+
+
+def _egress_policy(
+    spec: HubSpec, name: str, pods: dict, rules: list[dict], namespace: str
+) -> Manifest:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(spec, name, namespace),
+        "spec": {"podSelector": pods, "policyTypes": ["Egress"], "egress": rules},
+    }
+
+
 def egress_policies(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
     """Egress of what users run and of the proxy.
 
@@ -476,33 +559,8 @@ def egress_policies(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
     to the Kubernetes API and the identity provider.
     """
     hub_ns, users_ns = spec.namespace, spec.users_namespace
-    dns = {
-        "to": [
-            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
-        ],
-        "ports": DNS_PORTS,
-    }
-    if egress_restricted(spec, settings):
-        world = [
-            {
-                "ipBlock": {
-                    "cidr": "0.0.0.0/0",
-                    "except": [*PRIVATE_RANGES, *settings.denied_egress],
-                }
-            },
-            {"ipBlock": {"cidr": "::/0", "except": list(PRIVATE_RANGES_V6)}},
-        ]
-        outside = [{"to": world}]
-    else:
-        outside = [{}]
-
-    def egress(name: str, pods: dict, rules: list[dict], namespace: str) -> Manifest:
-        return {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _meta(spec, name, namespace),
-            "spec": {"podSelector": pods, "policyTypes": ["Egress"], "egress": rules},
-        }
+    dns, outside = _dns_rule(), _outside_rules(spec, settings)
+    egress = functools.partial(_egress_policy, spec)
 
     policies = [
         egress(
@@ -533,30 +591,38 @@ def egress_policies(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
     return policies
 
 
-def admission_params(spec: HubSpec, settings: RenderSettings) -> Manifest:
-    """What the users' namespace admits (read by the `admission` policies as their params):
-    claims (`claim.<name>`: "ro" or "rw"), the catalogue's NFS exports (`nfs.<volume>`:
-    "server:path" with "ro" or "rw"), priority classes (`priority.<name>`) and ServiceAccounts
-    (`account.<name>`). The portal writes it; no user or hub can."""
-    data = {
-        f"account.{name}": "yes"
-        for name in ("default", *([hubconfig.JOBS_SERVICE_ACCOUNT] if spec.jobs_access else []))
-    }
-    if spec.shared_mode in ("ro", "rw") and spec.shared_size_gib:
+def admission_params(
+    spec: HubSpec, settings: RenderSettings, jobs_user: str | None = None
+) -> Manifest:
+    """What a users' or jobs namespace admits (read by the `admission` policies as their
+    params): claims (`claim.<name>`: "ro" or "rw"), the catalogue's NFS exports
+    (`nfs.<volume>`: "server:path" with "ro" or "rw"), priority classes (`priority.<name>`)
+    and ServiceAccounts (`account.<name>`). The portal writes it; no user or hub can.
+
+    In the users' namespace, pods run as `default` or as the jobs ServiceAccount of a user
+    with Jobs; in that user's jobs namespace (`jobs_user`) as `default`, and no claim is
+    granted there: claims live in the users' namespace.
+    """
+    accounts = ["default"]
+    if jobs_user is None:
+        accounts += [spec.jobs_account(user) for user in spec.jobs_users]
+    data = {f"account.{name}": "yes" for name in accounts}
+    if jobs_user is None and spec.shared_mode in ("ro", "rw") and spec.shared_size_gib:
         data[f"claim.{hubconfig.SHARED_PVC}"] = "rw"
     for volume in spec.external_volumes:
         mode = "ro" if volume.read_only else "rw"
         name = hubconfig.external_volume_name(volume.name)
-        if volume.kind == "pvc":
+        if volume.kind == "pvc" and jobs_user is None:
             data[f"claim.{name}"] = mode
         elif volume.kind == "nfs":
             data[f"nfs.{name}"] = f"{mode}:{volume.server}:{volume.path}"
     for name in settings.priority_classes:
         data[f"priority.{name}"] = "yes"
+    where = spec.users_namespace if jobs_user is None else spec.jobs_namespace(jobs_user)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(spec, ADMISSION_PARAMS, spec.users_namespace),
+        "metadata": _meta(spec, ADMISSION_PARAMS, where),
         "data": data,
     }
 
@@ -565,7 +631,7 @@ def _role(
     spec: HubSpec, name: str, namespace: str, rules: list[dict], account: str
 ) -> list[Manifest]:
     """A Role in `namespace` and its binding to a ServiceAccount of the hub (`account`, in the
-    namespace it lives in: the hub's or the users')."""
+    namespace it lives in: the hub's for the hub, else the users')."""
     account_namespace = spec.namespace if account == HUB_SERVICE_ACCOUNT else spec.users_namespace
     return [
         {
@@ -615,22 +681,53 @@ def hub_rbac(spec: HubSpec) -> list[Manifest]:
     ]
 
 
-def jobs_rbac(spec: HubSpec) -> list[Manifest]:
-    """With jobs access: a ServiceAccount in the users' namespace for the servers of members
-    whose tier has the jobs role, limited to Jobs there (and within its quota). It cannot read
-    pods: a user server's pod spec holds that user's hub token."""
+def jobs_objects(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
+    """With jobs access, for each user with Jobs (`HubSpec.jobs_users`): a namespace of their
+    own, where their Jobs run, and the ServiceAccount their server runs as (in the users'
+    namespace), which may manage Jobs and read their pods and logs there and nowhere else. So
+    no member sees, changes or deletes another's Jobs, and nobody with Jobs reads a user
+    server's pod (whose spec holds that user's hub token).
+
+    Each jobs namespace has the users' namespace's admission (no claims: those live in the
+    users' namespace; the catalogue's NFS exports the hub was granted), Pod Security, egress,
+    no ingress at all, and a quota of one user's servers (`jobs_quota_totals`).
+    """
     manage = ["get", "watch", "list", "create", "delete", "patch", "update"]
-    name = hubconfig.JOBS_SERVICE_ACCOUNT
-    return [
-        _service_account(spec, name, spec.users_namespace),
-        *_role(
-            spec,
-            name,
-            spec.users_namespace,
-            [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": manage}],
-            name,
-        ),
+    read = ["get", "watch", "list"]
+    rules = [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": manage},
+        {"apiGroups": [""], "resources": ["pods", "events"], "verbs": read},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     ]
+    caps = settings.quota_caps
+    objects: list[Manifest] = []
+    for user in spec.jobs_users:
+        where, account = spec.jobs_namespace(user), spec.jobs_account(user)
+        jobs_namespace = _namespace(spec, where, ROLE_JOBS, spec.pod_security)
+        jobs_namespace["metadata"]["annotations"][ANNOTATION_MEMBER] = user
+        objects += [
+            jobs_namespace,
+            admission_params(spec, settings, user),
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": _meta(spec, QUOTA_NAME, where),
+                "spec": {"hard": capped(jobs_quota_totals(spec), caps)},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "LimitRange",
+                "metadata": _meta(spec, LIMITS_NAME, where),
+                "spec": {"limits": [_users_limits(spec)]},
+            },
+            _policy(spec, "default-deny-ingress", {}, [], where),
+            _egress_policy(
+                spec, "egress", {}, [_dns_rule(), *_outside_rules(spec, settings)], where
+            ),
+            _service_account(spec, account, spec.users_namespace),
+            *_role(spec, JOBS_ROLE, where, rules, account),
+        ]
+    return objects
 
 
 def hub_secret(spec: HubSpec, hub_secrets: HubSecrets) -> Manifest:
@@ -937,7 +1034,7 @@ def render_hub(
         *network_policies(spec, settings),
         *egress_policies(spec, settings),
         *hub_rbac(spec),
-        *(jobs_rbac(spec) if spec.jobs_access else []),
+        *jobs_objects(spec, settings),
         hub_secret(spec, hub_secrets or HubSecrets.generate()),
         config,
         members_config_map(spec),

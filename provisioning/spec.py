@@ -7,6 +7,7 @@ adapter (`portal/hubs/hubspec.py`), tests and benchmarks build them by hand.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from dataclasses import dataclass
 
 
@@ -88,6 +89,16 @@ class GroupGrantSpec:
 
 # The tier of a hub without any (specs built by hand, hubs from before tiers existed).
 DEFAULT_TIER = TierSpec("members", default=True)
+# What the owner and co-owners may use: everything, the shared volume writable.
+OWNERS_TIER = TierSpec("owners", shared="rw", jobs=True)
+# A member's jobs namespace is hub-<slug>-jobs-<key>, their ServiceAccount jobs-<key>.
+JOBS_NAMESPACE_INFIX = "-jobs-"
+JOBS_ACCOUNT_PREFIX = "jobs-"
+
+
+def member_key(username: str) -> str:
+    """A short, stable, DNS-safe name part for one user (usernames may be e-mail addresses)."""
+    return hashlib.sha256(username.encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -150,9 +161,46 @@ class HubSpec:
         shared volume and external storage."""
         return f"hub-{self.slug}-users"
 
+    def tier_of(self, username: str) -> TierSpec | None:
+        """The tier of a user named in the spec (owners and co-owners: everything), or None
+        for a user it does not name (who may still come in through an IdP group)."""
+        if username in (self.owner, *self.co_owners):
+            return OWNERS_TIER
+        if username not in self.members:
+            return None
+        tiers = {tier.name: tier for tier in self.tiers or (DEFAULT_TIER,)}
+        default = next((t for t in tiers.values() if t.default), next(iter(tiers.values())))
+        return tiers.get(dict(self.member_tiers).get(username, default.name), default)
+
     @property
-    def namespaces(self) -> tuple[str, str]:
-        return (self.namespace, self.users_namespace)
+    def jobs_users(self) -> tuple[str, ...]:
+        """The users who run Jobs, each in a namespace of their own: with jobs access, the
+        owner, the co-owners and the members whose tier has the jobs role. Users who come in
+        through an IdP group are not known here and get no jobs namespace."""
+        if not self.jobs_access:
+            return ()
+        users = dict.fromkeys([self.owner, *self.co_owners, *self.members])
+        return tuple(user for user in users if (tier := self.tier_of(user)) and tier.jobs)
+
+    def jobs_namespace(self, username: str) -> str:
+        """The namespace where one user's Jobs run: theirs alone, so nobody else in the hub
+        sees, changes or deletes them (at most 58 characters: slugs have at most 40)."""
+        return f"hub-{self.slug}{JOBS_NAMESPACE_INFIX}{member_key(username)}"
+
+    @staticmethod
+    def jobs_account(username: str) -> str:
+        """The ServiceAccount (in the users' namespace) a user's server runs as: it may
+        manage Jobs in that user's jobs namespace and nothing else."""
+        return f"{JOBS_ACCOUNT_PREFIX}{member_key(username)}"
+
+    @property
+    def jobs_namespaces(self) -> tuple[str, ...]:
+        return tuple(self.jobs_namespace(user) for user in self.jobs_users)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace of the hub: its own, its users', and one per user with Jobs."""
+        return (self.namespace, self.users_namespace, *self.jobs_namespaces)
 
     @property
     def pod_security(self) -> str:

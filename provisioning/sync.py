@@ -1,5 +1,5 @@
-"""Make a hub's two namespaces match its spec: apply every rendered object, keep its secrets,
-and delete the objects of this hub that the spec no longer asks for."""
+"""Make a hub's namespaces match its spec: apply every rendered object, keep its secrets, and
+delete the objects (and jobs namespaces) of this hub that the spec no longer asks for."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from provisioning.render import (
     render_hub,
     selector,
 )
-from provisioning.spec import HubSpec
+from provisioning.spec import JOBS_NAMESPACE_INFIX, HubSpec
 
 # Kinds a hub's spec can stop asking for; listed by label, so only objects that carry this
 # hub's labels are ever deleted (never user home volumes, which KubeSpawner creates).
@@ -55,13 +55,23 @@ def _whose(existing: dict) -> str | None:
     return None
 
 
-def own_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> dict | None:
-    """The namespace, when it exists and this portal made it for this hub; else None."""
-    existing = k8s.get(api, "Namespace", namespace)
-    if existing is None or _whose(existing):
-        return None
-    labels = existing["metadata"].get("labels") or {}
-    return existing if labels.get(LABEL_HUB_ID) == str(hub_id) else None
+def is_hub_namespace(name: str, slug: str) -> bool:
+    """Whether a namespace's name is one of the hub's: its own, its users' or a jobs one."""
+    return name in (f"hub-{slug}", f"hub-{slug}-users") or name.startswith(
+        f"hub-{slug}{JOBS_NAMESPACE_INFIX}"
+    )
+
+
+def own_namespaces(api: client.ApiClient, slug: str, hub_id: int) -> list[dict]:
+    """The namespaces that exist and that this portal made for this hub (one list call): its
+    own, its users' and its users' jobs namespaces, including those of users who lost Jobs.
+    One of the hub's names that is not its own (made by hand, another portal's) is never
+    among them."""
+    found = k8s.list_objects(api, "Namespace", None, selector(hub_id))
+    return sorted(
+        (item for item in found if is_hub_namespace(item["metadata"]["name"], slug)),
+        key=lambda item: item["metadata"]["name"],
+    )
 
 
 def foreign_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> str | None:
@@ -111,15 +121,23 @@ def prune(api: client.ApiClient, spec: HubSpec, desired: list[Manifest]) -> tupl
         (m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"]) for m in desired
     }
     deleted = []
-    for namespace in spec.namespaces:
-        for kind in PRUNABLE_KINDS:
-            for item in k8s.list_objects(api, kind, namespace, selector(spec.hub_id)):
-                name = item["metadata"]["name"]
-                if (kind, namespace, name) in wanted or not prunable(kind, namespace, name, spec):
-                    continue
-                if k8s.delete(api, kind, name, namespace):
-                    where = "" if namespace == spec.namespace else f" (in {namespace})"
-                    deleted.append(f"{kind} {name}{where}")
+    for found in own_namespaces(api, spec.slug, spec.hub_id):
+        namespace = found["metadata"]["name"]
+        if namespace not in spec.namespaces and not found["metadata"].get("deletionTimestamp"):
+            # A user who no longer has Jobs: their namespace goes, and their Jobs with it.
+            k8s.delete_namespace(api, namespace)
+            deleted.append(f"Namespace {namespace}")
+    # One cluster-wide call per kind; only what is in the hub's own namespaces counts (hub ids
+    # are unique within one portal only).
+    ours = set(spec.namespaces)
+    for kind in PRUNABLE_KINDS:
+        for item in k8s.list_objects(api, kind, None, selector(spec.hub_id), all_namespaces=True):
+            namespace, name = item["metadata"].get("namespace", ""), item["metadata"]["name"]
+            if namespace not in ours or (kind, namespace, name) in wanted:
+                continue
+            if prunable(kind, namespace, name, spec) and k8s.delete(api, kind, name, namespace):
+                where = "" if namespace == spec.namespace else f" (in {namespace})"
+                deleted.append(f"{kind} {name}{where}")
     return tuple(deleted)
 
 

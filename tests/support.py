@@ -131,8 +131,12 @@ def broker_hand_over(record):
 
 
 def delete_namespaces(api, hub) -> None:
-    """Ask for the deletion of both namespaces of a hub (or spec): its own and its users'."""
+    """Ask for the deletion of every namespace of a hub (or spec): its own, its users' and the
+    jobs namespaces of its users."""
     from provisioning import k8s
+    from provisioning.sync import own_namespaces
 
-    for name in (hub.namespace, hub.users_namespace):
+    hub_id = getattr(hub, "hub_id", None) or hub.pk
+    found = {item["metadata"]["name"] for item in own_namespaces(api, hub.slug, hub_id)}
+    for name in {hub.namespace, hub.users_namespace} | found:
         k8s.delete_namespace(api, name)

@@ -24,6 +24,8 @@ BAD = [
     ("slug-too-long", {"slug": "a" * 41}, "slug", "at most 40 characters"),
     ("slug-reserved-www", {"slug": "www"}, "slug", "reserved"),
     ("slug-reserved-admin", {"slug": "admin"}, "slug", "reserved"),
+    ("slug-another-hubs-users", {"slug": "stats-users"}, "slug", "reserved"),
+    ("slug-another-hubs-jobs", {"slug": "stats-jobs-0123456789"}, "slug", "reserved"),
     ("slug-reserved-kube", {"slug": "kube-system"}, "slug", "reserved"),
     ("slug-duplicate", {"slug": "taken"}, "slug", "already taken"),
     ("slug-missing", {"slug": ""}, "slug", "required"),

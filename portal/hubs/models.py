@@ -419,10 +419,6 @@ class Hub(models.Model):
         return f"hub-{self.slug}-users"
 
     @property
-    def namespaces(self) -> tuple[str, str]:
-        return (self.namespace, self.users_namespace)
-
-    @property
     def url(self) -> str:
         """Where users reach the hub."""
         return f"https://{self.slug}.{settings.HUBS_DOMAIN}"

@@ -47,12 +47,14 @@ from provisioning.render import (
     selector,
 )
 from provisioning.spec import HubSpec
-from provisioning.sync import own_namespace, sync_hub
+from provisioning.sync import own_namespaces, sync_hub
 
 log = structlog.get_logger(__name__)
 
 # User server pods, as KubeSpawner labels them.
 USER_SERVER_SELECTOR = "app.kubernetes.io/component=singleuser-server"
+# Pods the Job controller made (it labels every one with its Job's name).
+JOB_POD_SELECTOR = "batch.kubernetes.io/job-name"
 # Transient failures (API server away, 5xx, 429) are retried with exponential backoff.
 MAX_RETRIES = 8
 # How often, and how many times, a provisioning or deleting hub is checked.
@@ -142,6 +144,7 @@ def _provision(self, hub_id: int) -> str:
         result = sync_hub(api, spec, render_settings(), login_secret)
         if hub.state == HubState.SUSPENDED:
             stopped = stop_user_servers(api, hub.users_namespace)
+            stopped += sum(stop_job_pods(api, name) for name in spec.jobs_namespaces)
     except ServiceError as error:
         if error.transient and self.request.retries < self.max_retries:
             log.warning("provision.retry", hub_id=hub_id, error=error.message)
@@ -185,6 +188,13 @@ def _with_login_client(hub, spec: HubSpec, contact: bool = True) -> tuple[HubSpe
 def stop_user_servers(api, namespace: str) -> int:
     """Delete the user server pods KubeSpawner made (their home volumes stay)."""
     pods = k8s.list_objects(api, "Pod", namespace, USER_SERVER_SELECTOR)
+    return sum(k8s.delete(api, "Pod", pod["metadata"]["name"], namespace) for pod in pods)
+
+
+def stop_job_pods(api, namespace: str) -> int:
+    """Delete the pods of a jobs namespace's Jobs (its quota, at zero pods while the hub is
+    suspended, keeps the Job controller from starting new ones)."""
+    pods = k8s.list_objects(api, "Pod", namespace, JOB_POD_SELECTOR)
     return sum(k8s.delete(api, "Pod", pod["metadata"]["name"], namespace) for pod in pods)
 
 
@@ -293,7 +303,7 @@ def _deprovision(self, hub_id: int) -> str:
         api = api_client()
         # Only the namespaces that are the hub's own: one of its name that is not (its
         # provisioning failed on it) has nothing of ours to delete.
-        own = [name for name in hub.namespaces if own_namespace(api, name, hub.pk)]
+        own = [found["metadata"]["name"] for found in own_namespaces(api, hub.slug, hub.pk)]
         if not own:
             log.warning("deprovision.foreign_namespace", hub_id=hub_id, namespace=hub.namespace)
             with suppress(LifecycleError):
@@ -319,10 +329,7 @@ def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
     try:
         api = api_client()
         # Only ours count: a foreign one of that name was never the hub's to delete.
-        remaining = next(
-            (found for name in hub.namespaces if (found := own_namespace(api, name, hub.pk))),
-            None,
-        )
+        remaining = next(iter(own_namespaces(api, hub.slug, hub.pk)), None)
     except k8s.ClusterError as error:
         if not error.transient:
             _fail(hub_id, HubState.DEPROVISIONING, f"Cannot read {hub.namespace}: {error.message}")

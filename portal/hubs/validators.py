@@ -28,6 +28,10 @@ RESERVED_SLUGS = frozenset(
 )
 
 
+# Names of another hub's namespaces (hub-<slug>-users, hub-<slug>-jobs-<key>).
+_OTHER_HUBS_NAMESPACE = re.compile(r"(-users|-jobs-[0-9a-f]{10})$")
+
+
 def validate_slug(value: str) -> None:
     """Reject slugs that are not DNS-1123 labels or that are reserved."""
     if not _DNS_LABEL.match(value):
@@ -35,7 +39,7 @@ def validate_slug(value: str) -> None:
             "Use lowercase letters, digits and hyphens; start and end with a letter or digit.",
             code="invalid_slug",
         )
-    if value in RESERVED_SLUGS or value.startswith("kube-"):
+    if value in RESERVED_SLUGS or value.startswith("kube-") or _OTHER_HUBS_NAMESPACE.search(value):
         raise ValidationError(
             "%(value)s is reserved.", code="reserved_slug", params={"value": value}
         )

@@ -40,6 +40,7 @@ from portal.usage.models import (
     UsageHour,
 )
 from provisioning.observe import GPU_PRODUCT_LABEL, Observation, observe
+from provisioning.sync import is_hub_namespace
 
 if TYPE_CHECKING:
     from kubernetes import client
@@ -156,14 +157,17 @@ def record_pass(observation: Observation, now: datetime) -> CollectionPass | Non
             CollectionGap.objects.create(start=prev, end=charged_from)
             log.warning("usage.gap", start=prev.isoformat(), end=charged_from.isoformat())
 
-        hubs = {
-            hub.pk: hub.namespaces
-            for hub in Hub.objects.filter(pk__in={h.hub_id for h in observation.holdings}).only(
-                "slug"
+        slugs = dict(
+            Hub.objects.filter(pk__in={h.hub_id for h in observation.holdings}).values_list(
+                "pk", "slug"
             )
-        }
-        # Hub ids are unique within one portal only: the namespace must match too.
-        holdings = [h for h in observation.holdings if h.namespace in hubs.get(h.hub_id, ())]
+        )
+        # Hub ids are unique within one portal only: the namespace must be the hub's too.
+        holdings = [
+            h
+            for h in observation.holdings
+            if h.hub_id in slugs and is_hub_namespace(h.namespace, slugs[h.hub_id])
+        ]
         users = dict(
             get_user_model()
             .objects.filter(username__in={h.username for h in holdings if h.username})

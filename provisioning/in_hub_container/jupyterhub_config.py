@@ -245,7 +245,7 @@ CONTAINER_SECURITY_CONTEXT = {
 c.KubeSpawner.container_security_context = CONTAINER_SECURITY_CONTEXT
 
 # Kubernetes API access from user servers only with jobs access and a tier with the jobs
-# role, and then only as "jobs" (set per spawn in apply_tier below).
+# role, and then only as the user's own jobs ServiceAccount (set per spawn in apply_tier).
 c.KubeSpawner.automount_service_account_token = False
 
 # Storage. Volumes, mounts and init containers are dictionaries so that profile overrides
@@ -335,12 +335,17 @@ def apply_tier(spawner):
     spawner.volumes, spawner.volume_mounts = tier_volumes, tier_mounts
     # Profile options merge into these dictionaries: start each spawn from the base again.
     spawner.init_containers = {}
-    if values["jobs_access"] and access["jobs"]:
-        spawner.service_account = values["jobs_service_account"]
+    jobs = members().get("jobs", {}).get(spawner.user.name)
+    environment = {k: v for k, v in spawner.environment.items() if k != "JOBS_NAMESPACE"}
+    if values["jobs_access"] and access["jobs"] and jobs:
+        # The user's own ServiceAccount: it manages Jobs in the user's jobs namespace only.
+        spawner.service_account = jobs["account"]
         spawner.automount_service_account_token = True
+        environment["JOBS_NAMESPACE"] = jobs["namespace"]
     else:
         spawner.service_account = None
         spawner.automount_service_account_token = False
+    spawner.environment = environment
 
 
 c.KubeSpawner.pre_spawn_hook = apply_tier

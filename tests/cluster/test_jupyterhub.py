@@ -239,14 +239,15 @@ def stop_hub(hub: RunningHub) -> None:
 
 def prepare_namespace(kube_api, spec: HubSpec) -> None:
     """What provisioning applies before the hub starts, except the hub itself (it runs on
-    this machine): both namespaces, the users' admission policies and their params, quota,
-    limits, the jobs account and the claims of the users' namespace."""
+    this machine): the namespaces, the admission policies and their params, quotas, limits,
+    the jobs accounts and roles, and the claims of the users' namespace."""
+    where_users_run = {spec.users_namespace, *spec.jobs_namespaces}
     for manifest in [
         *users_admission(),
         *(
             m
             for m in render.render_hub(spec)
-            if m["kind"] == "Namespace" or m["metadata"].get("namespace") == spec.users_namespace
+            if m["kind"] == "Namespace" or m["metadata"].get("namespace") in where_users_run
         ),
     ]:
         k8s.apply(kube_api, manifest)
@@ -585,8 +586,11 @@ def test_gpu_profile_with_jobs_access_and_wipe(kube_api, gpu_hub):
         labels = node_labels(kube_api, pod.spec.node_name)
         assert labels[GPU_PRODUCT_LABEL] == "NVIDIA-H100-80GB-HBM3"
 
-        # Jobs access: the jobs ServiceAccount, with its token mounted.
-        assert pod.spec.service_account_name == "jobs"
+        # Jobs access: the owner's own jobs ServiceAccount, with its token mounted, and the
+        # owner's jobs namespace in the environment.
+        assert pod.spec.service_account_name == gpu_hub.spec.jobs_account(OWNER)
+        env = {e.name: e.value for e in container(pod).env}
+        assert env["JOBS_NAMESPACE"] == gpu_hub.spec.jobs_namespace(OWNER)
         assert pod.spec.automount_service_account_token is True
         assert "/var/run/secrets/kubernetes.io/serviceaccount" in {
             path for path, _ in mounts(pod).values()
@@ -780,7 +784,7 @@ def test_staff_start_the_gpu_profile_with_the_shared_volume_writable(kube_api, t
         assert quantities(container(pod).resources.limits)["nvidia.com/gpu"] == 1
         assert pod.spec.node_selector == {GPU_PRODUCT_LABEL: "NVIDIA-H100-80GB-HBM3"}
         assert mounts(pod)["shared"] == ("/home/jovyan/shared", False)
-        assert pod.spec.service_account_name == "jobs"
+        assert pod.spec.service_account_name == tier_hub.spec.jobs_account(STAFF)
         assert pod.spec.automount_service_account_token is True
     finally:
         stop_server_patiently(kube_api, tier_hub, STAFF)
@@ -795,6 +799,8 @@ def test_a_new_tier_applies_at_the_next_spawn_without_restarting_anything(kube_a
         promoted = dataclasses.replace(
             tier_hub.spec, member_tiers=((STUDENT, "staff"), (STAFF, "staff"))
         )
+        # As a sync does: the student's jobs account and namespace, then the members file.
+        prepare_namespace(kube_api, promoted)
         tier_hub.write_members(promoted)
         # The hub takes the new file at its next login or spawn; nothing else happens: the
         # running server and the hub stay as they were.
@@ -817,7 +823,7 @@ def test_a_new_tier_applies_at_the_next_spawn_without_restarting_anything(kube_a
         pod = created_pod(kube_api, tier_hub, STUDENT)
         assert quantities(container(pod).resources.limits)["nvidia.com/gpu"] == 1
         assert mounts(pod)["shared"] == ("/home/jovyan/shared", False)
-        assert pod.spec.service_account_name == "jobs"
+        assert pod.spec.service_account_name == tier_hub.spec.jobs_account(STUDENT)
     finally:
         stop_server_patiently(kube_api, tier_hub, STUDENT)
         tier_hub.write_members(tier_hub.spec)

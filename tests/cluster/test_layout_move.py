@@ -122,7 +122,7 @@ def assert_moved(kube_api, spec, volumes: dict[str, str]) -> None:
     assert not k8s.list_objects(kube_api, "Pod", spec.namespace, migrate.USER_SERVER_SELECTOR)
     assert k8s.get(kube_api, "NetworkPolicy", "singleuser", spec.namespace) is None
     assert k8s.get(kube_api, "ServiceAccount", "jobs", spec.namespace) is None
-    assert k8s.get(kube_api, "ServiceAccount", "jobs", spec.users_namespace)
+    assert k8s.get(kube_api, "ServiceAccount", spec.jobs_account(spec.owner), spec.users_namespace)
 
 
 def reclaim_policies_restored(kube_api, spec, volumes: dict[str, str]) -> None:
@@ -170,6 +170,6 @@ def test_the_reconcile_pass_moves_an_old_hub_and_a_rollback_keeps_the_new_layout
     # layout to go back to.
     earlier = dataclasses.replace(spec, expected_users=3, shared_mode="ro")
     where = {m["metadata"].get("namespace") for m in render_hub(earlier, SETTINGS)}
-    assert where == {None, spec.namespace, spec.users_namespace}
+    assert where == {None, spec.namespace, spec.users_namespace, *spec.jobs_namespaces}
     sync_hub(kube_api, earlier, SETTINGS)
     assert_moved(kube_api, spec, volumes)

@@ -65,11 +65,13 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
     spec = hub_specs(example)
     manifests = render_hub(spec, rendering)
     # Namespaced objects need their namespaces to exist.
-    assert [m["kind"] for m in manifests[:2]] == ["Namespace", "Namespace"]
-    for manifest in manifests[:2]:
+    namespaces = [m for m in manifests if m["kind"] == "Namespace"]
+    assert [m["metadata"]["name"] for m in namespaces] == list(spec.namespaces)
+    for manifest in namespaces:
         k8s.apply(kube_api, manifest)
-    for manifest in manifests[2:]:
-        k8s.apply(kube_api, manifest, dry_run=True)
+    for manifest in manifests:
+        if manifest["kind"] != "Namespace":
+            k8s.apply(kube_api, manifest, dry_run=True)
     # A dry run stores nothing.
     assert not k8s.list_objects(kube_api, "ConfigMap", spec.namespace, selector(spec.hub_id))
 
@@ -167,13 +169,14 @@ def test_objects_the_spec_no_longer_needs_are_pruned_and_nothing_else(kube_api, 
     result = sync_hub(kube_api, smaller, SETTINGS)
 
     users = f" (in {spec.users_namespace})"
+    # Without jobs access every user's jobs namespace and account goes.
     assert set(result.pruned) == {
-        "ServiceAccount jobs" + users,
-        "Role jobs" + users,
-        "RoleBinding jobs" + users,
+        *(f"Namespace {name}" for name in spec.jobs_namespaces),
+        *(f"ServiceAccount {spec.jobs_account(user)}{users}" for user in spec.jobs_users),
         "PersistentVolumeClaim shared" + users,
     }
-    assert k8s.get(kube_api, "ServiceAccount", "jobs", spec.users_namespace) is None
+    owner_account = spec.jobs_account(spec.owner)
+    assert k8s.get(kube_api, "ServiceAccount", owner_account, spec.users_namespace) is None
     assert k8s.get(kube_api, "PersistentVolumeClaim", "home-grace", spec.users_namespace)
     assert k8s.get(kube_api, "ConfigMap", "notes", spec.namespace)
     assert k8s.get(kube_api, "ServiceAccount", "hub", spec.namespace)

@@ -179,6 +179,57 @@ def test_an_identity_provider_that_fails_is_asked_once_per_pass(
     assert not LoginClient.objects.filter(hub__in=hubs).exists()
 
 
+def test_a_users_jobs_are_theirs_again_after_drift_and_go_when_they_leave(kube_api, synced_hubs):
+    """A jobs namespace's Role that someone widened is restored; the jobs namespace of a
+    co-owner who left goes with the next pass, the owner's stays."""
+    spec = synced_hubs[1]
+    owner, co_owner = spec.jobs_users
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    rbac.patch_namespaced_role(
+        "jobs",
+        spec.jobs_namespace(owner),
+        {"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]},
+    )
+    left = dataclasses.replace(spec, co_owners=())
+
+    report = reconcile(kube_api, [left], SETTINGS)
+
+    hub = report.repaired[spec.hub_id]
+    # The co-owner's account is no longer granted in the users' namespace, nor a member.
+    assert set(hub.repaired) == {
+        "Role jobs (changed)",
+        "ConfigMap hub-admission (changed)",
+        "ConfigMap hub-members (changed)",
+    }
+    assert f"Namespace {spec.jobs_namespace(co_owner)}" in hub.pruned
+    role = rbac.read_namespaced_role("jobs", spec.jobs_namespace(owner))
+    assert {r for rule in role.rules for r in rule.resources} == {
+        "jobs",
+        "pods",
+        "events",
+        "pods/log",
+    }
+    gone = k8s.get(kube_api, "Namespace", spec.jobs_namespace(co_owner))
+    assert gone is None or gone["metadata"].get("deletionTimestamp")
+    # Once going, it is not deleted again at every pass.
+    again = reconcile(kube_api, [left], SETTINGS)
+    assert spec.hub_id not in again.repaired
+
+
+def test_a_grant_added_by_hand_to_the_admission_params_is_taken_back(kube_api, synced_hubs):
+    spec = synced_hubs[1]
+    core = client.CoreV1Api(kube_api)
+    core.patch_namespaced_config_map(
+        "hub-admission", spec.users_namespace, {"data": {"claim.hub-db": "rw"}}
+    )
+
+    report = reconcile(kube_api, synced_hubs, SETTINGS)
+
+    assert report.repaired[spec.hub_id].repaired == ["ConfigMap hub-admission (changed)"]
+    data = core.read_namespaced_config_map("hub-admission", spec.users_namespace).data
+    assert "claim.hub-db" not in data
+
+
 def test_objects_of_another_namespace_with_the_same_hub_id_are_never_pruned(kube_api, synced_hubs):
     spec, other = synced_hubs
     # Another portal (or a test database) may number its hubs the same way.

@@ -16,10 +16,12 @@ from kubernetes import client
 
 from portal.audit.models import AuditEvent
 from portal.hubs import tasks
+from portal.hubs.hubspec import from_hub
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub, LoginClient, SelfServicePolicy
 from provisioning import hubconfig, k8s
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME
+from provisioning.spec import HubSpec
 from tests.factories import HubFactory
 from tests.oidc_provider.harness import free_port
 from tests.support import delete_namespaces, eventually
@@ -138,7 +140,11 @@ def test_a_worker_without_a_kubernetes_configuration_fails_the_hub_saying_so(
 def test_deprovision_deletes_the_namespace_and_the_check_marks_the_hub_deleted(
     approved_hub, kube_api, scheduled
 ):
+    Hub.objects.filter(pk=approved_hub.pk).update(jobs_access=True)
     tasks.provision_hub.apply((approved_hub.pk,))
+    approved_hub.refresh_from_db()
+    (jobs_namespace,) = from_hub(approved_hub).jobs_namespaces
+    assert k8s_get("Namespace", jobs_namespace, None, kube_api)
     Hub.objects.filter(pk=approved_hub.pk).update(state=HubState.DEPROVISIONING)
 
     assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
@@ -147,11 +153,9 @@ def test_deprovision_deletes_the_namespace_and_the_check_marks_the_hub_deleted(
         lambda: tasks.check_hub_deleted.apply((approved_hub.pk,)).get() == "deleted", timeout=90
     )
     assert state(approved_hub) == HubState.DELETED
-    assert (
-        not client.CoreV1Api(kube_api)
-        .list_namespace(field_selector=f"metadata.name={approved_hub.namespace}")
-        .items
-    )
+    # Every namespace of the hub is gone: its own, its users' and the owner's jobs namespace.
+    for name in (approved_hub.namespace, approved_hub.users_namespace, jobs_namespace):
+        assert k8s_get("Namespace", name, None, kube_api) is None
 
 
 @pytest.mark.parametrize(
@@ -276,19 +280,26 @@ def test_a_change_is_applied_in_place_and_a_rollback_restores_the_previous_objec
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
     eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
     approved_hub.refresh_from_db()
-    assert k8s_get("ServiceAccount", "jobs", approved_hub.users_namespace, kube_api) is None
+    account = HubSpec.jobs_account(approved_hub.owner.username)
+    assert k8s_get("ServiceAccount", account, approved_hub.users_namespace, kube_api) is None
 
     SelfServicePolicy.objects.update(jobs_access_needs_approval=False)
     data = revisions.form_data(revisions.spec_of_hub(approved_hub))
     data["jobs_access"] = "on"
     change = run_queued_provisioning(lambda: changes.request_change(approved_hub, owner, data))
     assert change.state == "applied"
-    assert k8s_get("ServiceAccount", "jobs", approved_hub.users_namespace, kube_api)
+    assert k8s_get("ServiceAccount", account, approved_hub.users_namespace, kube_api)
+    approved_hub.refresh_from_db()
+    (jobs_namespace,) = from_hub(approved_hub).jobs_namespaces  # the owner's
+    assert k8s_get("Namespace", jobs_namespace, None, kube_api)
 
     approved_hub.refresh_from_db()
     rollback = run_queued_provisioning(lambda: changes.rollback(approved_hub, owner, 1))
     assert rollback.state == "applied"
-    assert k8s_get("ServiceAccount", "jobs", approved_hub.users_namespace, kube_api) is None
+    assert k8s_get("ServiceAccount", account, approved_hub.users_namespace, kube_api) is None
+    # The owner's jobs namespace goes with the jobs access.
+    gone = k8s_get("Namespace", jobs_namespace, None, kube_api)
+    assert gone is None or gone["metadata"].get("deletionTimestamp")
     assert state(approved_hub) == HubState.RUNNING
 
 
@@ -368,15 +379,19 @@ def test_a_hub_waiting_for_room_says_so_and_fails_with_the_schedulers_reason(
         approved_hub.namespace,
         {"spec": {"template": {"spec": {"nodeSelector": {"example.org/no-such-node": "x"}}}}},
     )
-    # The Deployment controller replaces the hub's pod (Recreate) with one nothing can place.
-    eventually(
-        lambda: tasks.waiting_for_room(
-            k8s.list_objects(
-                kube_api, "Pod", approved_hub.namespace, "app.kubernetes.io/component=hub"
-            )
-        ),
-        timeout=60,
-    )
+
+    # The Deployment controller replaces the hub's pod (Recreate) with one nothing can place,
+    # and then reports the Deployment unavailable (its status may lag behind the pods).
+    def replaced():
+        deployment = k8s.get(kube_api, "Deployment", "hub", approved_hub.namespace)
+        status = deployment.get("status", {})
+        current = status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+        pods = k8s.list_objects(
+            kube_api, "Pod", approved_hub.namespace, "app.kubernetes.io/component=hub"
+        )
+        return current and not status.get("availableReplicas") and tasks.waiting_for_room(pods)
+
+    eventually(replaced, timeout=60)
 
     def reason():
         assert tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "waiting"

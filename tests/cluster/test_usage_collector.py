@@ -18,7 +18,8 @@ from portal.usage import queries
 from portal.usage.models import CollectionGap, CollectionPass, GpuInventory, UsageDay
 from portal.usage.recording import collect
 from provisioning import k8s
-from provisioning.render import LABEL_HUB_ID, MANAGED_BY
+from provisioning.render import ANNOTATION_MEMBER, LABEL_HUB_ID, MANAGED_BY
+from provisioning.spec import JOBS_NAMESPACE_INFIX, member_key
 from tests.factories import GpuTypeFactory, HubFactory
 from tests.support import eventually
 from tests.usage_support import price_list
@@ -156,6 +157,32 @@ def test_a_simulated_hour_is_recorded_per_user_and_costs_to_the_cent(
     inventory = {row.product: row for row in GpuInventory.objects.all()}
     assert inventory[A100].allocatable == 4 and inventory[A100].in_use >= 1
     assert inventory["NVIDIA-H100-80GB-HBM3"].allocatable == 8
+
+
+def test_a_job_in_a_users_jobs_namespace_is_charged_to_that_user(kube_api, alice, bob):
+    """Job pods carry no username; the jobs namespace they run in is one user's."""
+    hub = HubFactory(owner=alice, slug=f"use-{secrets.token_hex(3)}", state=HubState.RUNNING)
+    bobs = f"hub-{hub.slug}{JOBS_NAMESPACE_INFIX}{member_key('bob')}"
+    core = client.CoreV1Api(kube_api)
+    labels = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_HUB_ID: str(hub.pk)}
+    core.create_namespace(
+        {"metadata": {"name": bobs, "labels": labels, "annotations": {ANNOTATION_MEMBER: "bob"}}}
+    )
+    try:
+        core.create_namespaced_pod(bobs, _pod("job-0", "1", "2Gi"))
+        eventually(
+            lambda: core.read_namespaced_pod("job-0", bobs).status.phase == "Running", timeout=120
+        )
+        price_list()
+        base = _hour_after(datetime.now(UTC))
+        for step in range(13):
+            collect(base + timedelta(minutes=5 * step), kube_api)
+        report = queries.hub_usage(hub, alice, queries.Period(base.date(), base.date(), "day"))
+        by_user = {line.key: line for line in report.by_user}
+        assert set(by_user) == {"bob"}
+        assert by_user["bob"].cost.rounded()["total"] == Decimal("14.00")  # 1 x 10 + 2 x 2
+    finally:
+        k8s.delete_namespace(kube_api, bobs)
 
 
 def test_a_gap_in_collection_is_reported_not_filled(kube_api, gpu_hub, alice, settings):

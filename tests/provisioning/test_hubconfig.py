@@ -127,7 +127,7 @@ def config_for(tmp_path, monkeypatch):
 def spawner(name: str = "ada@uni.example", groups: tuple[str, ...] = (), admin: bool = False):
     """What the config's callables read of a KubeSpawner: its user, their groups, admin."""
     user = SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups], admin=admin)
-    return SimpleNamespace(user=user)
+    return SimpleNamespace(user=user, environment={})
 
 
 def profiles(c: Config, user=None) -> dict[str, dict]:
@@ -360,17 +360,40 @@ def spawn_settings(c: Config, user) -> SimpleNamespace:
     return user
 
 
-@pytest.mark.parametrize(
-    ("jobs_access", "service_account", "automount"),
-    [(True, "jobs", True), (False, None, False)],
-)
-def test_service_account_only_with_jobs_access(config_for, jobs_access, service_account, automount):
-    c = config_for(research_group(jobs_access=jobs_access))
-
+@pytest.mark.parametrize("jobs_access", [True, False])
+def test_only_users_with_jobs_get_a_service_account_of_their_own(config_for, jobs_access):
+    """With jobs access the owner's server runs as the owner's own jobs ServiceAccount and
+    knows its jobs namespace; a member whose tier has no jobs role, and a user who came in
+    through an IdP group (who has no jobs namespace), get no API access at all."""
+    tiers = (
+        TierSpec("students", default=True),
+        TierSpec("staff", jobs=True),
+    )
+    spec = research_group(
+        jobs_access=jobs_access,
+        members=("bo@uni.example", "cy@uni.example"),
+        tiers=tiers,
+        member_tiers=(("cy@uni.example", "staff"),),
+        group_grants=(GroupGrantSpec("lab-staff", tier="staff"),),
+    )
+    c = config_for(spec)
     assert c.KubeSpawner.automount_service_account_token is False
+
     owner = spawn_settings(c, spawner())
-    assert owner.service_account == service_account
-    assert owner.automount_service_account_token is automount
+    staff = spawn_settings(c, spawner("cy@uni.example"))
+    if jobs_access:
+        assert owner.service_account == spec.jobs_account("ada@uni.example")
+        assert owner.environment["JOBS_NAMESPACE"] == spec.jobs_namespace("ada@uni.example")
+        assert staff.service_account == spec.jobs_account("cy@uni.example")
+        assert staff.service_account != owner.service_account
+        assert staff.automount_service_account_token is True
+    else:
+        assert owner.service_account is None and "JOBS_NAMESPACE" not in owner.environment
+    for user in (spawner("bo@uni.example"), spawner("dee@uni.example", groups=("lab-staff",))):
+        student = spawn_settings(c, user)
+        assert student.service_account is None
+        assert student.automount_service_account_token is False
+        assert "JOBS_NAMESPACE" not in student.environment
 
 
 def test_user_pods_are_restricted_friendly(config_for):
@@ -599,7 +622,7 @@ def test_staff_may_start_gpu_servers_with_the_shared_volume_writable(config_for)
     assert "large" in profiles(c, staff)
     settings = spawn_settings(c, staff)
     assert settings.volume_mounts["shared"]["readOnly"] is False
-    assert settings.service_account == "jobs"
+    assert settings.service_account == tiered().jobs_account("ta")
     assert settings.automount_service_account_token is True
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+from kubernetes.utils.quantity import parse_quantity
 
 from provisioning.render import (
     ANNOTATION_CONFIG_CHECKSUM,
@@ -12,7 +14,9 @@ from provisioning.render import (
     LABEL_OWNER,
     HubSecrets,
     RenderSettings,
+    jobs_quota_totals,
     label_value,
+    quota_amounts,
     quota_totals,
     render_hub,
     selector,
@@ -53,25 +57,29 @@ def by_kind(manifests, kind):
 USERS_KINDS = {"Role", "RoleBinding"}  # the hub's rights are in the users' namespace
 
 
-def test_what_runs_the_hub_and_what_users_run_live_in_two_namespaces():
-    manifests = render_hub(spec(shared_size_gib=50, shared_mode="rw", jobs_access=True))
+def test_what_runs_the_hub_and_what_users_run_live_in_separate_namespaces():
+    one = spec(shared_size_gib=50, shared_mode="rw", jobs_access=True)
+    manifests = render_hub(one)
     assert [m["metadata"]["name"] for m in manifests[:2]] == [
         "hub-astro-101",
         "hub-astro-101-users",
     ]
+    (jobs_namespace,) = one.jobs_namespaces  # the owner's: the spec names no member
+    assert jobs_namespace.startswith("hub-astro-101-jobs-") and len(jobs_namespace) <= 63
     for manifest in manifests:
         labels = manifest["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "hub-on-demand"
         assert labels[LABEL_HUB_ID] == "42"
         assert labels[LABEL_OWNER] == "ada-uni.example"
-    where = {
-        (m["kind"], m["metadata"]["name"]): m["metadata"].get("namespace")
+    where = [
+        (m["kind"], m["metadata"]["name"], m["metadata"].get("namespace"))
         for m in manifests
         if m["kind"] != "Namespace"
-    }
-    hub_side = {k for k, ns in where.items() if ns == "hub-astro-101"}
-    users_side = {k for k, ns in where.items() if ns == "hub-astro-101-users"}
-    assert hub_side | users_side == set(where)
+    ]
+    hub_side = {(kind, name) for kind, name, ns in where if ns == "hub-astro-101"}
+    users_side = {(kind, name) for kind, name, ns in where if ns == "hub-astro-101-users"}
+    jobs_side = {(kind, name) for kind, name, ns in where if ns == jobs_namespace}
+    assert len(hub_side) + len(users_side) + len(jobs_side) == len(where)
     # The hub's Secret, its ServiceAccount and database claim, the hub and the proxy are
     # never next to what users run.
     for kept_apart in [
@@ -87,12 +95,21 @@ def test_what_runs_the_hub_and_what_users_run_live_in_two_namespaces():
     assert not {k for k in users_side if k[0] in ("Secret", "Deployment", "Service")}
     for users_thing in [
         ("PersistentVolumeClaim", "shared"),
-        ("ServiceAccount", "jobs"),
+        ("ServiceAccount", one.jobs_account("ada@uni.example")),
         ("ConfigMap", "hub-admission"),
         ("Role", "hub"),
-        ("Role", "jobs"),
     ]:
         assert users_thing in users_side
+    # What one user's Jobs need is in that user's jobs namespace, and nothing else is.
+    assert jobs_side == {
+        ("ConfigMap", "hub-admission"),
+        ("ResourceQuota", "hub-quota"),
+        ("LimitRange", "hub-defaults"),
+        ("NetworkPolicy", "default-deny-ingress"),
+        ("NetworkPolicy", "egress"),
+        ("Role", "jobs"),
+        ("RoleBinding", "jobs"),
+    }
     assert (
         selector(spec().hub_id) == f"app.kubernetes.io/managed-by=hub-on-demand,{LABEL_HUB_ID}=42"
     )
@@ -123,9 +140,24 @@ def test_quota_covers_expected_users_with_the_largest_option_and_counts_everythi
     assert hard["persistentvolumeclaims"] == str(servers + 1)
     assert hard["requests.storage"] == f"{servers * 10}Gi"
     assert hard["requests.nvidia.com/gpu"] == "0"
+    # Jobs run in their users' own namespaces, never here.
     with_jobs = quota_totals(spec(expected_users=40, notebooks_per_user=2, jobs_access=True))
-    assert with_jobs["pods"] == str(2 * servers) and with_jobs["count/jobs.batch"] == str(servers)
-    assert with_jobs["limits.cpu"] == hard["limits.cpu"]  # jobs share the servers' budget
+    assert with_jobs == hard
+
+
+def test_a_users_jobs_get_the_cpu_and_memory_of_that_users_servers_and_no_volumes():
+    gpu = GpuRequest("nvidia.com/gpu", "A100", 1)
+    one = spec(notebooks_per_user=2, jobs_access=True, gpu=gpu, members=("bo",))
+    jobs = jobs_quota_totals(one)
+    assert jobs["limits.cpu"] == f"{2 * 4000}m" and jobs["limits.memory"] == f"{2 * 16384}Mi"
+    # GPUs stay with the servers, which the GPU calendar reserves.
+    assert jobs["requests.nvidia.com/gpu"] == "0"
+    assert jobs["persistentvolumeclaims"] == "0" and jobs["services"] == "0"
+    # Limits over several hubs count the jobs namespaces too (here only the owner's).
+    assert one.jobs_users == ("ada@uni.example",)
+    amounts = quota_amounts(one)
+    assert amounts["limits.cpu"] == parse_quantity(quota_totals(one)["limits.cpu"]) + 8
+    assert jobs_quota_totals(dataclasses.replace(one, suspended=True))["pods"] == "0"
 
 
 def test_no_container_in_the_users_namespace_is_larger_than_the_largest_option():
@@ -208,16 +240,40 @@ def test_the_hub_may_manage_pods_and_volumes_in_the_users_namespace_and_nothing_
     assert not {v for _, v in granted} & {"*", "update", "patch", "escalate", "bind"}
 
 
-def test_jobs_access_adds_a_jobs_service_account_limited_to_jobs_that_reads_no_pods():
-    with_jobs = render_hub(EXAMPLES["gpu-research"], RenderSettings(), FIXED_SECRETS)
+def test_each_user_with_jobs_manages_jobs_in_their_own_namespace_only():
+    research = EXAMPLES["gpu-research"]
+    with_jobs = render_hub(research, RenderSettings(), FIXED_SECRETS)
     without = render_hub(EXAMPLES["cpu-course"], RenderSettings(), FIXED_SECRETS)
-    assert "jobs" in names(with_jobs, "ServiceAccount")
-    assert "jobs" not in names(without, "ServiceAccount")
-    (jobs_role,) = [m for m in with_jobs if m["kind"] == "Role" and m["metadata"]["name"] == "jobs"]
-    assert jobs_role["metadata"]["namespace"] == EXAMPLES["gpu-research"].users_namespace
-    resources = {r for rule in jobs_role["rules"] for r in rule["resources"]}
-    # Not pods: a user server's pod spec holds that user's hub token.
-    assert resources == {"jobs"}
+    assert not [name for name in names(without, "ServiceAccount") if name.startswith("jobs")]
+    assert len(research.jobs_users) > 1
+    for user in research.jobs_users:
+        where = research.jobs_namespace(user)
+        (role,) = [
+            m for m in with_jobs if m["kind"] == "Role" and m["metadata"]["namespace"] == where
+        ]
+        verbs = {r: rule["verbs"] for rule in role["rules"] for r in rule["resources"]}
+        assert set(verbs) == {"jobs", "pods", "events", "pods/log"}
+        assert "create" not in verbs["pods"] and "delete" not in verbs["pods"]
+        (binding,) = [
+            m
+            for m in with_jobs
+            if m["kind"] == "RoleBinding" and m["metadata"]["namespace"] == where
+        ]
+        # Bound to that user's account alone, which lives in the users' namespace.
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": research.jobs_account(user),
+                "namespace": research.users_namespace,
+            }
+        ]
+    # No account of a user has any role in the users' namespace: none reads a server's pod.
+    users_roles = [
+        m
+        for m in with_jobs
+        if m["kind"] == "Role" and m["metadata"]["namespace"] == research.users_namespace
+    ]
+    assert [m["metadata"]["name"] for m in users_roles] == ["hub"]
 
 
 def test_shared_and_external_claims_follow_the_spec():
