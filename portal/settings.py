@@ -387,6 +387,15 @@ SWEEP_APPROVED_AFTER_SECONDS = env_int("SWEEP_APPROVED_AFTER_SECONDS", 180)
 # Hubs stuck provisioning, updating or deprovisioning are re-queued this often, then fail.
 SWEEP_MAX_REQUEUES = env_int("SWEEP_MAX_REQUEUES", 3)
 
+# The hub watcher (`manage.py watch_hubs`, portal/hubs/watcher.py) moves hubs to running and
+# deleted as the cluster reports them; off, one check task per hub polls instead.
+HUB_STATUS_WATCH = env_bool("HUB_STATUS_WATCH", True)
+HUB_WATCH_RESYNC_SECONDS = env_int("HUB_WATCH_RESYNC_SECONDS", 30)
+# The Lease that lets one watcher act at a time (in the portal's namespace).
+HUB_WATCH_LEASE = env_str("HUB_WATCH_LEASE", "hub-on-demand-watcher")
+HUB_WATCH_LEASE_NAMESPACE = env_str("HUB_WATCH_LEASE_NAMESPACE", "default")
+HUB_WATCH_LEASE_SECONDS = env_int("HUB_WATCH_LEASE_SECONDS", 15)
+
 # --- Usage, cost and capacity (portal/usage/) ---------------------------------------------------
 
 USAGE_COLLECT_INTERVAL_SECONDS = env_int("USAGE_COLLECT_INTERVAL_SECONDS", 300)

@@ -237,6 +237,25 @@ def list_objects(
     return (result or {}).get("items", [])
 
 
+def list_with_version(
+    api: client.ApiClient, kind: str, label_selector: str
+) -> tuple[list[dict[str, Any]], str]:
+    """Every object of one kind across the cluster by label selector, with the list's
+    resourceVersion (where a watch starts from)."""
+    path = f"{KINDS[kind].api_path}/{KINDS[kind].plural}"
+    result = (
+        _call(
+            api,
+            "GET",
+            path,
+            query_params=[("labelSelector", label_selector)],
+            header_params={"Accept": "application/json"},
+        )
+        or {}
+    )
+    return result.get("items", []), result.get("metadata", {}).get("resourceVersion", "")
+
+
 def delete(api: client.ApiClient, kind: str, name: str, namespace: str | None = None) -> bool:
     """Delete one object (in the background); False when it is already gone."""
     manifest = {"kind": kind, "metadata": {"name": name, "namespace": namespace}}

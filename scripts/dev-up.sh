@@ -60,12 +60,14 @@ pids+=($!)
 .venv/bin/celery -A portal beat --loglevel INFO --schedule "$STATE/celerybeat-schedule" \
   > "$STATE/logs/beat.log" 2>&1 &
 pids+=($!)
+$PY manage.py watch_hubs > "$STATE/logs/watcher.log" 2>&1 &
+pids+=($!)
 $PY manage.py runserver "127.0.0.1:$PORT" --noreload > "$STATE/logs/web.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do
   curl -fsS -o /dev/null "http://127.0.0.1:$PORT/accounts/login/" 2>/dev/null && break
-  kill -0 "${pids[2]}" 2>/dev/null || { tail -n 20 "$STATE/logs/web.log" >&2; die "the web server did not start"; }
+  kill -0 "${pids[3]}" 2>/dev/null || { tail -n 20 "$STATE/logs/web.log" >&2; die "the web server did not start"; }
   sleep 0.2
 done
 
@@ -76,7 +78,7 @@ $($PY manage.py seeddemo)
   REST API      http://127.0.0.1:$PORT/api/v1/   (docs: /api/docs/, schema: /api/schema/)
   API token     bash scripts/manage.sh createapitoken researcher
   Cluster       KUBECONFIG=$KUBECONFIG
-  Logs          $STATE/logs/ (web, worker, beat)
+  Logs          $STATE/logs/ (web, worker, beat, watcher)
 Press Ctrl-C to stop.
 EOT
 wait -n "${pids[@]}" || true

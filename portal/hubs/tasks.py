@@ -172,7 +172,8 @@ def _provision(self, hub_id: int) -> str:
     if hub.state == HubState.SUSPENDED:
         log.info("hub.suspended", hub_id=hub_id, servers_stopped=stopped)
         return "suspended"
-    check_hub_ready.apply_async((hub_id,), countdown=1)
+    if not settings.HUB_STATUS_WATCH:  # else the hub watcher moves it to running
+        check_hub_ready.apply_async((hub_id,), countdown=1)
     return "applied"
 
 
@@ -316,7 +317,8 @@ def _deprovision(self, hub_id: int) -> str:
             raise self.retry(countdown=_backoff(self.request.retries)) from error
         _fail(hub_id, HubState.DEPROVISIONING, f"Cannot delete {hub.namespace}: {error.message}")
         return "failed"
-    check_hub_deleted.apply_async((hub_id,), countdown=1)
+    if not settings.HUB_STATUS_WATCH:  # else the hub watcher marks it deleted
+        check_hub_deleted.apply_async((hub_id,), countdown=1)
     return "deleting"
 
 

@@ -4,6 +4,7 @@ on its own Redis database, writing to this test's PostgreSQL database."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -59,6 +60,8 @@ class Workers:
         self.env = env
         self.logs = logs
         self.processes: list[subprocess.Popen] = []
+        self.watchers: list[subprocess.Popen] = []
+        self.lease = f"hub-watcher-test-{secrets.token_hex(4)}"
 
     def start(self, **extra_env: str) -> subprocess.Popen:
         """Start a worker on the provisioning queue; `extra_env` adds settings."""
@@ -78,14 +81,32 @@ class Workers:
         self.processes.append(worker)
         return worker
 
+    def start_watcher(self) -> subprocess.Popen:
+        """Start the hub watcher (`manage.py watch_hubs`), which moves hubs to running and
+        deleted; with a lease of this test's own, since other tests' watchers run too."""
+        log_path = self.logs / f"watcher-{len(self.watchers)}.log"
+        with log_path.open("w") as log:
+            watcher = subprocess.Popen(
+                [sys.executable, "manage.py", "watch_hubs"],
+                cwd=REPO_ROOT,
+                env={**self.env, "HUB_WATCH_LEASE": self.lease, "HUB_WATCH_RESYNC_SECONDS": "5"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.watchers.append(watcher)
+        return watcher
+
     def log(self, index: int = -1) -> str:
         return (self.logs / f"worker-{index % len(self.processes)}.log").read_text()
 
+    def watcher_log(self, index: int = -1) -> str:
+        return (self.logs / f"watcher-{index % len(self.watchers)}.log").read_text()
+
     def stop_all(self) -> None:
-        for worker in self.processes:
+        for worker in [*self.processes, *self.watchers]:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
-        for worker in self.processes:
+        for worker in [*self.processes, *self.watchers]:
             try:
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -127,9 +148,12 @@ def workers(kubeconfig_path, tmp_path, monkeypatch, broker_url):
     use_current_broker(app)
     for index in range(len(started.processes)):
         print(started.log(index)[-3000:])
+    for index in range(len(started.watchers)):
+        print(started.watcher_log(index)[-3000:])
 
 
 @pytest.fixture
 def celery_worker(workers):
-    """One real Celery worker for this test."""
+    """One real Celery worker, and the hub watcher, for this test."""
+    workers.start_watcher()
     return workers.start()

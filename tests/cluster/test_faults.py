@@ -1,5 +1,6 @@
 """Fault injection with real processes: a Celery worker killed mid-task, Redis down while
-people submit and approve, kube-apiserver stopped during provisioning. Each test ends with
+people submit and approve, kube-apiserver stopped during provisioning (and under the hub
+watcher's feet). Each test ends with
 the hub in the state it should be in and no duplicate objects.
 
 These tests stop shared services, so `make test` runs them on their own, after the rest
@@ -114,6 +115,7 @@ def assert_one_of_each(kube_api, namespace: str) -> None:
 def test_a_worker_killed_while_provisioning_is_replaced_and_the_hub_runs(
     api, alice, charlie, payload, kube_api, workers
 ):
+    workers.start_watcher()
     first = workers.start()
     slug = f"kill-{os.getpid() % 10000}-{int(time.time()) % 100000}"
     hub_id = request_hub(api, alice, payload, slug, gpu_type="a100", gpus_per_user=1)
@@ -135,6 +137,7 @@ def test_a_worker_killed_while_provisioning_is_replaced_and_the_hub_runs(
 def test_requests_made_while_redis_is_down_are_provisioned_once_it_is_back(
     api, alice, charlie, payload, kube_api, workers, redis_server, settings
 ):
+    workers.start_watcher()
     workers.start()
     redis_server.stop()
 
@@ -165,6 +168,8 @@ def test_provisioning_retries_while_the_api_server_is_down_and_converges(
     pid_file = kubeconfig_path.parent / "pids" / "kube-apiserver.pid"
     if not pid_file.exists():
         pytest.skip("needs the local control plane (it stops and restarts its kube-apiserver)")
+    # The watcher runs through the API server's restart: its watches fail, it relists.
+    watcher = workers.start_watcher()
     worker = workers.start()
     apiserver = int(pid_file.read_text())
     # Killed, not asked to stop: a graceful shutdown drains for a long while.
@@ -180,7 +185,8 @@ def test_provisioning_retries_while_the_api_server_is_down_and_converges(
         )
         assert restarted.returncode == 0, restarted.stderr
     eventually(lambda: running(hub_id), timeout=180)
-    assert worker.poll() is None
+    assert worker.poll() is None and watcher.poll() is None
+    assert "watch.relist" in workers.watcher_log()
     assert_one_of_each(kube_api, Hub.objects.get(pk=hub_id).namespace)
 
 

@@ -35,8 +35,10 @@ def cluster_settings(settings, kubeconfig_path):
 
 
 @pytest.fixture
-def scheduled():
-    """Follow-up tasks the code under test queued, as (task name, args)."""
+def scheduled(settings):
+    """Follow-up tasks the code under test queued, as (task name, args), with the readiness
+    and deletion checks polling (HUB_STATUS_WATCH off; test_watcher.py covers the watcher)."""
+    settings.HUB_STATUS_WATCH = False
     calls: list[tuple[str, tuple]] = []
     with (
         mock.patch.object(
