@@ -74,12 +74,14 @@ def own_namespaces(api: client.ApiClient, slug: str, hub_id: int) -> list[dict]:
     )
 
 
-def foreign_namespace(api: client.ApiClient, namespace: str, hub_id: int) -> str | None:
+def foreign_namespace(
+    api: client.ApiClient, namespace: str, hub_id: int, existing: dict | None = None
+) -> str | None:
     """Why the hub may not use the namespace of its name, or None: it does not exist yet, or
     this portal made it for this hub (its labels say so). A namespace someone made by hand,
     another hub's, or another portal's on the same cluster is never applied into, adopted or
-    deleted."""
-    existing = k8s.get(api, "Namespace", namespace)
+    deleted. `existing` is the namespace as already read (else it is read here)."""
+    existing = existing if existing is not None else k8s.get(api, "Namespace", namespace)
     if existing is None:
         return None
     labels = (existing.get("metadata") or {}).get("labels") or {}
@@ -152,19 +154,28 @@ def sync_hub(
     Raises k8s.ClusterError naming the object the cluster refused, or saying why the
     namespace of the hub's name is not its own (see foreign_namespace).
     """
-    for namespace in spec.namespaces:
-        conflict = foreign_namespace(api, namespace, spec.hub_id)
+    existing = {name: k8s.get(api, "Namespace", name) for name in spec.namespaces}
+    for namespace, found in existing.items():
+        conflict = foreign_namespace(api, namespace, spec.hub_id, found)
         if conflict:
             raise k8s.ClusterError(conflict, transient=False, status=409)
-    desired = desired_objects(api, spec, settings, login_secret)
+    # A hub none of whose namespaces exists yet has no secrets, nothing to move and nothing
+    # to prune (saving a third of the calls when many hubs are created at once).
+    new = not any(existing.values())
+    if new:
+        desired = render_hub(spec, settings, HubSecrets.from_secret(None, login_secret))
+    else:
+        desired = desired_objects(api, spec, settings, login_secret)
     # Cluster-wide and the same for every hub: in place before anything runs in the users'
     # namespace.
     admission = users_admission()
     for manifest in admission:
         _apply(api, manifest)
-    moved = migrate.move_to_users_namespace(api, spec, settings)
+    moved = migrate.MoveResult() if new else migrate.move_to_users_namespace(api, spec, settings)
     for manifest in desired:
         _apply(api, manifest)
+    if new:
+        return SyncResult(applied=len(admission) + len(desired), pruned=())
     migrate.finish_moves(api, spec)
     return SyncResult(
         applied=len(admission) + len(desired),
