@@ -108,7 +108,7 @@ def start_gunicorn(port: int, workers: int, database: str) -> subprocess.Popen:
         try:
             if requests.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=2).ok:
                 return process
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still starting
             pass
         time.sleep(0.1)
     process.kill()
