@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://%2Fvar%2Frun%2Fpostgresql/hubondemand
 # Checks and tests run with a throwaway key; the portal itself refuses to start without one.
 throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
-.PHONY: help install system-packages up test lint format cluster cluster-down cluster-status services services-down bench-cluster bench-reconcile bench-usage bench-api bench-provision
+.PHONY: help install system-packages up test lint format cluster cluster-down cluster-status services services-down bench-cluster bench-reconcile bench-usage bench-api bench-provision bench-quickstart
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ bench-usage: $(BIN)/.python-installed ## Time usage passes over 1,000 hubs x 20 
 bench-provision: export DATABASE_URL ?= $(TEST_DATABASE_URL)
 bench-provision: $(BIN)/.python-installed services ## 100 hubs approved at once until running, 50 API readers, vs kubectl apply
 	$(BIN)/python benchmarks/provision.py
+
+bench-quickstart: $(BIN)/.python-installed ## Against a running make up: 100 hub requests with 50 API readers
+	$(BIN)/python benchmarks/quickstart.py
 
 bench-api: export DATABASE_URL ?= $(TEST_DATABASE_URL)
 bench-api: $(BIN)/.python-installed services ## p50, p95 and req/s of the hub list, a detail and a write under gunicorn

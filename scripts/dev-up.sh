@@ -62,7 +62,10 @@ pids+=($!)
 pids+=($!)
 $PY manage.py watch_hubs > "$STATE/logs/watcher.log" 2>&1 &
 pids+=($!)
-$PY manage.py runserver "127.0.0.1:$PORT" --noreload > "$STATE/logs/web.log" 2>&1 &
+# gunicorn, as the image serves the portal: a fixed number of workers and threads, so a burst
+# of clients waits in line instead of opening a database connection each.
+.venv/bin/gunicorn portal.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 --threads 4 \
+  --worker-tmp-dir /dev/shm --access-logfile - > "$STATE/logs/web.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do
