@@ -114,7 +114,12 @@ def find(clear: str) -> ApiToken | None:
     """The token row whose digest matches the clear text, compared in constant time."""
     if not clear.startswith(TOKEN_MARKER) or len(clear) < PREFIX_LENGTH + 16:
         return None
-    token = ApiToken.objects.select_related("user").filter(prefix=clear[:PREFIX_LENGTH]).first()
+    # With the user's identity: which hubs the user may see depends on their IdP groups.
+    token = (
+        ApiToken.objects.select_related("user", "user__identity")
+        .filter(prefix=clear[:PREFIX_LENGTH])
+        .first()
+    )
     if token is None or not hmac.compare_digest(token.digest, digest(clear)):
         return None
     return token

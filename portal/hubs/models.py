@@ -265,11 +265,12 @@ class HubQuerySet(models.QuerySet):
             return self.none()
         if user.is_staff:
             return self.all()
-        member = Q(owner=user) | Q(members__user=user)
+        # Subqueries, not joins: no duplicate rows, so no DISTINCT over every column.
+        member = Q(owner=user) | Q(pk__in=Member.objects.filter(user=user).values("hub_id"))
         groups = idp_groups(user)
         if groups:
-            member |= Q(group_grants__group__in=groups)
-        return self.filter(member).distinct()
+            member |= Q(pk__in=GroupGrant.objects.filter(group__in=groups).values("hub_id"))
+        return self.filter(member)
 
     def live(self) -> "HubQuerySet":
         """Hubs that still hold their slug."""
