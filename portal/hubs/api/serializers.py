@@ -1,10 +1,12 @@
 """API representations. Requests are type-checked here and validated by HubRequestForm."""
 
+from collections.abc import Iterable
 from typing import Any
 
+from django.db.models import Prefetch, QuerySet
 from rest_framework import serializers
 
-from portal.hubs import hubspec, revisions
+from portal.hubs import revisions
 from portal.hubs.forms import HubRequestForm
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import (
@@ -17,7 +19,7 @@ from portal.hubs.models import (
     Member,
     StorageOption,
 )
-from portal.hubs.services.policy import policy_violations
+from portal.hubs.services.policy import saved_policy_violations
 
 # --- Catalogues ---------------------------------------------------------------------------------
 
@@ -56,6 +58,64 @@ class StorageOptionSerializer(serializers.ModelSerializer):
 # --- Hubs ---------------------------------------------------------------------------------------
 
 
+# The relations a hub's representation reads, with what it reads of them. `with_representation`
+# prefetches them as plain lists (Prefetch to_attr): prefetched into the relations themselves,
+# they would cost a related manager and a queryset per hub and relation, built once when
+# prefetching and again when serializing, more than the rows.
+_RELATIONS = {
+    "hardware_options": lambda: HardwareOption.objects.only("name"),
+    "images": lambda: Image.objects.only("name"),
+    "storage_options": lambda: StorageOption.objects.only("name"),
+    "events": lambda: HubEvent.objects.select_related("actor"),
+    "members": lambda: Member.objects.select_related("user"),
+}
+
+
+def _prefetched(relation: str) -> str:
+    return f"prefetched_{relation}"
+
+
+def with_representation(hubs: QuerySet[Hub]) -> QuerySet[Hub]:
+    """`hubs` with what HubSerializer reads, in a fixed number of queries for any number of
+    hubs. Serialize them as loaded: these lists are not refreshed by `refresh_from_db()`."""
+    return hubs.select_related("owner", "gpu_type").prefetch_related(
+        *(
+            Prefetch(relation, queryset=queryset(), to_attr=_prefetched(relation))
+            for relation, queryset in _RELATIONS.items()
+        )
+    )
+
+
+def related_objects(hub: Hub, relation: str) -> Iterable:
+    """The hub's related objects: the list `with_representation` prefetched, else the relation."""
+    prefetched = getattr(hub, _prefetched(relation), None)
+    return prefetched if prefetched is not None else getattr(hub, relation).all()
+
+
+class PrefetchedManyRelatedField(serializers.ManyRelatedField):
+    """A to-many relation read from `with_representation`'s list when the hub has one."""
+
+    def get_attribute(self, instance: Hub) -> Iterable:
+        if instance.pk is None:
+            return []
+        return related_objects(instance, self.source)
+
+
+class PrefetchedListSerializer(serializers.ListSerializer):
+    """A nested list read from `with_representation`'s list when the hub has one."""
+
+    def get_attribute(self, instance: Hub) -> Iterable:
+        return related_objects(instance, self.source)
+
+
+def _names(**kwargs) -> PrefetchedManyRelatedField:
+    return PrefetchedManyRelatedField(
+        child_relation=serializers.SlugRelatedField(slug_field="name", read_only=True),
+        read_only=True,
+        **kwargs,
+    )
+
+
 class CollaboratorSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=Member.Role.choices, default=Member.Role.MEMBER)
@@ -67,16 +127,26 @@ class HubEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = HubEvent
         fields = ["from_state", "to_state", "actor", "reason", "created"]
+        list_serializer_class = PrefetchedListSerializer
+
+
+class HubListSerializer(serializers.ListSerializer):
+    """Hubs as the API lists them: the pending ones' policy violations are read at once."""
+
+    def to_representation(self, data: Iterable[Hub]) -> list[dict[str, Any]]:
+        hubs = list(data)
+        self.child.explain_pending(hubs)
+        return super().to_representation(hubs)
 
 
 class HubSerializer(serializers.ModelSerializer):
     """A hub as the API returns it."""
 
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    hardware_options = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    hardware_options = _names()
     gpu_type = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
-    images = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
-    storage_options = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    images = _names()
+    storage_options = _names()
     collaborators = serializers.SerializerMethodField()
     events = HubEventSerializer(many=True, read_only=True)
     namespace = serializers.CharField(read_only=True)
@@ -107,14 +177,27 @@ class HubSerializer(serializers.ModelSerializer):
             "updated",
         ]
         read_only_fields = fields
+        list_serializer_class = HubListSerializer
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._violations: dict[int, list[str]] = {}
 
     def get_collaborators(self, hub: Hub) -> list[dict[str, str]]:
-        return [{"username": c.user.username, "role": c.role} for c in hub.members.all()]
+        members = related_objects(hub, "members")
+        return [{"username": c.user.username, "role": c.role} for c in members]
+
+    def explain_pending(self, hubs: Iterable[Hub]) -> None:
+        """Read the policy violations of the pending hubs among `hubs`, all at once."""
+        pending = {hub.pk for hub in hubs if hub.state == HubState.PENDING}
+        self._violations.update(saved_policy_violations(pending - self._violations.keys()))
 
     def get_policy_violations(self, hub: Hub) -> list[str]:
         if hub.state != HubState.PENDING:
             return []
-        return policy_violations(hubspec.from_hub(hub))
+        if hub.pk not in self._violations:
+            self.explain_pending([hub])
+        return self._violations.get(hub.pk, [])
 
 
 class HubRequestSerializer(serializers.Serializer):

@@ -45,18 +45,11 @@ class HubViewSet(
 
     def get_queryset(self):
         # The one place that narrows what a caller may see; others' hubs are then 404.
-        return (
-            Hub.objects.visible_to(self.request.user)
-            .select_related("owner", "gpu_type")
-            .prefetch_related(
-                "hardware_options",
-                "images",
-                "storage_options",
-                "events__actor",
-                "members__user",
-            )
-            .order_by("-created", "-pk")
-        )
+        hubs = Hub.objects.visible_to(self.request.user).order_by("-created", "-pk")
+        if self.action in ("list", "retrieve"):
+            # Serialized as loaded; actions change the hub first and serialize it afresh.
+            return s.with_representation(hubs)
+        return hubs.select_related("owner")
 
     def _require_staff(self) -> None:
         if not self.request.user.is_staff:

@@ -8,17 +8,19 @@ makes decisions on the last GPUs of a type serialise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 
 from portal.hubs import hubspec
 from portal.hubs.hubspec import hub_queryset
 from portal.hubs.lifecycle import LIVE_STATES, HubState
-from portal.hubs.models import GpuType, SelfServicePolicy
+from portal.hubs.models import GpuType, Hub, SelfServicePolicy
 from portal.usage import capacity
 from portal.usage.capacity import OverCapacity
 from provisioning.render import quota_amounts
@@ -37,11 +39,13 @@ def _num(value: Decimal | int | float) -> str:
     return f"{Decimal(str(value)).normalize():f}"
 
 
-def policy_checks(spec: HubSpec, policy: SelfServicePolicy | None = None) -> list[Violation]:
+def policy_checks(
+    spec: HubSpec, policy: SelfServicePolicy | None = None, others: list[HubSpec] | None = None
+) -> list[Violation]:
     """Return how a hub's spec exceeds the self-service policy, field by field, and how the
-    owner's live hubs with it exceed the per-owner limits."""
+    owner's live hubs with it exceed the per-owner limits (`others`: see _owner_excess)."""
     policy = policy or SelfServicePolicy.current()
-    return _spec_checks(spec, policy) + owner_checks(spec, policy)
+    return _spec_checks(spec, policy) + owner_checks(spec, policy, others)
 
 
 def _spec_checks(spec: HubSpec, policy: SelfServicePolicy) -> list[Violation]:
@@ -98,22 +102,33 @@ OWNER_TOTALS = (
 )
 
 
-def owner_checks(spec: HubSpec, policy: SelfServicePolicy) -> list[Violation]:
+def owner_checks(
+    spec: HubSpec, policy: SelfServicePolicy, others: list[HubSpec] | None = None
+) -> list[Violation]:
     """How the owner's live hubs together, with this one as `spec` says, exceed the policy's
     per-owner limits (requests still waiting for an admin do not count; an owner's only hub is
     judged by the limits per hub alone)."""
-    return [violation for _, _, violation in _owner_excess(spec, policy)]
+    return [violation for _, _, violation in _owner_excess(spec, policy, others)]
 
 
-def _owner_excess(spec: HubSpec, policy: SelfServicePolicy) -> list[tuple[str, Decimal, Violation]]:
-    """(limit, the owner's total, violation) for each per-owner limit the total exceeds."""
-    counted_states = LIVE_STATES - {HubState.PENDING}
-    others = (
-        hub_queryset()
-        .filter(owner__username=spec.owner, state__in=counted_states)
-        .exclude(pk=spec.hub_id)
-    )
-    specs = [spec, *(hubspec.from_hub(hub, registries=()) for hub in others)]
+# The states in which an owner's hub counts towards the per-owner limits.
+OWNER_COUNTED_STATES = LIVE_STATES - {HubState.PENDING}
+
+
+def _owner_excess(
+    spec: HubSpec, policy: SelfServicePolicy, others: list[HubSpec] | None = None
+) -> list[tuple[str, Decimal, Violation]]:
+    """(limit, the owner's total, violation) for each per-owner limit the total exceeds.
+
+    `others`: the specs of the owner's other counted hubs, when the caller has read them."""
+    if others is None:
+        hubs = (
+            hub_queryset()
+            .filter(owner__username=spec.owner, state__in=OWNER_COUNTED_STATES)
+            .exclude(pk=spec.hub_id)
+        )
+        others = [hubspec.from_hub(hub, registries=()) for hub in hubs]
+    specs = [spec, *others]
     found: list[tuple[str, Decimal, Violation]] = []
     if len(specs) == 1:
         return found  # one hub alone is judged by the limits per hub
@@ -145,6 +160,31 @@ def _owner_excess(spec: HubSpec, policy: SelfServicePolicy) -> list[tuple[str, D
 def policy_violations(spec: HubSpec, policy: SelfServicePolicy | None = None) -> list[str]:
     """Return human-readable reasons why a spec needs an admin; empty means auto-approve."""
     return [violation.message for violation in policy_checks(spec, policy)]
+
+
+def saved_policy_violations(hub_ids: Collection[int]) -> dict[int, list[str]]:
+    """`policy_violations` of each hub's saved spec, by hub id, in a fixed number of queries
+    however many hubs: the policy, the hubs and their owners' counted hubs are read once."""
+    if not hub_ids:
+        return {}
+    policy = SelfServicePolicy.current()
+    registries = tuple(policy.registries)
+    owners = Hub.objects.filter(pk__in=hub_ids).values("owner_id")
+    hubs = hub_queryset().filter(
+        Q(pk__in=hub_ids) | Q(owner_id__in=owners, state__in=OWNER_COUNTED_STATES)
+    )
+    asked, counted = [], defaultdict(list)
+    for hub in hubs:
+        spec = hubspec.from_hub(hub, registries=registries)
+        if hub.pk in hub_ids:
+            asked.append(spec)
+        if hub.state in OWNER_COUNTED_STATES:
+            counted[spec.owner].append(spec)
+    found = {}
+    for spec in asked:
+        others = [other for other in counted[spec.owner] if other.hub_id != spec.hub_id]
+        found[spec.hub_id] = [v.message for v in policy_checks(spec, policy, others)]
+    return found
 
 
 def change_policy_checks(old: HubSpec, new: HubSpec) -> list[Violation]:
