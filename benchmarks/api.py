@@ -44,6 +44,8 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from benchmarks.latency import percentiles  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -138,10 +140,10 @@ def measure(call, clients: int, total: int) -> dict[str, float]:
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(one, range(total)))
     wall = time.perf_counter() - started
-    latencies.sort()
+    p50, p95 = percentiles(latencies)
     return {
-        "p50": statistics.median(latencies) * 1000,
-        "p95": latencies[int(len(latencies) * 0.95) - 1] * 1000,
+        "p50": p50,
+        "p95": p95,
         "rps": total / wall,
         "5xx": errors[0],
     }
@@ -156,6 +158,7 @@ def main() -> None:
 
     if connection.vendor != "postgresql":
         raise SystemExit("bench-api needs PostgreSQL: set DATABASE_URL (make bench-api does)")
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_api_{os.getpid()}"
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     process = None
     try:

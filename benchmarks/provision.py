@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ import yaml  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from benchmarks.api import free_port, start_gunicorn  # noqa: E402 (sets Django up)
+from benchmarks.latency import percentiles  # noqa: E402
 
 BENCH_NODES = 4  # 32 CPU, 128 GiB, 110 pods each: 2 x 100 hubs of 2 pods fit beside the rest
 
@@ -150,9 +150,7 @@ class Readers:
         self.wall = time.perf_counter() - self.began
 
     def figures(self) -> str:
-        latencies = sorted(self.latencies) or [0.0]
-        p50 = statistics.median(latencies) * 1000
-        p95 = latencies[max(int(len(latencies) * 0.95) - 1, 0)] * 1000
+        p50, p95 = percentiles(self.latencies)
         return (
             f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {len(self.latencies) / self.wall:.1f} req/s, "
             f"{len(self.latencies)} requests, {self.errors} 5xx"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import secrets
-import statistics
 import subprocess
 import sys
 import threading
@@ -29,6 +28,9 @@ from pathlib import Path
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.latency import percentiles  # noqa: E402
 
 
 def token(username: str, *flags: str) -> str:
@@ -64,11 +66,10 @@ class Readers(threading.Thread):
             list(pool.map(read, range(self.clients)))
 
     def figures(self) -> str:
-        latencies = sorted(self.latencies) or [0.0]
-        p95 = latencies[max(int(len(latencies) * 0.95) - 1, 0)]
+        p50, p95 = percentiles(self.latencies)
         return (
-            f"p50 {statistics.median(latencies) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-            f"{len(latencies)} reads, answers {dict(sorted(self.statuses.items()))}"
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
+            f"{len(self.latencies)} reads, answers {dict(sorted(self.statuses.items()))}"
         )
 
 

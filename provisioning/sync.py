@@ -62,6 +62,14 @@ def is_hub_namespace(name: str, slug: str) -> bool:
     )
 
 
+def is_own_namespace(item: dict, slug: str, hub_id: int) -> bool:
+    """Whether a namespace (as read) is one this portal made for this hub: one of the hub's
+    names, labelled with the hub's id."""
+    if (item["metadata"].get("labels") or {}).get(LABEL_HUB_ID) != str(hub_id):
+        return False
+    return is_hub_namespace(item["metadata"]["name"], slug)
+
+
 def own_namespaces(api: client.ApiClient, slug: str, hub_id: int) -> list[dict]:
     """The namespaces that exist and that this portal made for this hub (one list call): its
     own, its users' and its users' jobs namespaces, including those of users who lost Jobs.
@@ -69,7 +77,7 @@ def own_namespaces(api: client.ApiClient, slug: str, hub_id: int) -> list[dict]:
     among them."""
     found = k8s.list_objects(api, "Namespace", None, selector(hub_id))
     return sorted(
-        (item for item in found if is_hub_namespace(item["metadata"]["name"], slug)),
+        (item for item in found if is_own_namespace(item, slug, hub_id)),
         key=lambda item: item["metadata"]["name"],
     )
 

@@ -59,10 +59,13 @@ JOB_POD_SELECTOR = "batch.kubernetes.io/job-name"
 MAX_RETRIES = 8
 # How often, and how many times, a provisioning or deleting hub is checked.
 CHECK_INTERVAL_SECONDS = 3
-MAX_CHECKS = 200  # 10 minutes
+MAX_CHECKS = 200
+# How long a hub may take to become ready or to go, whether tasks or the watcher check it.
+READINESS_WINDOW = timedelta(seconds=MAX_CHECKS * CHECK_INTERVAL_SECONDS)
+READINESS_WINDOW_MINUTES = int(READINESS_WINDOW.total_seconds()) // 60
 # Hubs whose task was lost (a worker died, the broker restarted) are re-queued: approved
 # ones after SWEEP_APPROVED_AFTER_SECONDS, watched ones once their checks would have ended.
-STUCK_WATCHED = timedelta(seconds=MAX_CHECKS * CHECK_INTERVAL_SECONDS + 120)
+STUCK_WATCHED = READINESS_WINDOW + timedelta(seconds=120)
 
 
 def _backoff(retries: int) -> int:
@@ -277,8 +280,7 @@ def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
         lifecycle.note_waiting(hub_id, waiting)
         detail = waiting or detail
     if attempt + 1 >= MAX_CHECKS:
-        minutes = MAX_CHECKS * CHECK_INTERVAL_SECONDS // 60
-        _fail(hub_id, hub.state, f"Not ready after {minutes} minutes: {detail}")
+        _fail(hub_id, hub.state, f"Not ready after {READINESS_WINDOW_MINUTES} minutes: {detail}")
         return "failed"
     check_hub_ready.apply_async((hub_id, attempt + 1), countdown=CHECK_INTERVAL_SECONDS)
     return "waiting"
@@ -346,8 +348,11 @@ def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
         return "deleted"
     if attempt + 1 >= MAX_CHECKS:
         phase = remaining.get("status", {}).get("phase", "unknown")
-        minutes = MAX_CHECKS * CHECK_INTERVAL_SECONDS // 60
-        _fail(hub_id, HubState.DEPROVISIONING, f"{hub.namespace} still {phase} after {minutes} min")
+        _fail(
+            hub_id,
+            HubState.DEPROVISIONING,
+            f"{hub.namespace} still {phase} after {READINESS_WINDOW_MINUTES} min",
+        )
         return "failed"
     check_hub_deleted.apply_async((hub_id, attempt + 1), countdown=CHECK_INTERVAL_SECONDS)
     return "waiting"

@@ -24,7 +24,6 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import suppress
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -36,7 +35,7 @@ from portal.hubs.lifecycle import READINESS_STATES, HubState, LifecycleError
 from portal.hubs.models import Hub
 from provisioning import k8s
 from provisioning.render import LABEL_HUB_ID, MANAGED_BY, selector
-from provisioning.sync import is_hub_namespace
+from provisioning.sync import is_own_namespace
 from provisioning.watch import Changed, Feed, Lease, Listed
 
 log = structlog.get_logger(__name__)
@@ -182,10 +181,7 @@ class HubWatcher:
 
     def own_namespaces(self, hub: Hub) -> list[dict[str, Any]]:
         return [
-            item
-            for name, item in self.namespaces.items()
-            if is_hub_namespace(name, hub.slug)
-            and (item["metadata"].get("labels") or {}).get(LABEL_HUB_ID) == str(hub.pk)
+            item for item in self.namespaces.values() if is_own_namespace(item, hub.slug, hub.pk)
         ]
 
     def look_at(self, hub: Hub, resync: bool) -> None:
@@ -195,8 +191,10 @@ class HubWatcher:
             self._deletion(hub)
 
     def _waited_too_long(self, hub: Hub) -> bool:
-        limit = timedelta(seconds=tasks.MAX_CHECKS * tasks.CHECK_INTERVAL_SECONDS)
-        return hub.state_changed is not None and timezone.now() - hub.state_changed > limit
+        return (
+            hub.state_changed is not None
+            and timezone.now() - hub.state_changed > tasks.READINESS_WINDOW
+        )
 
     def _readiness(self, hub: Hub, resync: bool) -> None:
         deployments = [
@@ -221,7 +219,7 @@ class HubWatcher:
         waiting = tasks.waiting_for_room(pods)
         lifecycle.note_waiting(hub.pk, waiting)
         if self._waited_too_long(hub):
-            minutes = tasks.MAX_CHECKS * tasks.CHECK_INTERVAL_SECONDS // 60
+            minutes = tasks.READINESS_WINDOW_MINUTES
             self._fail(hub, f"Not ready after {minutes} minutes: {waiting or detail}")
 
     def _fail(self, hub: Hub, reason: str) -> None:
@@ -239,9 +237,8 @@ class HubWatcher:
             return
         if self._waited_too_long(hub):
             phase = remaining[0].get("status", {}).get("phase", "unknown")
-            minutes = tasks.MAX_CHECKS * tasks.CHECK_INTERVAL_SECONDS // 60
             name = remaining[0]["metadata"]["name"]
-            self._fail(hub, f"{name} still {phase} after {minutes} min")
+            self._fail(hub, f"{name} still {phase} after {tasks.READINESS_WINDOW_MINUTES} min")
 
 
 def lease_for(api) -> Lease:
