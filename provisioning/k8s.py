@@ -160,7 +160,7 @@ def apply(
     someone else changed (the portal's record is the source of truth). With `dry_run` the
     API server validates and admits the object without storing it. Fields set under another
     `field_manager` are not the portal's: a later apply that leaves them out keeps them,
-    except keys of a ConfigMap's data."""
+    except those `foreign_fields` names."""
     query = [("fieldManager", field_manager), ("force", "true")]
     if dry_run:
         query.append(("dryRun", "All"))
@@ -176,14 +176,37 @@ def apply(
         body=manifest,
     )
     result = result or {}
-    extra = set(result.get("data") or {}) - set(manifest.get("data") or {})
-    if manifest["kind"] == "ConfigMap" and extra and not dry_run:
-        # Keys someone else added stay under their manager; a ConfigMap of the portal holds
-        # exactly its data (what a namespace's admission params grant is by key).
+    foreign = foreign_fields(manifest, result)
+    if foreign and not dry_run:
         meta = manifest["metadata"]
-        body = {"data": dict.fromkeys(sorted(extra))}
-        result = merge_patch(api, "ConfigMap", meta["name"], meta.get("namespace"), body)
+        result = merge_patch(api, manifest["kind"], meta["name"], meta.get("namespace"), foreign)
     return result
+
+
+# Labels whose meaning the portal decides: what a namespace is (its role, its hub), and how
+# strictly Pod Security admits its pods.
+OWNED_LABEL_PREFIXES = ("hub-on-demand.io/", "pod-security.kubernetes.io/")
+
+
+def foreign_fields(manifest: Manifest, live: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch removing what someone else added where the portal's object must hold
+    exactly what the portal says (empty when nothing was added): keys of a ConfigMap's data
+    (a namespace's admission params grant by key) and labels under the portal's and Pod
+    Security's prefixes (`pod-security.kubernetes.io/enforce-version` pins an older policy)."""
+    patch: dict[str, Any] = {}
+    if manifest["kind"] == "ConfigMap":
+        extra = set(live.get("data") or {}) - set(manifest.get("data") or {})
+        if extra:
+            patch["data"] = dict.fromkeys(sorted(extra))
+    wanted = manifest["metadata"].get("labels") or {}
+    labels = [
+        key
+        for key in (live.get("metadata") or {}).get("labels") or {}
+        if key.startswith(OWNED_LABEL_PREFIXES) and key not in wanted
+    ]
+    if labels:
+        patch["metadata"] = {"labels": dict.fromkeys(sorted(labels))}
+    return patch
 
 
 def merge_patch(

@@ -230,6 +230,24 @@ def test_a_grant_added_by_hand_to_the_admission_params_is_taken_back(kube_api, s
     assert "claim.hub-db" not in data
 
 
+def test_a_pod_security_label_added_by_hand_is_taken_back_and_others_stay(
+    kube_api, synced_hubs
+):
+    spec = synced_hubs[1]
+    core = client.CoreV1Api(kube_api)
+    # An older policy version would admit what today's `restricted` refuses.
+    added = {"pod-security.kubernetes.io/enforce-version": "v1.22", "team": "physics"}
+    core.patch_namespace(spec.users_namespace, {"metadata": {"labels": added}})
+
+    report = reconcile(kube_api, synced_hubs, SETTINGS)
+
+    assert report.repaired[spec.hub_id].repaired == [f"Namespace {spec.users_namespace} (changed)"]
+    labels = core.read_namespace(spec.users_namespace).metadata.labels
+    assert "pod-security.kubernetes.io/enforce-version" not in labels
+    assert labels["team"] == "physics"
+    assert reconcile(kube_api, synced_hubs, SETTINGS).repaired == {}
+
+
 def test_objects_of_another_namespace_with_the_same_hub_id_are_never_pruned(kube_api, synced_hubs):
     spec, other = synced_hubs
     # Another portal (or a test database) may number its hubs the same way.
