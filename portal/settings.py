@@ -144,7 +144,11 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # Each gunicorn thread and Celery worker keeps its connection for a minute rather than
+        # opening one per request (a PostgreSQL connection costs several milliseconds), and
+        # checks it before reuse, so a restarted database costs one failed ping, not a 500.
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
