@@ -416,6 +416,10 @@ def test_ingress_service_budget_and_autoscaler(helm):
 
     (budget,) = by_kind(objects, "PodDisruptionBudget").values()
     assert budget["spec"]["selector"] == web["spec"]["selector"]
+    assert budget["spec"]["minAvailable"] == 1
+    one = merged(REQUIRED, {"web": {"podDisruptionBudget": {"maxUnavailable": 1}}})
+    (budget,) = by_kind(helm.template(one), "PodDisruptionBudget").values()
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": web["spec"]["selector"]}
     (autoscaler,) = by_kind(objects, "HorizontalPodAutoscaler").values()
     assert autoscaler["spec"]["scaleTargetRef"]["name"] == web["metadata"]["name"]
     assert "replicas" not in web["spec"], "the autoscaler owns the web's replicas"
