@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://%2Fvar%2Frun%2Fpostgresql/hubondemand
 # Checks and tests run with a throwaway key; the portal itself refuses to start without one.
 throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
-.PHONY: help install system-packages up test lint format cluster cluster-down cluster-status services services-down bench-cluster bench-reconcile bench-usage bench-api bench-provision bench-quickstart
+.PHONY: help install system-packages up test test-chart lint format cluster cluster-down cluster-status helm services services-down bench-cluster bench-reconcile bench-usage bench-api bench-provision bench-quickstart
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ test: system-packages $(BIN)/.installed services ## Run the whole test suite (st
 	@# Fault injection stops shared services (kube-apiserver, workers): alone, afterwards.
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
+test-chart: export SECRET_KEY ?= $(throwaway_key)
+test-chart: $(BIN)/.python-installed ## The Helm chart's tests: lint, render, dry-run, install into the local cluster
+	$(BIN)/pytest -n $(TEST_WORKERS) tests/chart $(PYTEST_ARGS)
+
 lint: export SECRET_KEY ?= $(throwaway_key)
 lint: $(BIN)/.python-installed ## ruff, import contracts (portal -> provisioning only), migrations check
 	$(BIN)/ruff check .
@@ -63,6 +67,10 @@ cluster-down: ## Stop the local control plane and remove its state
 
 cluster-status: ## Show what parts of the local control plane run
 	bash devcluster/scripts/status.sh
+
+helm: ## Build (once) the pinned helm from Go modules and print its path
+	@bash devcluster/scripts/build.sh helm >&2
+	@bash -c 'source devcluster/scripts/common.sh && echo "$$(helm_bin_dir)/helm"'
 
 system-packages: ## Install the Debian packages the tests need (as root; else prints the command)
 	bash scripts/system-packages.sh test

@@ -48,3 +48,4 @@ bin_dir_for() {
 kubernetes_bin_dir() { bin_dir_for kubernetes "$KUBERNETES_VERSION"; }
 etcd_bin_dir() { bin_dir_for etcd "$ETCD_VERSION"; }
 kwok_bin_dir() { bin_dir_for kwok "$KWOK_VERSION"; }
+helm_bin_dir() { bin_dir_for helm "$HELM_VERSION"; }

@@ -108,7 +108,7 @@ for name in "${COMPONENTS[@]}"; do
 Stop that process, or choose other ports with DEVCLUSTER_*_PORT (see devcluster/scripts/common.sh)."
 done
 
-"$DEVCLUSTER_DIR/scripts/build.sh"
+"$DEVCLUSTER_DIR/scripts/build.sh" cluster
 mkdir -p "$LOGS" "$PIDS" "$STATE_DIR/etcd"
 chmod 700 "$STATE_DIR/etcd"
 "$DEVCLUSTER_DIR/scripts/certs.sh"
