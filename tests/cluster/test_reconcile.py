@@ -230,9 +230,7 @@ def test_a_grant_added_by_hand_to_the_admission_params_is_taken_back(kube_api, s
     assert "claim.hub-db" not in data
 
 
-def test_a_pod_security_label_added_by_hand_is_taken_back_and_others_stay(
-    kube_api, synced_hubs
-):
+def test_a_pod_security_label_added_by_hand_is_taken_back_and_others_stay(kube_api, synced_hubs):
     spec = synced_hubs[1]
     core = client.CoreV1Api(kube_api)
     # An older policy version would admit what today's `restricted` refuses.
