@@ -410,7 +410,7 @@ def test_compose_environment_configures_the_portal(image_app, secrets_dir, servi
     module, database, celery, secret_key = result.stdout.splitlines()
     assert Path(module).is_relative_to(image_app)
     assert database == (
-        "django.db.backends.postgresql postgres 5432 hubondemand hubondemand "
+        "django_prometheus.db.backends.postgresql postgres 5432 hubondemand hubondemand "
         + TEST_VARIABLES["POSTGRES_PASSWORD"]
     )
     kubeconfig = "/etc/hub-on-demand/kubeconfig" if service == "worker" else "None"
