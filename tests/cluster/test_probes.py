@@ -14,6 +14,7 @@ from portal.hubs.models import Hub
 from tests.oidc_provider.harness import free_port
 from tests.support import eventually
 from tests.test_monitoring import POD, TOKEN, scrape, value
+from tests.test_monitoring_worker import healthcheck
 from tests.test_monitoring_worker import scrape as scrape_port
 
 pytestmark = pytest.mark.cluster
@@ -70,6 +71,9 @@ def test_metrics_move_through_a_hubs_lifecycle(api, alice, charlie, payload, wor
     watched = scrape_port(watcher_port)
     assert watched[("hubondemand_provisioning_duration_seconds_count", ())] == 1
     assert 0 < watched[("hubondemand_provisioning_duration_seconds_sum", ())] < 120
+
+    alive = healthcheck(workers.env, "watcher")  # its loop turns
+    assert alive.returncode == 0, alive.stdout + alive.stderr
 
     api.force_authenticate(alice)
     assert api.delete(f"/api/v1/hubs/{hub_id}/").status_code == 202
