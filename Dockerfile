@@ -8,7 +8,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    WEB_CONCURRENCY=2
+    WEB_CONCURRENCY=2 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/hub-on-demand-metrics
 
 # A numeric, unprivileged user, so that Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --system --gid 10001 portal \
@@ -22,7 +23,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN pip install --no-cache-dir . && rm -rf build ./*.egg-info
 
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 COPY portal ./portal
 COPY provisioning ./provisioning
 COPY templates ./templates
@@ -36,11 +37,12 @@ USER 10001:10001
 
 EXPOSE 8000
 
-# Any answer below 500 counts: a 400 for a Host header outside ALLOWED_HOSTS still shows that
-# gunicorn and Django are up. No database access is needed to render the login page.
+# /healthz: gunicorn and Django answer, whatever the Host header, without the database. The
+# worker, beat and watcher containers override it with `manage.py healthcheck worker|beat|watcher`.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import http.client, sys; c = http.client.HTTPConnection('127.0.0.1', 8000, timeout=4); c.request('GET', '/accounts/login/'); sys.exit(c.getresponse().status >= 500)"]
+    CMD ["python", "-c", "import http.client, sys; c = http.client.HTTPConnection('127.0.0.1', 8000, timeout=4); c.request('GET', '/healthz'); sys.exit(c.getresponse().status != 200)"]
 
-# Workers come from WEB_CONCURRENCY (read by gunicorn); /dev/shm keeps worker heartbeats off
-# the container's overlay filesystem.
+# Workers come from WEB_CONCURRENCY (read by gunicorn), the rest from gunicorn.conf.py (JSON
+# logs, metrics gathered across workers in PROMETHEUS_MULTIPROC_DIR); /dev/shm keeps worker
+# heartbeats off the container's overlay filesystem.
 CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--worker-tmp-dir", "/dev/shm", "--access-logfile", "-"]

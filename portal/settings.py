@@ -8,12 +8,14 @@ with ImproperlyConfigured instead of falling back to something unsafe.
 import ipaddress
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
 import dj_database_url
-import structlog
 from django.core.exceptions import ImproperlyConfigured
+
+from portal import logconfig
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -101,14 +103,21 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "social_django",
+    "django_prometheus",
     "portal.accounts",
     "portal.hubs",
     "portal.notifications",
     "portal.audit",
     "portal.usage",
+    "portal.monitoring",
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz and /metrics, before host checks, HTTPS redirects and everything else.
+    "portal.monitoring.middleware.OperationsMiddleware",
+    # The request id (X-Request-ID), user and hub on every log line of a request.
+    "portal.monitoring.middleware.RequestContextMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -120,6 +129,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -163,6 +173,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that does not answer must not hold a request (or a readiness probe) for the
+    # operating system's TCP timeout of minutes.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5)
+    )
+# The same engines, counting queries, errors and connections for /metrics (django-prometheus).
+_COUNTED_ENGINES = {
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}
+DATABASES["default"]["ENGINE"] = _COUNTED_ENGINES.get(
+    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -428,6 +452,9 @@ CELERY_TASK_ROUTES = {
     "portal.hubs.tasks.run_expiry": {"queue": "celery"},
     "portal.hubs.tasks.*": {"queue": "provisioning"},
 }
+# Workers and beat keep the portal's logging (JSON lines with the task's context) instead of
+# Celery's own format (portal/celery.py).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
@@ -546,39 +573,48 @@ CACHES = {
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
 
-# --- Logging: structlog on top of the standard library, JSON unless DEBUG -----------------------
+# --- Operating the portal: metrics, health, logs (portal/monitoring/, portal/logconfig.py) ------
 
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
-_shared_processors = [
-    structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_logger_name,
-    structlog.stdlib.add_log_level,
-    structlog.processors.TimeStamper(fmt="iso"),
-]
-structlog.configure(
-    processors=[
-        *_shared_processors,
-        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-    ],
-    logger_factory=structlog.stdlib.LoggerFactory(),
-    wrapper_class=structlog.stdlib.BoundLogger,
-    cache_logger_on_first_use=True,
+# /metrics of the web process answers `Authorization: Bearer <METRICS_TOKEN>`; unset, /metrics
+# is 404. The worker and the hub watcher serve theirs over plain HTTP on these ports (0: off),
+# for scrapers inside the cluster (a NetworkPolicy limits who reaches them).
+METRICS_TOKEN = env_secret("METRICS_TOKEN", required=False)
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 9808)
+WATCHER_METRICS_PORT = env_int("WATCHER_METRICS_PORT", 9809)
+METRICS_LISTEN_ADDRESS = env_str("METRICS_LISTEN_ADDRESS", "0.0.0.0")
+for _name, _port in (
+    ("WORKER_METRICS_PORT", WORKER_METRICS_PORT),
+    ("WATCHER_METRICS_PORT", WATCHER_METRICS_PORT),
+):
+    if not 0 <= _port <= 65535:
+        raise ImproperlyConfigured(f"{_name}={_port} must be a port number (0 turns it off)")
+# What /readyz checks (any of database, broker, kubernetes), each within this many seconds.
+READINESS_CHECKS = env_list("READINESS_CHECKS", "database,broker,kubernetes")
+if not set(READINESS_CHECKS) <= {"database", "broker", "kubernetes"}:
+    raise ImproperlyConfigured(
+        f"READINESS_CHECKS={','.join(READINESS_CHECKS)!r}: choose from database, broker, kubernetes"
+    )
+READINESS_TIMEOUT_SECONDS = env_int("READINESS_TIMEOUT_SECONDS", 2)
+# Liveness of the worker, beat and the hub watcher: each touches <service>.heartbeat here every
+# HEALTH_HEARTBEAT_SECONDS; `manage.py healthcheck SERVICE` fails once it is older than
+# HEALTH_MAX_AGE_SECONDS (portal/monitoring/heartbeat.py).
+HEALTH_HEARTBEAT_DIR = env_str(
+    "HEALTH_HEARTBEAT_DIR", str(Path(tempfile.gettempdir()) / "hub-on-demand-health")
 )
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "structlog": {
-            "()": structlog.stdlib.ProcessorFormatter,
-            "processors": [
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.dev.ConsoleRenderer(colors=False)
-                if DEBUG
-                else structlog.processors.JSONRenderer(),
-            ],
-            "foreign_pre_chain": _shared_processors,
-        },
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structlog"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-}
+HEALTH_HEARTBEAT_SECONDS = env_int("HEALTH_HEARTBEAT_SECONDS", 10)
+HEALTH_MAX_AGE_SECONDS = env_int("HEALTH_MAX_AGE_SECONDS", 60)
+if HEALTH_HEARTBEAT_SECONDS < 1 or HEALTH_MAX_AGE_SECONDS <= HEALTH_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "HEALTH_HEARTBEAT_SECONDS must be >= 1 and HEALTH_MAX_AGE_SECONDS larger than it"
+    )
+CELERY_BEAT_SCHEDULER = "portal.monitoring.heartbeat:HeartbeatScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = HEALTH_HEARTBEAT_SECONDS
+
+# Logs: structlog on top of the standard library, one line per event for everything (Django,
+# Celery, gunicorn); JSON unless DEBUG, or as LOG_FORMAT says (json or console).
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = env_str("LOG_FORMAT", "console" if DEBUG else "json").strip().lower()
+if LOG_FORMAT not in logconfig.FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} must be json or console")
+logconfig.configure_structlog()
+LOGGING = logconfig.logging_config(LOG_LEVEL, LOG_FORMAT)

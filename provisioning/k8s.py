@@ -133,7 +133,13 @@ def _call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> dict[
     return json.loads(data) if data else None
 
 
-def raw_call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> bytes:
+def raw_call(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    timeout: float | tuple[float, float] = REQUEST_TIMEOUT,
+    **kwargs: Any,
+) -> bytes:
     """One API request; the response body as bytes (errors classified as ClusterError)."""
     try:
         response = api.call_api(
@@ -142,12 +148,19 @@ def raw_call(api: client.ApiClient, method: str, path: str, **kwargs: Any) -> by
             auth_settings=["BearerToken"],
             _preload_content=False,
             _return_http_data_only=True,
-            _request_timeout=REQUEST_TIMEOUT,
+            _request_timeout=timeout,
             **kwargs,
         )
     except Exception as error:  # classified and re-raised below
         raise classify(error) from error
     return response.data
+
+
+def server_version(api: client.ApiClient, timeout: float = 2.0) -> str:
+    """The API server's version (GET /version, which any identity may read): the cheapest
+    call that shows the API server answers the portal's credentials."""
+    answer = json.loads(raw_call(api, "GET", "/version", timeout=(timeout, timeout)))
+    return str(answer.get("gitVersion", ""))
 
 
 def apply(

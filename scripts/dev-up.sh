@@ -54,7 +54,9 @@ else
   echo "make up: using the cluster in KUBECONFIG=$KUBECONFIG"
 fi
 
-.venv/bin/celery -A portal worker --queues provisioning,celery --concurrency 2 --loglevel INFO \
+# The worker's and gunicorn's processes add up their metrics in a folder each (emptied at start).
+PROMETHEUS_MULTIPROC_DIR="$STATE/metrics/worker" \
+  .venv/bin/celery -A portal worker --queues provisioning,celery --concurrency 2 --loglevel INFO \
   > "$STATE/logs/worker.log" 2>&1 &
 pids+=($!)
 .venv/bin/celery -A portal beat --loglevel INFO --schedule "$STATE/celerybeat-schedule" \
@@ -63,13 +65,15 @@ pids+=($!)
 $PY manage.py watch_hubs > "$STATE/logs/watcher.log" 2>&1 &
 pids+=($!)
 # gunicorn, as the image serves the portal: a fixed number of workers and threads, so a burst
-# of clients waits in line instead of opening a database connection each.
-.venv/bin/gunicorn portal.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 --threads 4 \
+# of clients waits in line instead of opening a database connection each. gunicorn.conf.py adds
+# the portal's log format and metrics.
+PROMETHEUS_MULTIPROC_DIR="$STATE/metrics/web" \
+  .venv/bin/gunicorn portal.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 --threads 4 \
   --worker-tmp-dir /dev/shm --access-logfile - > "$STATE/logs/web.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/accounts/login/" 2>/dev/null && break
+  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/healthz" 2>/dev/null && break
   kill -0 "${pids[3]}" 2>/dev/null || { tail -n 20 "$STATE/logs/web.log" >&2; die "the web server did not start"; }
   sleep 0.2
 done
@@ -82,6 +86,7 @@ $($PY manage.py seeddemo)
   API token     bash scripts/manage.sh createapitoken researcher
   Cluster       KUBECONFIG=$KUBECONFIG
   Logs          $STATE/logs/ (web, worker, beat, watcher)
+  Metrics       worker http://127.0.0.1:${WORKER_METRICS_PORT:-9808}/metrics, watcher :${WATCHER_METRICS_PORT:-9809}; web /metrics with METRICS_TOKEN
 Press Ctrl-C to stop.
 EOT
 wait -n "${pids[@]}" || true

@@ -31,3 +31,6 @@ if [ -z "${DATABASE_URL:-}" ]; then
   export QUICKSTART_POSTGRES=hubondemand_local
 fi
 # KUBECONFIG stays as it is: unset, the portal uses .devcluster/kubeconfig (portal/settings.py).
+# Metrics and heartbeats of the local processes stay on this machine and in its state folder.
+export METRICS_LISTEN_ADDRESS=${METRICS_LISTEN_ADDRESS:-127.0.0.1}
+export HEALTH_HEARTBEAT_DIR=${HEALTH_HEARTBEAT_DIR:-$STATE/health}

@@ -1,17 +1,26 @@
 """Fixtures of the portal's tests: the Healthchecks cast (alice owns, bob is another researcher,
 charlie is a portal admin), valid request data, and a record of queued provisioning tasks.
 
-Cluster fixtures live in the repository's conftest.py and tests/cluster/.
+Cluster fixtures live in the repository's conftest.py and tests/cluster/; real Celery workers
+(`background`) here.
 """
 
 import datetime
+import os
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.factories import AdminFactory, HubFactory, UserFactory
-from tests.support import broker_hand_over
+from tests.support import (
+    Workers,
+    broker_hand_over,
+    database_url,
+    redis_url_for_this_worker,
+    use_current_broker,
+)
 
 
 def pytest_configure(config):
@@ -166,6 +175,48 @@ def running_hub(alice):
     return HubFactory(
         owner=alice, slug="alice-course", display_name="Alice's course", state=HubState.RUNNING
     )
+
+
+@pytest.fixture
+def broker_url() -> str:
+    """The broker this test's tasks go through (a Redis database per xdist worker)."""
+    return redis_url_for_this_worker()
+
+
+@pytest.fixture
+def background(tmp_path, monkeypatch, broker_url):
+    """Start real Celery workers (and hub watchers) that consume `broker_url` and write to this
+    test's database; this process's tasks are sent to the same broker. Their metrics ports
+    are off unless a test sets them, and their heartbeats go to the test's own folder."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the worker process needs a shared database: set DATABASE_URL to PostgreSQL")
+    import redis
+
+    from portal.celery import app
+
+    redis.Redis.from_url(broker_url).flushdb()
+    # Celery reads CELERY_BROKER_URL from the environment before any setting.
+    monkeypatch.setenv("CELERY_BROKER_URL", broker_url)
+    use_current_broker(app)
+    assert app.conf.broker_url == broker_url
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": broker_url,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "WORKER_METRICS_PORT": "0",
+        "WATCHER_METRICS_PORT": "0",
+        "HEALTH_HEARTBEAT_DIR": str(tmp_path / "heartbeats"),
+    }
+    started = Workers(broker_url, env, tmp_path)
+    yield started
+    started.stop_all()
+    monkeypatch.delenv("CELERY_BROKER_URL")
+    use_current_broker(app)
+    for index in range(len(started.processes)):
+        print(started.log(index)[-3000:])
+    for index in range(len(started.watchers)):
+        print(started.watcher_log(index)[-3000:])
 
 
 def pytest_collection_modifyitems(items):

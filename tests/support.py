@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import quote
 
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.25) -> Any:
@@ -140,3 +149,124 @@ def delete_namespaces(api, hub) -> None:
     found = {item["metadata"]["name"] for item in own_namespaces(api, hub.slug, hub_id)}
     for name in {hub.namespace, hub.users_namespace} | found:
         k8s.delete_namespace(api, name)
+
+
+# --- Real background processes: Celery workers and hub watchers --------------------------------
+
+
+def redis_url_for_this_worker() -> str:
+    """A Redis database of its own per pytest-xdist worker, so queues never mix.
+
+    TEST_REDIS_DB_BASE moves the block, so two test runs on one Redis do not share queues."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw-1")
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+    first = int(os.environ.get("TEST_REDIS_DB_BASE", "10"))
+    return f"{base}/{first + int(worker.removeprefix('gw')) + 1}"
+
+
+def database_url() -> str:
+    """The URL of this test's database (pytest-django's test database), for the worker."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    credentials = ""
+    if db["USER"]:
+        credentials = quote(db["USER"], safe="")
+        if db["PASSWORD"]:
+            credentials += ":" + quote(db["PASSWORD"], safe="")
+        credentials += "@"
+    host = quote(db["HOST"] or "", safe="")
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return f"postgres://{credentials}{host}{port}/{db['NAME']}"
+
+
+def use_current_broker(app) -> None:
+    """Make this process's Celery producer use the broker now configured.
+
+    Celery keeps its producer pools on the app; forget them (as Celery does after a fork) so
+    that they are looked up again for the current broker URL. Kombu keeps one pool per URL,
+    so they must not be closed: a later test with the same URL gets the same pool back.
+    """
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+class Workers:
+    """Starts real `celery worker` processes (and hub watchers, Celery beat) for one test and
+    stops them afterwards."""
+
+    def __init__(self, broker: str, env: dict[str, str], logs: Path):
+        self.broker = broker
+        self.env = env
+        self.logs = logs
+        self.processes: list[subprocess.Popen] = []
+        self.watchers: list[subprocess.Popen] = []
+        self.beats: list[subprocess.Popen] = []
+        self.lease = f"hub-watcher-test-{secrets.token_hex(4)}"
+
+    def _spawn(self, log_name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start one process in the repository, its output going to `log_name` in the logs."""
+        with (self.logs / log_name).open("w") as log:
+            return subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def start(self, pool: str = "solo", **extra_env: str) -> subprocess.Popen:
+        """Start a worker on both queues (the `solo` pool, or `prefork` with one pool
+        process); `extra_env` adds settings."""
+        worker = self._spawn(
+            f"worker-{len(self.processes)}.log",
+            [
+                sys.executable, "-m", "celery", "-A", "portal", "worker",
+                "--queues", "provisioning,celery", "--pool", pool, "--concurrency", "1",
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            ],
+            {**self.env, **extra_env},
+        )  # fmt: skip
+        self.processes.append(worker)
+        return worker
+
+    def start_watcher(self) -> subprocess.Popen:
+        """Start the hub watcher (`manage.py watch_hubs`), which moves hubs to running and
+        deleted; with a lease of this test's own, since other tests' watchers run too."""
+        watcher = self._spawn(
+            f"watcher-{len(self.watchers)}.log",
+            [sys.executable, "manage.py", "watch_hubs"],
+            {**self.env, "HUB_WATCH_LEASE": self.lease, "HUB_WATCH_RESYNC_SECONDS": "5"},
+        )
+        self.watchers.append(watcher)
+        return watcher
+
+    def start_beat(self, **extra_env: str) -> subprocess.Popen:
+        """Start Celery beat, with its schedule file in the test's folder."""
+        beat = self._spawn(
+            f"beat-{len(self.beats)}.log",
+            [
+                sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
+                "--schedule", str(self.logs / f"celerybeat-schedule-{len(self.beats)}"),
+            ],
+            {**self.env, **extra_env},
+        )  # fmt: skip
+        self.beats.append(beat)
+        return beat
+
+    def log(self, index: int = -1) -> str:
+        return (self.logs / f"worker-{index % len(self.processes)}.log").read_text()
+
+    def watcher_log(self, index: int = -1) -> str:
+        return (self.logs / f"watcher-{index % len(self.watchers)}.log").read_text()
+
+    def stop_all(self) -> None:
+        self.stop(*self.processes, *self.watchers, *self.beats)
+
+    @staticmethod
+    def stop(*processes: subprocess.Popen) -> None:
+        """Stop these processes as their service manager would (SIGTERM), then wait."""
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()

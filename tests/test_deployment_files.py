@@ -14,14 +14,16 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import tomllib
 from pathlib import Path
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 import pytest
 import yaml
@@ -145,6 +147,16 @@ def is_ignored(relative: str, patterns: list[str]) -> bool:
 def clean_environment(**extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TZ")}
     return {**base, "HOME": os.environ.get("HOME", "/tmp"), **extra}
+
+
+def image_environment(tmp: Path, **extra: str) -> dict[str, str]:
+    """A container's environment, run here: the Dockerfile's ENV (its /tmp paths moved under
+    `tmp`, since this machine's /tmp is shared), then `extra`."""
+    env = dockerfile_env()
+    for key, value in env.items():
+        if value.startswith("/tmp/"):
+            env[key] = str(tmp / value.removeprefix("/tmp/"))
+    return clean_environment(**env, **extra)
 
 
 # --- docker-compose.yml -----------------------------------------------------------------------
@@ -361,7 +373,7 @@ def image_app(tmp_path_factory) -> Path:
     result = subprocess.run(
         [sys.executable, *words[1:]],
         cwd=app,
-        env=clean_environment(**dockerfile_env(), **inline),
+        env=image_environment(app.parent, **inline),
         capture_output=True,
         text=True,
         check=False,
@@ -388,7 +400,7 @@ def test_collectstatic_at_build_time_fills_static_root(image_app):
 
 
 @pytest.mark.parametrize("service", PORTAL_SERVICES)
-def test_compose_environment_configures_the_portal(image_app, secrets_dir, service):
+def test_compose_environment_configures_the_portal(image_app, secrets_dir, service, tmp_path):
     env = container_environment(service, TEST_VARIABLES, secrets_dir)
     probe = (
         "import portal, portal.settings as s; "
@@ -401,7 +413,7 @@ def test_compose_environment_configures_the_portal(image_app, secrets_dir, servi
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=image_app,
-        env=clean_environment(**dockerfile_env(), **env),
+        env=image_environment(tmp_path, **env),
         capture_output=True,
         text=True,
         check=False,
@@ -410,7 +422,7 @@ def test_compose_environment_configures_the_portal(image_app, secrets_dir, servi
     module, database, celery, secret_key = result.stdout.splitlines()
     assert Path(module).is_relative_to(image_app)
     assert database == (
-        "django.db.backends.postgresql postgres 5432 hubondemand hubondemand "
+        "django_prometheus.db.backends.postgresql postgres 5432 hubondemand hubondemand "
         + TEST_VARIABLES["POSTGRES_PASSWORD"]
     )
     kubeconfig = "/etc/hub-on-demand/kubeconfig" if service == "worker" else "None"
@@ -418,7 +430,7 @@ def test_compose_environment_configures_the_portal(image_app, secrets_dir, servi
     assert secret_key == (secrets_dir / "secret_key").read_text().strip()
 
 
-def test_deploy_check_passes_with_the_web_environment(image_app, secrets_dir):
+def test_deploy_check_passes_with_the_web_environment(image_app, secrets_dir, tmp_path):
     """`check --deploy` does not connect to the database: host "postgres" does not even resolve
     outside compose, and the check passes without it."""
     env = container_environment("web", TEST_VARIABLES, secrets_dir)
@@ -426,7 +438,7 @@ def test_deploy_check_passes_with_the_web_environment(image_app, secrets_dir):
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
         cwd=image_app,
-        env=clean_environment(**dockerfile_env(), **env),
+        env=image_environment(tmp_path, **env),
         capture_output=True,
         text=True,
         check=False,
@@ -441,7 +453,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_cmd_serves_the_portal_and_the_healthcheck_sees_it(image_app, secrets_dir):
+def test_cmd_serves_the_portal_and_the_healthcheck_sees_it(image_app, secrets_dir, tmp_path):
     port = _free_port()
     command = exec_form(instructions_named("CMD")[0])
     command[0] = str(VENV_BIN / "gunicorn")
@@ -452,9 +464,7 @@ def test_cmd_serves_the_portal_and_the_healthcheck_sees_it(image_app, secrets_di
     assert check[0] == "python" and ", 8000," in check[-1]
     check = [sys.executable, *check[1:-1], check[-1].replace(", 8000,", f", {port},")]
 
-    env = clean_environment(
-        **dockerfile_env(), **container_environment("web", TEST_VARIABLES, secrets_dir)
-    )
+    env = image_environment(tmp_path, **container_environment("web", TEST_VARIABLES, secrets_dir))
     server = subprocess.Popen(
         command, cwd=image_app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -478,3 +488,115 @@ def test_cmd_serves_the_portal_and_the_healthcheck_sees_it(image_app, secrets_di
     assert "Booting worker" in output
     # With gunicorn gone the health check fails.
     assert subprocess.run(check, cwd=image_app, capture_output=True, check=False).returncode != 0
+
+
+@pytest.mark.parametrize("service", ["worker", "beat", "watcher"])
+def test_compose_healthchecks_of_the_background_services_read_their_heartbeats(
+    image_app, secrets_dir, tmp_path, service
+):
+    compose = load_compose()["services"][service]
+    test = compose["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"] and test[2:] == ["manage.py", "healthcheck", service]
+    check = [sys.executable, *test[2:]]
+    env = image_environment(
+        tmp_path,
+        **container_environment(service, TEST_VARIABLES, secrets_dir),
+        HEALTH_HEARTBEAT_DIR=str(tmp_path / "health"),
+    )
+
+    def healthy() -> bool:
+        run = subprocess.run(check, cwd=image_app, env=env, capture_output=True, check=False)
+        return run.returncode == 0
+
+    assert not healthy()  # never started
+    (tmp_path / "health").mkdir()
+    heartbeat = tmp_path / "health" / f"{service}.heartbeat"
+    heartbeat.touch()
+    assert healthy()
+    os.utime(heartbeat, (time.time() - 600, time.time() - 600))
+    assert not healthy()  # stuck
+
+
+def _get(port: int, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    request = Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urlopen(request, timeout=10) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.mark.django_db
+def test_gunicorn_adds_up_its_workers_metrics_and_logs_json_lines(image_app, secrets_dir, tmp_path):
+    """The image's gunicorn (gunicorn.conf.py, two workers): /metrics counts every worker's
+    requests, also after one of them exits; every log line is JSON, the access log's with the
+    request id of the answer; probes and scrapes stay out of it."""
+    from tests.support import database_url, redis_url_for_this_worker
+
+    port, token = _free_port(), "scrape-" + "t" * 30
+    command = exec_form(instructions_named("CMD")[0])
+    command[0] = str(VENV_BIN / "gunicorn")
+    command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
+    env = image_environment(
+        tmp_path,
+        **{
+            **container_environment("web", TEST_VARIABLES, secrets_dir),
+            "ALLOWED_HOSTS": "portal.example.org",
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": redis_url_for_this_worker(),
+            "METRICS_TOKEN": token,
+        },
+    )
+    metrics_dir = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    assert env["WEB_CONCURRENCY"] == "2" and metrics_dir.is_relative_to(tmp_path)
+    server = subprocess.Popen(
+        command, cwd=image_app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    pod = {"Host": "10.244.0.9:8000"}
+
+    def counted() -> float:
+        status, _, body = _get(port, "/metrics", Authorization=f"Bearer {token}", **pod)
+        assert status == 200, body
+        for line in body.decode().splitlines():
+            if line.startswith('django_http_responses_total_by_status_total{status="200"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    try:
+        deadline = time.monotonic() + 30
+        while _get_or_none(port, "/healthz", **pod) != 200:
+            assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.3)
+        request_ids = set()
+        for _ in range(6):
+            status, headers, _ = _get(port, "/accounts/login/", Host="portal.example.org")
+            assert status == 200
+            request_ids.add(headers["X-Request-ID"])
+        assert _get(port, "/metrics", **pod)[0] == 401
+        assert [counted() for _ in range(4)] == [6.0] * 4
+        # One worker fewer (SIGTTOU): what it counted stays counted.
+        workers = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("*.db")}
+        server.send_signal(signal.SIGTTOU)
+        time.sleep(2)
+        assert counted() == 6.0
+        assert _get(port, "/accounts/login/", Host="portal.example.org")[0] == 200
+        assert counted() == 7.0
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0].decode()
+    assert len(workers) >= 2, workers  # the master and at least one worker wrote there
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert any("Booting worker" in line["event"] for line in lines)
+    access = [line for line in lines if line["event"] == "http.request"]
+    assert {line["request_id"] for line in access} >= request_ids
+    login = next(line for line in access if line["request_id"] in request_ids)
+    assert (login["route"], login["status"], login["method"]) == ("accounts/login/", 200, "GET")
+    assert not [line for line in access if line.get("path") in ("/healthz", "/metrics")]
+    assert token not in output
+
+
+def _get_or_none(port: int, path: str, **headers: str) -> int | None:
+    try:
+        return _get(port, path, **headers)[0]
+    except (URLError, ConnectionError):
+        return None

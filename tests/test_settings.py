@@ -55,7 +55,7 @@ def test_defaults():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        f"django.db.backends.sqlite3 {REPO / 'db.sqlite3'} redis://127.0.0.1:6379/0 "
+        f"django_prometheus.db.backends.sqlite3 {REPO / 'db.sqlite3'} redis://127.0.0.1:6379/0 "
         "hubs.localhost False ['localhost', '127.0.0.1', '[::1]']"
     )
 
@@ -75,9 +75,53 @@ def test_environment_overrides():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "django.db.backends.postgresql db.example redis://cache:6379/2 hubs.example.org "
+        "django_prometheus.db.backends.postgresql db.example redis://cache:6379/2 hubs.example.org "
         "['portal.example.org', 'localhost'] /etc/kube/config"
     )
+
+
+def test_operations_defaults_and_overrides(tmp_path):
+    expr = (
+        "repr(s.METRICS_TOKEN), s.WORKER_METRICS_PORT, s.WATCHER_METRICS_PORT, "
+        "s.READINESS_CHECKS, s.LOG_FORMAT, "
+        "s.DATABASES['default']['OPTIONS'].get('connect_timeout')"
+    )
+    defaults = load({"SECRET_KEY": "x", "DATABASE_URL": "postgres://db.example/portal"}, expr)
+    assert defaults.returncode == 0, defaults.stderr
+    assert defaults.stdout.split() == [
+        "''", "9808", "9809", "['database',", "'broker',", "'kubernetes']", "json", "5",
+    ]  # fmt: skip
+    assert load({"DEBUG": "1"}, "s.LOG_FORMAT").stdout.strip() == "console"
+
+    token = tmp_path / "metrics-token"
+    token.write_text("from-a-file\n")
+    changed = load(
+        {
+            "SECRET_KEY": "x",
+            "METRICS_TOKEN_FILE": str(token),
+            "WORKER_METRICS_PORT": "0",
+            "READINESS_CHECKS": "database,broker",
+            "LOG_FORMAT": "console",
+        },
+        "s.METRICS_TOKEN, s.WORKER_METRICS_PORT, s.READINESS_CHECKS, s.LOG_FORMAT",
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "from-a-file 0 ['database', 'broker'] console"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOG_FORMAT", "xml"),
+        ("READINESS_CHECKS", "database,smtp"),
+        ("WORKER_METRICS_PORT", "70000"),
+        ("HEALTH_MAX_AGE_SECONDS", "5"),
+    ],
+)
+def test_operations_settings_refuse_nonsense(name, value):
+    result = load({"SECRET_KEY": "x", name: value}, "s.DEBUG")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and name in result.stderr
 
 
 def test_kubeconfig_falls_back_to_devcluster_then_in_cluster(monkeypatch, tmp_path):

@@ -27,6 +27,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from portal.accounts.models import ApiToken
 from portal.audit.log import record
+from portal.monitoring.logcontext import bind_user
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -160,6 +161,7 @@ class ApiTokenAuthentication(BaseAuthentication):
             ApiToken.objects.filter(pk=token.pk).filter(
                 Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
             ).update(last_used_at=now)
+        bind_user(token.user)  # the request's later log lines name the token's user
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:

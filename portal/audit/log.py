@@ -76,12 +76,20 @@ def _is_trusted(address: str, networks: list) -> bool:
     return any(ip in network for network in networks)
 
 
+def from_trusted_proxy(request: HttpRequest) -> bool:
+    """Whether the request came straight from a proxy listed in TRUSTED_PROXIES (whose
+    forwarded headers are believed)."""
+    remote = request.META.get("REMOTE_ADDR") or ""
+    networks = _networks()
+    return bool(remote and networks and _is_trusted(remote, networks))
+
+
 def client_ip(request: HttpRequest) -> str | None:
     """The caller's address: REMOTE_ADDR, or X-Forwarded-For's last untrusted hop when the
     request came through a proxy listed in TRUSTED_PROXIES (a client can forge the rest)."""
     remote = request.META.get("REMOTE_ADDR") or None
     networks = _networks()
-    if remote and networks and _is_trusted(remote, networks):
+    if from_trusted_proxy(request):
         hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         for hop in reversed([h for h in hops if h]):
             if not _is_trusted(hop, networks):

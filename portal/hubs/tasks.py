@@ -36,6 +36,7 @@ from portal.hubs.lifecycle import (
     LifecycleError,
 )
 from portal.hubs.models import Hub, HubEvent, SelfServicePolicy
+from portal.monitoring.metrics import RECONCILE_REPAIRS
 from provisioning import hubapi, k8s
 from provisioning.errors import ServiceError
 from provisioning.hubconfig import members_values
@@ -449,7 +450,15 @@ def reconcile_hubs() -> dict[str, int]:
         hub = hubs[hub_id]
         if found.namespace_missing:
             _fail(hub_id, hub.state, f"Namespace {hub.namespace} disappeared (or is not its own)")
+            RECONCILE_REPAIRS.labels("namespace_missing").inc()
             continue
+        for action, what in (
+            ("reapplied", found.repaired),
+            ("pruned", found.pruned),
+            ("moved", found.moved),
+        ):
+            if what:
+                RECONCILE_REPAIRS.labels(action).inc(len(what))
         changes = found.repaired + [f"{what} (no longer needed)" for what in found.pruned]
         if found.moved:
             changes.append(
@@ -460,6 +469,9 @@ def reconcile_hubs() -> dict[str, int]:
             hub_id, hub.state, hub.state, reason="Repaired: " + "; ".join(changes)
         )
         log.warning("reconcile.repaired", hub_id=hub_id, changes=changes)
+    if result.shared_repaired:  # the cluster-wide admission policies
+        RECONCILE_REPAIRS.labels("reapplied").inc(len(result.shared_repaired))
+        log.warning("reconcile.repaired_shared", changes=result.shared_repaired)
     summary = {"hubs": result.hubs, "repaired": len(result.repaired), "api_calls": result.api_calls}
     log.info("reconcile.pass", **summary)
     return summary

@@ -33,6 +33,7 @@ from django.utils import timezone
 from portal.hubs import lifecycle, tasks
 from portal.hubs.lifecycle import READINESS_STATES, HubState, LifecycleError
 from portal.hubs.models import Hub
+from portal.monitoring import heartbeat
 from provisioning import k8s
 from provisioning.render import LABEL_HUB_ID, MANAGED_BY, selector
 from provisioning.sync import is_own_namespace
@@ -151,11 +152,14 @@ class HubWatcher:
             self.look_at(hub, resync=True)
 
     def run(self, stop: threading.Event) -> None:
+        alive = heartbeat.Every("watcher", settings.HEALTH_HEARTBEAT_SECONDS)
         self.start_feeds()
         try:
             while not stop.is_set():
                 self.step(timeout=1.0)
+                alive.tick()
         finally:
+            heartbeat.stopped("watcher")
             self.stop_feeds()
             if self.lease is not None and self.leading:
                 self.lease.release()

@@ -153,18 +153,26 @@ def allocatable(gpu_type: GpuType) -> int | None:
     return row.allocatable if row else None
 
 
-def _reserving_hubs(gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] = ()):
-    return (
-        Hub.objects.filter(
-            gpu_type=gpu_type,
-            gpus_per_user__gt=0,
-            state__in=RESERVING_STATES,
-            start_date__lte=end,
-            end_date__gte=start,
-        )
-        .exclude(pk__in=list(exclude))
-        .select_related("gpu_type")
+def _reserving_hubs(gpu_type: GpuType | None, start: date, end: date, exclude: Iterable[int] = ()):
+    """Hubs that reserve GPUs of this type (None: of any type) on a day from start to end."""
+    hubs = Hub.objects.filter(
+        gpu_type__isnull=False,
+        gpus_per_user__gt=0,
+        state__in=RESERVING_STATES,
+        start_date__lte=end,
+        end_date__gte=start,
     )
+    if gpu_type is not None:
+        hubs = hubs.filter(gpu_type=gpu_type)
+    return hubs.exclude(pk__in=list(exclude)).select_related("gpu_type")
+
+
+def reserved_on(day: date) -> dict[str, int]:
+    """GPUs reserved on `day` by GPU type name, over all types (one query)."""
+    reserved: dict[str, int] = {}
+    for hub in _reserving_hubs(None, day, day):
+        reserved[hub.gpu_type.name] = reserved.get(hub.gpu_type.name, 0) + _row_gpus(hub)
+    return reserved
 
 
 def reserved_by_day(

@@ -366,6 +366,16 @@ def _report(
     return list(buckets.values()), lines, total
 
 
+def total_cost(period: Period) -> Cost:
+    """What all hubs' usage over the period cost (three queries: the price lists, and the
+    daily amounts summed per day and GPU product)."""
+    book = PriceBook.load()
+    total = Cost()
+    for row in _sums(Period(period.start, period.end, "day"), Q(), ["day"]):
+        total.add(_cost(book, row["day"], row))
+    return total
+
+
 def _by_cost(lines: Iterable[Line]) -> list[Line]:
     return sorted(lines, key=lambda line: (-line.cost.total, line.key))
 

@@ -4,6 +4,7 @@ import structlog
 from celery import shared_task
 from django.utils import timezone
 
+from portal.monitoring.metrics import USAGE_PASS_DURATION
 from portal.usage.recording import collect, prune
 from provisioning.k8s import ClusterError
 
@@ -25,6 +26,7 @@ def collect_usage() -> dict[str, int] | None:
         return None
     if record is None:
         return None
+    USAGE_PASS_DURATION.observe(record.duration_seconds)
     return {"pods": record.pods_seen, "api_calls": record.api_calls, "rows": record.rows_written}
 
 

@@ -10,6 +10,7 @@ import secrets
 
 import pytest
 from kubernetes import client
+from prometheus_client import REGISTRY
 
 from portal.accounts import hub_clients
 from portal.hubs import cluster, tasks
@@ -112,9 +113,22 @@ def test_the_task_records_repairs_and_fails_hubs_whose_namespace_vanished(
         sync_hub(kube_api, from_hub(drifting), cluster.render_settings())
         client.CoreV1Api(kube_api).delete_namespaced_service("proxy-public", drifting.namespace)
 
+        repairs = {
+            action: REGISTRY.get_sample_value(
+                "hubondemand_reconcile_repairs_total", {"action": action}
+            )
+            or 0
+            for action in ("reapplied", "namespace_missing")
+        }
+
         summary = tasks.reconcile_hubs()
 
         assert summary["repaired"] >= 2
+        for action, before in repairs.items():
+            after = REGISTRY.get_sample_value(
+                "hubondemand_reconcile_repairs_total", {"action": action}
+            )
+            assert after >= before + 1, action
         event = HubEvent.objects.filter(hub=drifting).latest("created")
         assert event.reason == "Repaired: Service proxy-public (missing)"
         assert event.from_state == event.to_state == HubState.RUNNING

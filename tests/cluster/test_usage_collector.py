@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from kubernetes import client
 from kubernetes import client as client_module
+from prometheus_client import REGISTRY
 
 from portal.hubs.lifecycle import HubState
 from portal.usage import queries
@@ -211,9 +212,11 @@ def test_a_gap_in_collection_is_reported_not_filled(kube_api, gpu_hub, alice, se
 def test_the_beat_task_runs_a_pass_at_the_current_time(kube_api, gpu_hub):
     from portal.usage.tasks import collect_usage
 
+    timed = REGISTRY.get_sample_value("hubondemand_usage_pass_duration_seconds_count") or 0
     first = collect_usage()
     assert first["pods"] >= 4 and first["api_calls"] == 4
     assert CollectionPass.objects.count() == 1
+    assert REGISTRY.get_sample_value("hubondemand_usage_pass_duration_seconds_count") == timed + 1
 
 
 def test_a_week_of_a_gpu_hub_is_plotted_and_exported_for_its_owner(
