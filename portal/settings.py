@@ -282,6 +282,18 @@ for _cidr in (*HUB_DENIED_EGRESS, *HUB_API_SERVER_CIDRS):
         raise ImproperlyConfigured(f"{_cidr!r} is not an address range (CIDR): {_error}") from None
 # Priority classes pods in users' namespaces may name (none by default).
 HUB_PRIORITY_CLASSES = tuple(env_list("HUB_PRIORITY_CLASSES"))
+# Least privilege (the Helm chart sets both): the ClusterRole the portal acts with inside hub
+# namespaces, bound in each of them to the portal's ServiceAccount ("namespace/name"). Unset,
+# the portal's credentials must reach every namespace already (the local cluster's admin).
+HUB_PORTAL_ROLE = env_str("HUB_PORTAL_ROLE", "")
+HUB_PORTAL_ACCOUNT = env_str("HUB_PORTAL_ACCOUNT", "")
+if bool(HUB_PORTAL_ROLE) != bool(HUB_PORTAL_ACCOUNT) or (
+    HUB_PORTAL_ACCOUNT and HUB_PORTAL_ACCOUNT.count("/") != 1
+):
+    raise ImproperlyConfigured(
+        "HUB_PORTAL_ROLE and HUB_PORTAL_ACCOUNT go together; HUB_PORTAL_ACCOUNT is the portal's "
+        "ServiceAccount as namespace/name"
+    )
 # Ceilings on every hub's users' ResourceQuota, as a JSON object of quota resource to
 # quantity; HUB_QUOTA_CAPS replaces these defaults.
 DEFAULT_HUB_QUOTA_CAPS = {

@@ -222,6 +222,30 @@ def foreign_fields(manifest: Manifest, live: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+def may(api: client.ApiClient, verb: str, resource: str, namespace: str, group: str = "") -> bool:
+    """Whether these credentials may `verb` `resource` in `namespace` (a SelfSubjectAccessReview,
+    which every authenticated identity may make)."""
+    review = _call(
+        api,
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body={
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "verb": verb,
+                    "resource": resource,
+                    "group": group,
+                    "namespace": namespace,
+                }
+            },
+        },
+    )
+    return bool(((review or {}).get("status") or {}).get("allowed"))
+
+
 def merge_patch(
     api: client.ApiClient, kind: str, name: str, namespace: str | None, body: dict[str, Any]
 ) -> dict[str, Any]:

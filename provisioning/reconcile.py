@@ -26,16 +26,20 @@ from provisioning.render import (
     Manifest,
     RenderSettings,
     render_hub,
+    selector,
 )
 from provisioning.spec import HubSpec
-from provisioning.sync import PRUNABLE_KINDS, is_hub_namespace, prunable
+from provisioning.sync import HUB_NAMESPACE_ONLY_KINDS, PRUNABLE_KINDS, is_hub_namespace, prunable
 
 # Every kind a hub has, in the order they are applied.
 KINDS = ("Namespace", "ResourceQuota", "LimitRange", *PRUNABLE_KINDS)
 # Cluster-wide objects the same for every hub (the users' namespaces' admission).
 SHARED_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
-# The reads of a pass: one list call per kind, and one of volumes that are being moved.
-READS_PER_PASS = len(KINDS) + len(SHARED_KINDS) + 1
+# The reads of a pass: one list call per kind across the cluster, and one of volumes that are
+# being moved; and per hub whose namespace is there, one per kind read only in it.
+CLUSTER_KINDS = tuple(kind for kind in KINDS if kind not in HUB_NAMESPACE_ONLY_KINDS)
+READS_PER_PASS = len(CLUSTER_KINDS) + len(SHARED_KINDS) + 1
+READS_PER_HUB = len(HUB_NAMESPACE_ONLY_KINDS)
 ALL_HUBS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 LABEL_HUB_ID = "hub-on-demand.io/hub-id"
 
@@ -110,9 +114,10 @@ def drifted(desired: Manifest, live: dict[str, Any]) -> bool:
 
 
 def read_cluster(api: client.ApiClient, report: PassReport) -> dict[Key, dict[str, Any]]:
-    """Every object of every hub, by key: one list call per kind."""
+    """Every object of every hub, by key, but those of HUB_NAMESPACE_ONLY_KINDS: one list call
+    per kind."""
     live: dict[Key, dict[str, Any]] = {}
-    for kind in (*KINDS, *SHARED_KINDS):
+    for kind in (*CLUSTER_KINDS, *SHARED_KINDS):
         items = k8s.list_objects(api, kind, None, ALL_HUBS, all_namespaces=True)
         report.api_calls += 1
         for item in items:
@@ -178,6 +183,12 @@ def reconcile(
             hub.namespace_missing = True
             report.repaired[spec.hub_id] = hub
             continue
+        for kind in HUB_NAMESPACE_ONLY_KINDS:
+            for item in k8s.list_objects(api, kind, spec.namespace, selector(spec.hub_id)):
+                item["kind"] = kind
+                live[_key(item)] = item
+                by_hub[(spec.namespace, str(spec.hub_id))].add(_key(item))
+            report.api_calls += 1
         if ("NetworkPolicy", spec.namespace, migrate.OLD_LAYOUT_POLICY) in live or any(
             kind == "PersistentVolumeClaim" and migrate.is_users_claim(name)
             for kind, _, name in by_hub[(spec.namespace, str(spec.hub_id))]

@@ -36,6 +36,8 @@ ROLE_USERS = "users"
 # A user's own jobs namespace (see jobs_objects), and whose it is.
 ROLE_JOBS = "jobs"
 ANNOTATION_MEMBER = "hub-on-demand.io/member"
+# The RoleBinding of the portal's own rights in each hub namespace (RenderSettings.portal_role).
+PORTAL_BINDING = "hub-on-demand-portal"
 JOBS_ROLE = "jobs"
 SECRET_NAME = "hub"
 CONFIG_MAP_NAME = "hub"
@@ -114,6 +116,12 @@ class RenderSettings:
     quota_caps: dict[str, str] = field(default_factory=dict)
     # The portal's OpenID Connect provider, which every hub logs its users in with.
     identity_provider: IdentityProvider = field(default_factory=lambda: IdentityProvider())
+    # Least privilege (the Helm chart): the ClusterRole the portal acts with inside hub
+    # namespaces and the portal's ServiceAccount ("namespace/name"). Each hub namespace then
+    # binds the one to the other first thing, so the portal's rights there come and go with
+    # the namespace. Empty: the portal's credentials reach every namespace already.
+    portal_role: str = ""
+    portal_account: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,29 @@ def _namespace(spec: HubSpec, name: str, role: str, pod_security: str) -> Manife
     )
     meta["annotations"] = {ANNOTATION_OWNER: spec.owner}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def portal_binding(spec: HubSpec, settings: RenderSettings, namespace: str) -> list[Manifest]:
+    """The RoleBinding that gives the portal its rights in one of the hub's namespaces (see
+    RenderSettings.portal_role), or nothing."""
+    if not (settings.portal_role and settings.portal_account):
+        return []
+    account_namespace, _, account = settings.portal_account.partition("/")
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(spec, PORTAL_BINDING, namespace),
+            "subjects": [
+                {"kind": "ServiceAccount", "name": account, "namespace": account_namespace}
+            ],
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": settings.portal_role,
+            },
+        }
+    ]
 
 
 def namespace(spec: HubSpec) -> Manifest:
@@ -707,6 +738,7 @@ def jobs_objects(spec: HubSpec, settings: RenderSettings) -> list[Manifest]:
         jobs_namespace["metadata"]["annotations"][ANNOTATION_MEMBER] = user
         objects += [
             jobs_namespace,
+            *portal_binding(spec, settings, where),
             admission_params(spec, settings, user),
             {
                 "apiVersion": "v1",
@@ -1027,7 +1059,9 @@ def render_hub(
     config = hub_config_map(spec, settings)
     return [
         namespace(spec),
+        *portal_binding(spec, settings, spec.namespace),
         users_namespace(spec),
+        *portal_binding(spec, settings, spec.users_namespace),
         admission_params(spec, settings),
         *resource_quotas(spec, settings),
         *limit_ranges(spec),

@@ -3,6 +3,7 @@ delete the objects (and jobs namespaces) of this hub that the spec no longer ask
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from kubernetes import client
@@ -12,6 +13,7 @@ from provisioning.admission import users_admission
 from provisioning.render import (
     LABEL_HUB_ID,
     MANAGED_BY,
+    PORTAL_BINDING,
     SECRET_NAME,
     HubSecrets,
     Manifest,
@@ -35,6 +37,10 @@ PRUNABLE_KINDS = (
     "Deployment",
     "Ingress",
 )
+# Kinds the portal reads only inside a hub's own namespace, never across the cluster: with
+# least privilege it may not read any other Secret (the portal keeps a hub's Secrets in the
+# hub's namespace).
+HUB_NAMESPACE_ONLY_KINDS = ("Secret",)
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,11 @@ def prune(api: client.ApiClient, spec: HubSpec, desired: list[Manifest]) -> tupl
     # are unique within one portal only).
     ours = set(spec.namespaces)
     for kind in PRUNABLE_KINDS:
-        for item in k8s.list_objects(api, kind, None, selector(spec.hub_id), all_namespaces=True):
+        if kind in HUB_NAMESPACE_ONLY_KINDS:
+            found = k8s.list_objects(api, kind, spec.namespace, selector(spec.hub_id))
+        else:
+            found = k8s.list_objects(api, kind, None, selector(spec.hub_id), all_namespaces=True)
+        for item in found:
             namespace, name = item["metadata"].get("namespace", ""), item["metadata"]["name"]
             if namespace not in ours or (kind, namespace, name) in wanted:
                 continue
@@ -193,7 +203,9 @@ def sync_hub(
 
 
 def _apply(api: client.ApiClient, manifest: Manifest) -> None:
-    """Apply one object; a refusal names the object."""
+    """Apply one object; a refusal names the object. After the portal's own RoleBinding in a
+    namespace, wait until its rights there are in force (the API server's authorizer learns
+    of a new binding within moments, not at once)."""
     try:
         k8s.apply(api, manifest)
     except k8s.ClusterError as error:
@@ -203,3 +215,21 @@ def _apply(api: client.ApiClient, manifest: Manifest) -> None:
             transient=error.transient,
             status=error.status,
         ) from error
+    if manifest["kind"] == "RoleBinding" and manifest["metadata"]["name"] == PORTAL_BINDING:
+        _wait_for_rights(api, manifest["metadata"]["namespace"])
+
+
+# How long the portal waits for its rights in a namespace it just bound them in.
+RIGHTS_WAIT_SECONDS = 10.0
+
+
+def _wait_for_rights(api: client.ApiClient, namespace: str) -> None:
+    deadline = time.monotonic() + RIGHTS_WAIT_SECONDS
+    while not k8s.may(api, "patch", "configmaps", namespace):
+        if time.monotonic() > deadline:
+            raise k8s.ClusterError(
+                f"The portal's RoleBinding in {namespace} gives it no rights there after "
+                f"{RIGHTS_WAIT_SECONDS:.0f} s: check the ClusterRole HUB_PORTAL_ROLE names",
+                transient=True,
+            )
+        time.sleep(0.1)

@@ -124,6 +124,20 @@ def test_operations_settings_refuse_nonsense(name, value):
     assert "ImproperlyConfigured" in result.stderr and name in result.stderr
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HUB_PORTAL_ROLE": "portal-hub-namespace"},
+        {"HUB_PORTAL_ACCOUNT": "portal/hub-on-demand"},
+        {"HUB_PORTAL_ROLE": "portal-hub-namespace", "HUB_PORTAL_ACCOUNT": "hub-on-demand"},
+    ],
+)
+def test_the_portals_role_and_account_come_together_and_the_account_names_its_namespace(env):
+    result = load({"SECRET_KEY": "x", **env}, "s.DEBUG")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "HUB_PORTAL_ACCOUNT" in result.stderr
+
+
 def test_kubeconfig_falls_back_to_devcluster_then_in_cluster(monkeypatch, tmp_path):
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setattr(portal_settings, "BASE_DIR", tmp_path)

@@ -148,6 +148,10 @@ the ConfigMap exists). A setting left empty is left out, so the portal's default
 {{- if $v.kubeconfig.existingSecret }}
 {{- $_ := set $env "KUBECONFIG" "/etc/hub-on-demand/kubeconfig/kubeconfig" }}
 {{- end }}
+{{- if $v.rbac.create }}
+{{- $_ := set $env "HUB_PORTAL_ROLE" (printf "%s-hub-namespace" (include "hub-on-demand.fullname" .)) }}
+{{- $_ := set $env "HUB_PORTAL_ACCOUNT" (printf "%s/%s" .Release.Namespace (include "hub-on-demand.serviceAccountName" .)) }}
+{{- end }}
 {{- $_ := set $env "HUB_STATUS_WATCH" ($v.watcher.enabled | toString) }}
 {{- $_ := set $env "HUB_WATCH_LEASE" (printf "%s-watcher" (include "hub-on-demand.fullname" .)) }}
 {{- $_ := set $env "HUB_WATCH_LEASE_NAMESPACE" .Release.Namespace }}

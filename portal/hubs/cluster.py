@@ -46,6 +46,8 @@ def render_settings(preview: bool = False) -> RenderSettings:
         priority_classes=settings.HUB_PRIORITY_CLASSES,
         quota_caps=settings.HUB_QUOTA_CAPS,
         identity_provider=_hub_login_settings(preview),
+        portal_role=settings.HUB_PORTAL_ROLE,
+        portal_account=settings.HUB_PORTAL_ACCOUNT,
     )
 
 

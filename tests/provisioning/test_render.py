@@ -12,6 +12,7 @@ from provisioning.render import (
     ANNOTATION_CONFIG_CHECKSUM,
     LABEL_HUB_ID,
     LABEL_OWNER,
+    PORTAL_BINDING,
     HubSecrets,
     RenderSettings,
     jobs_quota_totals,
@@ -448,3 +449,31 @@ def test_open_egress_is_an_admins_choice_per_hub_or_per_installation():
     opened = HubSpec(**{**spec.__dict__, "open_egress": True})
     for manifests in (render_hub(opened), render_hub(spec, RenderSettings(egress="open"))):
         assert {} in _egress(manifests)["egress"]["egress"]
+
+
+def test_with_least_privilege_each_hub_namespace_binds_the_portal_first_thing():
+    research = EXAMPLES["gpu-research"]
+    settings = RenderSettings(portal_role="portal-hub-namespace", portal_account="ops/portal")
+    manifests = render_hub(research, settings, FIXED_SECRETS)
+    namespaces = [m["metadata"]["name"] for m in manifests if m["kind"] == "Namespace"]
+    assert set(namespaces) == set(research.namespaces)
+    for name in namespaces:
+        first_in_it = next(
+            i for i, m in enumerate(manifests) if m["metadata"].get("namespace") == name
+        )
+        binding = manifests[first_in_it]
+        # Applied right after its namespace and before anything else in it.
+        assert manifests[first_in_it - 1]["metadata"]["name"] == name
+        assert binding["kind"] == "RoleBinding"
+        assert binding["metadata"]["name"] == PORTAL_BINDING
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "portal-hub-namespace",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "portal", "namespace": "ops"}
+        ]
+    # Without it (the portal's credentials reach every namespace), no such binding.
+    plain = render_hub(research, RenderSettings(), FIXED_SECRETS)
+    assert PORTAL_BINDING not in names(plain, "RoleBinding")
