@@ -35,10 +35,11 @@ from provisioning.sync import HUB_NAMESPACE_ONLY_KINDS, PRUNABLE_KINDS, is_hub_n
 KINDS = ("Namespace", "ResourceQuota", "LimitRange", *PRUNABLE_KINDS)
 # Cluster-wide objects the same for every hub (the users' namespaces' admission).
 SHARED_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
-# The reads of a pass: one list call per kind across the cluster, and one of volumes that are
-# being moved; and per hub whose namespace is there, one per kind read only in it.
-CLUSTER_KINDS = tuple(kind for kind in KINDS if kind not in HUB_NAMESPACE_ONLY_KINDS)
-READS_PER_PASS = len(CLUSTER_KINDS) + len(SHARED_KINDS) + 1
+# The reads of a pass whose credentials reach every namespace: one access review per kind of
+# HUB_NAMESPACE_ONLY_KINDS, one list call per kind across the cluster, and one of volumes that
+# are being moved. With least privilege (the chart's), a kind the portal may not list across
+# the cluster is read in each hub's namespace instead: READS_PER_HUB more per hub.
+READS_PER_PASS = len(HUB_NAMESPACE_ONLY_KINDS) + len(KINDS) + len(SHARED_KINDS) + 1
 READS_PER_HUB = len(HUB_NAMESPACE_ONLY_KINDS)
 ALL_HUBS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 LABEL_HUB_ID = "hub-on-demand.io/hub-id"
@@ -113,11 +114,24 @@ def drifted(desired: Manifest, live: dict[str, Any]) -> bool:
     return not contains(live, comparable)
 
 
-def read_cluster(api: client.ApiClient, report: PassReport) -> dict[Key, dict[str, Any]]:
-    """Every object of every hub, by key, but those of HUB_NAMESPACE_ONLY_KINDS: one list call
-    per kind."""
+def per_hub_kinds(api: client.ApiClient, report: PassReport) -> tuple[str, ...]:
+    """The kinds of HUB_NAMESPACE_ONLY_KINDS these credentials may not list across the cluster,
+    which are read in each hub's namespace."""
+    report.api_calls += len(HUB_NAMESPACE_ONLY_KINDS)
+    return tuple(
+        kind
+        for kind in HUB_NAMESPACE_ONLY_KINDS
+        if not k8s.may(api, "list", k8s.KINDS[kind].plural, "")
+    )
+
+
+def read_cluster(
+    api: client.ApiClient, report: PassReport, per_hub: tuple[str, ...]
+) -> dict[Key, dict[str, Any]]:
+    """Every object of every hub, by key, but those of the `per_hub` kinds: one list call per
+    kind."""
     live: dict[Key, dict[str, Any]] = {}
-    for kind in (*CLUSTER_KINDS, *SHARED_KINDS):
+    for kind in (*(k for k in KINDS if k not in per_hub), *SHARED_KINDS):
         items = k8s.list_objects(api, kind, None, ALL_HUBS, all_namespaces=True)
         report.api_calls += 1
         for item in items:
@@ -140,7 +154,8 @@ def reconcile(
     """
     login_secrets = login_secrets or {}
     report = PassReport(hubs=len(specs))
-    live = read_cluster(api, report)
+    per_hub = per_hub_kinds(api, report)
+    live = read_cluster(api, report, per_hub)
     if specs:
         for manifest in users_admission():
             current = live.get(_key(manifest))
@@ -183,7 +198,7 @@ def reconcile(
             hub.namespace_missing = True
             report.repaired[spec.hub_id] = hub
             continue
-        for kind in HUB_NAMESPACE_ONLY_KINDS:
+        for kind in per_hub:
             for item in k8s.list_objects(api, kind, spec.namespace, selector(spec.hub_id)):
                 item["kind"] = kind
                 live[_key(item)] = item

@@ -19,6 +19,7 @@ from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub, SelfServicePolicy
 from provisioning import k8s
 from provisioning.admission import users_admission
+from provisioning.reconcile import PassReport, per_hub_kinds
 from tests.chart.conftest import (  # noqa: F401 (fixtures)
     CHART,
     REQUIRED,
@@ -170,6 +171,10 @@ def test_the_portals_identity_reaches_nothing_beyond_hub_namespaces(kube_api, in
     # What it needs across the cluster, it has.
     assert _review(kube_api, user, "", "list", "nodes")
     assert _review(kube_api, user, "", "create", "namespaces")
+    # So reconcile reads Secrets hub by hub with these credentials, across the cluster with
+    # an admin's.
+    assert per_hub_kinds(portal.api, PassReport(hubs=0)) == ("Secret",)
+    assert per_hub_kinds(kube_api, PassReport(hubs=0)) == ()
 
 
 def test_the_guard_refuses_what_rbac_alone_would_let_through(kube_api, installed):

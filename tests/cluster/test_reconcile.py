@@ -19,7 +19,7 @@ from portal.hubs.lifecycle import HubState
 from portal.hubs.models import HubEvent, LoginClient
 from provisioning import k8s
 from provisioning.hubconfig import VALUES_FILE_KEY
-from provisioning.reconcile import READS_PER_HUB, READS_PER_PASS, reconcile
+from provisioning.reconcile import READS_PER_PASS, reconcile
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME, RenderSettings
 from provisioning.sync import sync_hub
 from tests.factories import HubFactory
@@ -51,7 +51,7 @@ def test_a_pass_without_drift_reads_once_per_kind_and_writes_nothing(kube_api, s
     report = reconcile(kube_api, synced_hubs, SETTINGS)
     assert report.hubs == 2
     assert report.repaired == {}
-    assert report.api_calls == READS_PER_PASS + 2 * READS_PER_HUB
+    assert report.api_calls == READS_PER_PASS
 
 
 def test_a_deleted_deployment_and_an_edited_quota_are_restored(kube_api, synced_hubs):
@@ -69,7 +69,7 @@ def test_a_deleted_deployment_and_an_edited_quota_are_restored(kube_api, synced_
         "Deployment hub (missing)",
         "ResourceQuota hub-quota (changed)",
     ]
-    assert report.api_calls == READS_PER_PASS + 2 * READS_PER_HUB + 2
+    assert report.api_calls == READS_PER_PASS + 2
     assert apps.read_namespaced_deployment("hub", spec.namespace).spec.replicas == 1
     quota = core.read_namespaced_resource_quota("hub-quota", spec.users_namespace)
     assert quota.spec.hard["requests.nvidia.com/gpu"] == "18"
