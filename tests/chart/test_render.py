@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chart.conftest import (
     ALL_SECRET_KEYS,
@@ -26,6 +28,7 @@ from tests.chart.conftest import (
     merged,
     versions_env,
 )
+from tests.support import redis_url_for_this_worker
 
 COMPONENTS = ("web", "worker", "beat", "watcher")
 SECRETS_DIR = "/etc/hub-on-demand/secrets"
@@ -522,10 +525,142 @@ def test_prometheus_rule_alerts_on_the_monitored_jobs(helm):
     # Prometheus' own templates reach the rule unrendered by helm.
     assert "{{ $labels.queue }}" in alerts["HubOnDemandQueueBacklog"]["annotations"]["summary"]
     assert "> 100" in alerts["HubOnDemandQueueBacklog"]["expr"]
+    waiting = alerts["HubOnDemandApprovalWaiting"]
+    assert "max by (kind) (" in waiting["expr"] and waiting["expr"].endswith(" > 172800")
+    assert "{{ $labels.kind }}" in waiting["annotations"]["summary"]
     extra = {"alert": "Custom", "expr": "vector(1)"}
     values = merged(EVERYTHING, {"metrics": {"prometheusRule": {"extraRules": [extra]}}})
     (rule,) = by_kind(helm.template(values), "PrometheusRule").values()
     assert rule["spec"]["groups"][0]["rules"][-1] == extra
+
+
+# --- The metrics alerts read ---------------------------------------------------------------------
+
+# PromQL's keywords: identifiers in an expression that name no metric.
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+# Labels Prometheus gives each series from the target it scraped (the ServiceMonitor's), not
+# the portal.
+TARGET_LABELS = {"namespace", "job", "instance", "pod", "service", "endpoint", "container"}
+# The series names a metric family of each type stands for (created series are disabled).
+SERIES_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "info": ("_info",),
+}
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_SELECTOR = re.compile(r"([A-Za-z_:][\w:]*)?\s*\{([^}]*)\}")
+_MATCHER = re.compile(rf"([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*({_STRING})")
+_IDENTIFIER = re.compile(r"(?<![\w:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()")
+
+
+def metric_selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
+    """The metrics a PromQL expression reads, each with its equality matchers (label: value).
+
+    Enough PromQL for alert rules: selectors with or without braces, functions, aggregations
+    with by/without, binary operators with on/ignoring, range and offset durations."""
+    selectors = []
+    for name, body in _SELECTOR.findall(expr):
+        matchers = {
+            label: yaml.safe_load(value) for label, op, value in _MATCHER.findall(body) if op == "="
+        }
+        selectors.append((name or matchers.pop("__name__", ""), matchers))
+    bare = re.sub(_STRING, '""', expr)
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", bare)
+    bare = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", bare)
+    with_braces = {name for name, _ in selectors}
+    for name in _IDENTIFIER.findall(bare):
+        if name not in PROMQL_WORDS and name not in with_braces:
+            selectors.append((name, {}))
+    return selectors
+
+
+def exported_series(*scrapes: str) -> dict[str, list[dict[str, str]]]:
+    """Series name -> the label sets of its samples, in scrapes in the Prometheus text format.
+    A family without samples (a labelled counter nothing incremented yet) still names its
+    series, through the `# TYPE` line."""
+    series: dict[str, list[dict[str, str]]] = {}
+    for text in scrapes:
+        for family in text_string_to_metric_families(text):
+            for suffix in SERIES_SUFFIXES.get(family.type, ("",)):
+                series.setdefault(family.name + suffix, [])
+            for sample in family.samples:
+                series.setdefault(sample.name, []).append(sample.labels)
+    return series
+
+
+def unknown_to_the_portal(expr: str, series: dict[str, list[dict[str, str]]]) -> list[str]:
+    """What `expr` reads that the portal does not export: a metric name, or a label value that
+    none of the metric's samples has (checked where the scrape has samples of it)."""
+    problems = []
+    for name, matchers in metric_selectors(expr):
+        if name == "up":  # Prometheus' own, one per target
+            continue
+        if name not in series:
+            problems.append(name)
+            continue
+        wanted = {k: v for k, v in matchers.items() if k not in TARGET_LABELS}
+        if wanted and series[name] and not any(wanted.items() <= s.items() for s in series[name]):
+            problems.append(f"{name}{wanted}")
+    return problems
+
+
+@pytest.fixture
+def portal_series(db, settings, monkeypatch) -> dict[str, list[dict[str, str]]]:
+    """What the portal exports: a scrape of the web's /metrics (with its token, every part of
+    the domain read: PostgreSQL and Redis answer) and of the worker's and watcher's endpoint
+    (exposition.registry, what exposition.serve serves)."""
+    from portal.monitoring import exposition
+
+    settings.METRICS_TOKEN = "chart-test-" + "m" * 32
+    monkeypatch.setenv("CELERY_BROKER_URL", redis_url_for_this_worker())
+    response = Client().get(
+        "/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}", HTTP_HOST="10.244.0.7"
+    )
+    assert response.status_code == 200, response.content
+    web = response.content.decode()
+    worker, _ = exposition.render()
+    sections = {
+        sample.labels["section"]: sample.value
+        for family in text_string_to_metric_families(web)
+        if family.name == "hubondemand_metrics_section_up"
+        for sample in family.samples
+    }
+    assert sections and set(sections.values()) == {1.0}, f"parts left out: {sections}"
+    return exported_series(web, worker.decode())
+
+
+def test_every_metric_an_alert_reads_is_one_the_portal_exports(helm, portal_series):
+    objects = helm.template(EVERYTHING, "portal", "research")
+    (rule,) = by_kind(objects, "PrometheusRule").values()
+    (group,) = rule["spec"]["groups"]
+    read = set()
+    for alert in group["rules"]:
+        unknown = unknown_to_the_portal(alert["expr"], portal_series)
+        assert not unknown, f"{alert['alert']} reads what the portal does not export: {unknown}"
+        read |= {name for name, _ in metric_selectors(alert["expr"])}
+    assert read == {
+        "up",
+        "hubondemand_celery_queue_length",
+        "hubondemand_hubs",
+        "hubondemand_oldest_pending_approval_age_seconds",
+    }
+    # The check catches a renamed metric, a label value the portal never sets, and a counter
+    # or histogram read under its family's name.
+    assert unknown_to_the_portal(
+        'max(hubondemand_pending_approval_oldest_age_seconds{namespace="x"}) > 1'
+        ' or max(hubondemand_hubs{state="broken"}) > 0'
+        " or rate(hubondemand_celery_tasks[5m]) > 0"
+        " or histogram_quantile(0.9, sum by (le) ("
+        "rate(hubondemand_celery_task_duration_seconds[5m])))",
+        portal_series,
+    ) == [
+        "hubondemand_pending_approval_oldest_age_seconds",
+        "hubondemand_hubs{'state': 'broken'}",
+        "hubondemand_celery_tasks",
+        "hubondemand_celery_task_duration_seconds",
+    ]
 
 
 # --- What the chart refuses ---------------------------------------------------------------------
