@@ -32,8 +32,8 @@ from tests.support import redis_url_for_this_worker
 
 COMPONENTS = ("web", "worker", "beat", "watcher")
 SECRETS_DIR = "/etc/hub-on-demand/secrets"
-# Read by the portal's metrics endpoints and the kubelet's downward API, not by settings.py.
-NOT_SETTINGS = {"POD_IP", "METRICS_TOKEN", "WORKER_METRICS_PORT", "WATCHER_METRICS_PORT"}
+# From the kubelet's downward API, for $(POD_IP) in ALLOWED_HOSTS; not a setting.
+NOT_SETTINGS = {"POD_IP"}
 
 
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
@@ -320,7 +320,8 @@ def test_the_portal_loads_the_chart_settings(chart_environment, tmp_path):
         "print(json.dumps([s.SECRET_KEY, d['HOST'], d['NAME'], s.CELERY_BROKER_URL, "
         "s.OIDC_CLIENT_SECRET, s.OIDC_HUB_REGISTRATION_TOKEN, s.OIDC_HUB_CLIENT_SECRET, "
         "s.EMAIL_HOST_PASSWORD, s.SOCIAL_AUTH_GITHUB_SECRET, s.ALLOWED_HOSTS, s.KUBECONFIG, "
-        "s.HUB_WATCH_LEASE, s.PORTAL_URL, s.DEBUG]))"
+        "s.HUB_WATCH_LEASE, s.PORTAL_URL, s.DEBUG, s.METRICS_TOKEN, s.WORKER_METRICS_PORT, "
+        "s.WATCHER_METRICS_PORT]))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -346,6 +347,9 @@ def test_the_portal_loads_the_chart_settings(chart_environment, tmp_path):
         "portal-hub-on-demand-watcher",
         "https://portal.example.org",
         False,
+        "value-of-metrics-token",
+        9808,
+        9809,
     ]
 
 
