@@ -257,7 +257,9 @@ checksum/config: {{ include "hub-on-demand.settings" .root | sha256sum }}
 
 {{/*
 Environment of every container besides the ConfigMap: the pod's IP, so that the kubelet's
-probes and Prometheus (which name the pod by its IP) pass ALLOWED_HOSTS, then extraEnv.
+probes and Prometheus (which name the pod by its IP) pass ALLOWED_HOSTS; the folders on the
+pod's /tmp (an emptyDir, the only writable place) where the processes gather their metrics
+(the image's default too) and touch the heartbeats the liveness probes read; then extraEnv.
 */}}
 {{- define "hub-on-demand.env" -}}
 - name: POD_IP
@@ -266,6 +268,10 @@ probes and Prometheus (which name the pod by its IP) pass ALLOWED_HOSTS, then ex
       fieldPath: status.podIP
 - name: ALLOWED_HOSTS
   value: {{ printf "%s,$(POD_IP)" (join "," (default (list (include "hub-on-demand.portalHost" .root)) .root.Values.portal.allowedHosts)) | quote }}
+- name: PROMETHEUS_MULTIPROC_DIR
+  value: /tmp/hub-on-demand-metrics
+- name: HEALTH_HEARTBEAT_DIR
+  value: /tmp/hub-on-demand-health
 {{- include "hub-on-demand.extraEnv" . }}
 {{- end }}
 

@@ -29,6 +29,12 @@ from tests.chart.conftest import (
     versions_env,
 )
 from tests.support import redis_url_for_this_worker
+from tests.test_deployment_files import (
+    copy_instructions,
+    dockerfile_env,
+    exec_form,
+    instructions_named,
+)
 
 COMPONENTS = ("web", "worker", "beat", "watcher")
 SECRETS_DIR = "/etc/hub-on-demand/secrets"
@@ -124,6 +130,11 @@ def test_every_workload_runs_restricted_as_the_image_user(helm, values_set):
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
         assert all(m.get("readOnly") for path, m in mounts.items() if path != "/tmp")
+        # Where the processes gather their metrics and touch their heartbeats: on it.
+        env = container_env(objects, workload)
+        for variable in ("PROMETHEUS_MULTIPROC_DIR", "HEALTH_HEARTBEAT_DIR"):
+            assert Path(env[variable]).is_relative_to("/tmp"), (variable, env[variable])
+        assert env["PROMETHEUS_MULTIPROC_DIR"] == dockerfile_env()["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def test_components_and_their_commands(helm, settings):
@@ -157,13 +168,18 @@ def test_components_and_their_commands(helm, settings):
 
 
 def test_probes(helm):
+    from portal.monitoring import OPERATIONS_PATHS
+
     objects = helm.template(REQUIRED)
     web = pod_spec(component(objects, "web"))["containers"][0]
     assert web["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert web["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    for name in ("worker", "beat"):
+    assert {"/healthz", "/readyz"} <= set(OPERATIONS_PATHS)
+    for name in ("worker", "beat", "watcher"):
         probe = pod_spec(component(objects, name))["containers"][0]["livenessProbe"]
         assert probe["exec"]["command"] == ["python", "manage.py", "healthcheck", name]
+        # Fresher than HEALTH_MAX_AGE_SECONDS (60) is alive; three misses a minute apart.
+        assert (probe["periodSeconds"], probe["failureThreshold"]) == (60, 3)
     # The kubelet names the pod by its IP: that host is allowed.
     env = container_env(objects, component(objects, "web"))
     assert env["ALLOWED_HOSTS"] == "portal.example.org,$(POD_IP)"
@@ -172,6 +188,72 @@ def test_probes(helm):
     assert [e["name"] for e in web["env"]].index("POD_IP") < [e["name"] for e in web["env"]].index(
         "ALLOWED_HOSTS"
     ), "$(POD_IP) expands only variables defined before it"
+
+
+def test_liveness_probes_read_the_heartbeats_their_services_touch(helm, settings, tmp_path):
+    """Each probe's command, run as manage.py runs it, against the chart's HEALTH_HEARTBEAT_DIR
+    (on the pod's /tmp, here under tmp_path): dead before the service said it was alive,
+    alive once it did, dead again when it stopped."""
+    from django.core.management import CommandError, call_command
+
+    from portal.monitoring import heartbeat
+
+    objects = helm.template(EVERYTHING)
+    for name in ("worker", "beat", "watcher"):
+        workload = component(objects, name)
+        directory = container_env(objects, workload)["HEALTH_HEARTBEAT_DIR"]
+        settings.HEALTH_HEARTBEAT_DIR = str(tmp_path / directory.removeprefix("/tmp/"))
+        command = pod_spec(workload)["containers"][0]["livenessProbe"]["exec"]["command"]
+        assert command[:2] == ["python", "manage.py"]
+        with pytest.raises(CommandError, match="no heartbeat"):
+            call_command(*command[2:])
+        heartbeat.beat(name)
+        call_command(*command[2:])
+        heartbeat.stopped(name)
+        with pytest.raises(CommandError):
+            call_command(*command[2:])
+
+
+def run_python(args: list[str], env: dict[str, str]) -> str:
+    """What this virtualenv's Python prints for `args`, run in the repository (the image's
+    /app has its layout) with `env`; a failure fails the test with the output."""
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def gunicorn_config(command: list[str], env: dict[str, str]) -> dict[str, str]:
+    """The settings gunicorn runs with for `command`, as `gunicorn --print-config` prints
+    them."""
+    printed = run_python(["-m", "gunicorn", *command[1:], "--print-config"], env)
+    return dict(re.findall(r"^(\w+)\s+= (.*)$", printed, re.M))
+
+
+def test_web_runs_gunicorn_with_its_config_file_as_the_image_does(helm, chart_environment):
+    """gunicorn reads ./gunicorn.conf.py (the portal's JSON logs and access log, metrics
+    gathered across its workers); the chart's command sets the size and keeps the rest."""
+    objects = helm.template(REQUIRED)
+    (container,) = pod_spec(component(objects, "web"))["containers"]
+    assert container["command"][0] == "gunicorn" and "workingDir" not in container
+    assert instructions_named("WORKDIR")[-1] == "/app"
+    assert any("gunicorn.conf.py" in sources and to == "./" for sources, to in copy_instructions())
+
+    chart = gunicorn_config(container["command"], chart_environment)
+    (cmd,) = instructions_named("CMD")
+    image = gunicorn_config(exec_form(cmd), chart_environment)
+    assert chart["config"] == "./gunicorn.conf.py"
+    assert (chart["logger_class"], chart["on_starting"], chart["child_exit"]) == (
+        "<AccessLogger()>",
+        "<on_starting()>",
+        "<child_exit()>",
+    )
+    assert "structlog.stdlib.ProcessorFormatter" in chart["logconfig_dict"]
+    same = ["config", "logger_class", "on_starting", "child_exit", "accesslog", "worker_tmp_dir"]
+    assert {k: chart[k] for k in same} == {k: image[k] for k in same}
+    assert chart["accesslog"] == "-" and chart["worker_tmp_dir"] == "/dev/shm"
+    assert (chart["workers"], chart["threads"], chart["timeout"]) == ("2", "4", "60")
 
 
 def test_migrations_run_as_a_hook_before_install_and_upgrade(helm):
@@ -323,16 +405,7 @@ def test_the_portal_loads_the_chart_settings(chart_environment, tmp_path):
         "s.HUB_WATCH_LEASE, s.PORTAL_URL, s.DEBUG, s.METRICS_TOKEN, s.WORKER_METRICS_PORT, "
         "s.WATCHER_METRICS_PORT]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=REPO,
-        env=chart_environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(result.stdout) == [
+    assert yaml.safe_load(run_python(["-c", probe], chart_environment)) == [
         "chart-test-" + "k" * 50,
         "db.example.org",
         "portal",
@@ -355,15 +428,7 @@ def test_the_portal_loads_the_chart_settings(chart_environment, tmp_path):
 
 def test_deploy_check_passes_with_the_chart_settings(chart_environment):
     """Django's deployment checklist, without a database connection (as in the Docker test)."""
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
-        cwd=REPO,
-        env=chart_environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_python(["manage.py", "check", "--deploy", "--fail-level", "ERROR"], chart_environment)
 
 
 def test_settings_changes_roll_the_pods(helm):
