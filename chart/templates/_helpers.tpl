@@ -259,7 +259,8 @@ checksum/config: {{ include "hub-on-demand.settings" .root | sha256sum }}
 Environment of every container besides the ConfigMap: the pod's IP, so that the kubelet's
 probes and Prometheus (which name the pod by its IP) pass ALLOWED_HOSTS; the folders on the
 pod's /tmp (an emptyDir, the only writable place) where the processes gather their metrics
-(the image's default too) and touch the heartbeats the liveness probes read; then extraEnv.
+(the image's default too) and touch the heartbeats the liveness probes read; the component's
+own ("env" of "hub-on-demand.deployment"); then extraEnv.
 */}}
 {{- define "hub-on-demand.env" -}}
 - name: POD_IP
@@ -272,13 +273,16 @@ pod's /tmp (an emptyDir, the only writable place) where the processes gather the
   value: /tmp/hub-on-demand-metrics
 - name: HEALTH_HEARTBEAT_DIR
   value: /tmp/hub-on-demand-health
+{{- with .env }}
+{{ toYaml . }}
+{{- end }}
 {{- include "hub-on-demand.extraEnv" . }}
 {{- end }}
 
 {{/*
 A Deployment of one component: (dict "root" $ "name" "worker" "component" .Values.worker
 "command" (list ...) "ports" (list (dict "name" "metrics" "containerPort" 9808)) and, optional,
-"replicas" (omitted: none, for an autoscaler) and "strategy").
+"replicas" (omitted: none, for an autoscaler), "strategy" and "env" (a list of EnvVar)).
 */}}
 {{- define "hub-on-demand.deployment" -}}
 {{- $root := .root }}

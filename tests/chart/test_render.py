@@ -190,6 +190,32 @@ def test_probes(helm):
     ), "$(POD_IP) expands only variables defined before it"
 
 
+def test_web_readiness_checks_default_to_the_portals(helm, chart_environment):
+    def checks(values: dict) -> dict[str, str | None]:
+        objects = helm.template(values)
+        return {
+            name: container_env(objects, component(objects, name)).get("READINESS_CHECKS")
+            for name in COMPONENTS
+        }
+
+    assert checks(REQUIRED) == {
+        "web": "database,broker,kubernetes",
+        "worker": None,
+        "beat": None,
+        "watcher": None,
+    }
+    probe = ["-c", "import portal.settings as s; print(','.join(s.READINESS_CHECKS))"]
+    assert run_python(probe, chart_environment).strip() == "database,broker,kubernetes"
+    unset = {k: v for k, v in chart_environment.items() if k != "READINESS_CHECKS"}
+    assert run_python(probe, unset).strip() == "database,broker,kubernetes"
+    # Without the API server: an outage of it leaves the web in its Service.
+    without = merged(REQUIRED, {"web": {"readinessChecks": ["database", "broker"]}})
+    assert checks(without)["web"] == "database,broker"
+    assert checks(merged(REQUIRED, {"web": {"readinessChecks": []}}))["web"] == ""
+    nothing = {**chart_environment, "READINESS_CHECKS": ""}
+    assert run_python(probe, nothing).strip() == ""
+
+
 def test_liveness_probes_read_the_heartbeats_their_services_touch(helm, settings, tmp_path):
     """Each probe's command, run as manage.py runs it, against the chart's HEALTH_HEARTBEAT_DIR
     (on the pod's /tmp, here under tmp_path): dead before the service said it was alive,
@@ -270,6 +296,7 @@ def test_migrations_run_as_a_hook_before_install_and_upgrade(helm):
     assert "envFrom" not in spec["containers"][0]
     assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == ("default", False)
     web_env = container_env(objects, component(objects, "web"))
+    del web_env["READINESS_CHECKS"]  # the web's own
     assert container_env(objects, job) == web_env
 
 
@@ -753,6 +780,8 @@ def test_every_metric_an_alert_reads_is_one_the_portal_exports(helm, portal_seri
         ({"email": {"useTls": True, "useSsl": True}}, "/email"),
         ({"networkPolicy": {"egress": "open"}}, "/networkPolicy/egress"),
         ({"metrics": {"workerPort": 70000}}, "/metrics/workerPort"),
+        ({"web": {"readinessChecks": ["etcd"]}}, "/web/readinessChecks/0"),
+        ({"web": {"readinessChecks": ["broker", "broker"]}}, "/web/readinessChecks"),
         ({"extraEnv": [{"value": "no name"}]}, "/extraEnv/0"),
         ({"ingres": {"enabled": True}}, "ingres"),
         ({"web": {"replica": 3}}, "replica"),
@@ -815,6 +844,8 @@ def test_readme_documents_the_values_and_secret_keys():
     section = readme.split("## Deploy on Kubernetes", 1)[1].split("\n## ", 1)[0]
     for required in ("portal.url", "hubs.domain", "secrets.existingSecret", "image.repository"):
         assert f"`{required}`" in section, required
+    (readiness,) = [line for line in section.splitlines() if line.startswith("| `web.readiness")]
+    assert "API server" in readiness and "`READINESS_CHECKS`" in readiness
     for key in ALL_SECRET_KEYS.values():
         assert f"`{key}`" in section, key
     assert "pre-upgrade" in section and "helm rollback" in section
