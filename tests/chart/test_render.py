@@ -458,6 +458,30 @@ def test_deploy_check_passes_with_the_chart_settings(chart_environment):
     run_python(["manage.py", "check", "--deploy", "--fail-level", "ERROR"], chart_environment)
 
 
+def test_metrics_through_the_public_ingress_want_the_token(helm, chart_environment):
+    """The Ingress sends every path of the portal's host to the web's port, /metrics too:
+    there it answers only with the token the chart mounts (none mounted: 404)."""
+    objects = helm.template(EVERYTHING)
+    (ingress,) = by_kind(objects, "Ingress").values()
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert (path["path"], path["pathType"], path["backend"]["service"]["port"]) == (
+        "/",
+        "Prefix",
+        {"name": "http"},
+    )
+    probe = [
+        "-c",
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'portal.settings'; "
+        "django.setup(); from django.test import Client; "
+        "get = lambda **h: Client().get('/metrics', HTTP_HOST='portal.example.org', "
+        "secure=True, **h).status_code; "
+        "print(get(), get(HTTP_AUTHORIZATION='Bearer value-of-metrics-tokem'))",
+    ]
+    assert run_python(probe, chart_environment).split() == ["401", "403"]
+    unmounted = {k: v for k, v in chart_environment.items() if k != "METRICS_TOKEN_FILE"}
+    assert run_python(probe, unmounted).split() == ["404", "404"]
+
+
 def test_settings_changes_roll_the_pods(helm):
     def checksums(values: dict) -> dict[str, str]:
         objects = helm.template(values)
