@@ -611,12 +611,21 @@ def test_service_monitor_scrapes_every_metrics_port_with_the_token(helm):
                 if s["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
             }
     assert targets == declared and len(targets) == 3
-    for endpoint in spec["endpoints"]:
-        assert endpoint["path"] == "/metrics"
-        assert endpoint["authorization"] == {
-            "type": "Bearer",
-            "credentials": {"name": "portal-credentials", "key": "metrics-token"},
-        }
+    endpoints = {e["port"]: e for e in spec["endpoints"]}
+    assert {e["path"] for e in endpoints.values()} == {"/metrics"}
+    # The web's wants the token, from the key the pods read METRICS_TOKEN from; the worker's
+    # and watcher's want none, and get none.
+    web_env = container_env(objects, component(objects, "web"))
+    key = Path(web_env["METRICS_TOKEN_FILE"]).name
+    assert endpoints["http"]["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "portal-credentials", "key": key},
+    }
+    assert "authorization" not in endpoints["metrics"]
+    renamed = merged(EVERYTHING, {"secrets": {"keys": {"metricsToken": "scrape"}}})
+    (monitor,) = by_kind(helm.template(renamed), "ServiceMonitor").values()
+    (web,) = [e for e in monitor["spec"]["endpoints"] if e["port"] == "http"]
+    assert web["authorization"]["credentials"]["key"] == "scrape"
 
 
 def test_prometheus_rule_alerts_on_the_monitored_jobs(helm):
