@@ -154,6 +154,10 @@ the ConfigMap exists). A setting left empty is left out, so the portal's default
 {{- if $v.metrics.enabled }}
 {{- $_ := set $env "WORKER_METRICS_PORT" ($v.metrics.workerPort | toString) }}
 {{- $_ := set $env "WATCHER_METRICS_PORT" ($v.metrics.watcherPort | toString) }}
+{{- else }}
+{{- /* 0: no metrics port at all (the portal's defaults would open 9808 and 9809). */ -}}
+{{- $_ := set $env "WORKER_METRICS_PORT" "0" }}
+{{- $_ := set $env "WATCHER_METRICS_PORT" "0" }}
 {{- end }}
 {{- range $name, $key := include "hub-on-demand.secretFiles" . | fromYaml }}
 {{- $_ := set $env (printf "%s_FILE" $name) (printf "%s/%s" (include "hub-on-demand.secretsDir" $) $key) }}

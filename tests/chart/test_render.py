@@ -628,6 +628,40 @@ def test_service_monitor_scrapes_every_metrics_port_with_the_token(helm):
     assert web["authorization"]["credentials"]["key"] == "scrape"
 
 
+def test_worker_and_watcher_serve_metrics_on_the_ports_they_declare(helm):
+    values = merged(EVERYTHING, {"metrics": {"workerPort": 9900, "watcherPort": 9901}})
+    objects = helm.template(values)
+    for name, variable, number in (
+        ("worker", "WORKER_METRICS_PORT", 9900),
+        ("watcher", "WATCHER_METRICS_PORT", 9901),
+    ):
+        workload = component(objects, name)
+        env = container_env(objects, workload)
+        (port,) = pod_spec(workload)["containers"][0]["ports"]
+        assert (port["name"], port["containerPort"], env[variable]) == (
+            "metrics",
+            number,
+            str(number),
+        )
+        # On every address of the pod (the portal's default), not only its loopback.
+        assert "METRICS_LISTEN_ADDRESS" not in env
+        (service,) = [
+            s
+            for s in by_kind(objects, "Service").values()
+            if s["spec"].get("clusterIP") == "None"
+            and s["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
+        ]
+        assert service["spec"]["ports"] == [
+            {"name": "metrics", "port": number, "targetPort": "metrics", "protocol": "TCP"}
+        ]
+    # Without metrics, no port is declared and the processes open none.
+    objects = helm.template(merged(REQUIRED, {"metrics": {"enabled": False}}))
+    for name, variable in (("worker", "WORKER_METRICS_PORT"), ("watcher", "WATCHER_METRICS_PORT")):
+        workload = component(objects, name)
+        assert "ports" not in pod_spec(workload)["containers"][0]
+        assert container_env(objects, workload).get(variable) == "0"
+
+
 def test_prometheus_rule_alerts_on_the_monitored_jobs(helm):
     objects = helm.template(EVERYTHING, "portal", "research")
     (rule,) = by_kind(objects, "PrometheusRule").values()
