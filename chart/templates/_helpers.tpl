@@ -158,6 +158,10 @@ the ConfigMap exists). A setting left empty is left out, so the portal's default
 {{- if $v.metrics.enabled }}
 {{- $_ := set $env "WORKER_METRICS_PORT" ($v.metrics.workerPort | toString) }}
 {{- $_ := set $env "WATCHER_METRICS_PORT" ($v.metrics.watcherPort | toString) }}
+{{- else }}
+{{- /* 0: no metrics port at all (the portal's defaults would open 9808 and 9809). */ -}}
+{{- $_ := set $env "WORKER_METRICS_PORT" "0" }}
+{{- $_ := set $env "WATCHER_METRICS_PORT" "0" }}
 {{- end }}
 {{- range $name, $key := include "hub-on-demand.secretFiles" . | fromYaml }}
 {{- $_ := set $env (printf "%s_FILE" $name) (printf "%s/%s" (include "hub-on-demand.secretsDir" $) $key) }}
@@ -261,7 +265,10 @@ checksum/config: {{ include "hub-on-demand.settings" .root | sha256sum }}
 
 {{/*
 Environment of every container besides the ConfigMap: the pod's IP, so that the kubelet's
-probes and Prometheus (which name the pod by its IP) pass ALLOWED_HOSTS, then extraEnv.
+probes and Prometheus (which name the pod by its IP) pass ALLOWED_HOSTS; the folders on the
+pod's /tmp (an emptyDir, the only writable place) where the processes gather their metrics
+(the image's default too) and touch the heartbeats the liveness probes read; the component's
+own ("env" of "hub-on-demand.deployment"); then extraEnv.
 */}}
 {{- define "hub-on-demand.env" -}}
 - name: POD_IP
@@ -270,13 +277,20 @@ probes and Prometheus (which name the pod by its IP) pass ALLOWED_HOSTS, then ex
       fieldPath: status.podIP
 - name: ALLOWED_HOSTS
   value: {{ printf "%s,$(POD_IP)" (join "," (default (list (include "hub-on-demand.portalHost" .root)) .root.Values.portal.allowedHosts)) | quote }}
+- name: PROMETHEUS_MULTIPROC_DIR
+  value: /tmp/hub-on-demand-metrics
+- name: HEALTH_HEARTBEAT_DIR
+  value: /tmp/hub-on-demand-health
+{{- with .env }}
+{{ toYaml . }}
+{{- end }}
 {{- include "hub-on-demand.extraEnv" . }}
 {{- end }}
 
 {{/*
 A Deployment of one component: (dict "root" $ "name" "worker" "component" .Values.worker
 "command" (list ...) "ports" (list (dict "name" "metrics" "containerPort" 9808)) and, optional,
-"replicas" (omitted: none, for an autoscaler) and "strategy").
+"replicas" (omitted: none, for an autoscaler), "strategy" and "env" (a list of EnvVar)).
 */}}
 {{- define "hub-on-demand.deployment" -}}
 {{- $root := .root }}

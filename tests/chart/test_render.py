@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chart.conftest import (
     ALL_SECRET_KEYS,
@@ -26,11 +28,18 @@ from tests.chart.conftest import (
     merged,
     versions_env,
 )
+from tests.support import redis_url_for_this_worker
+from tests.test_deployment_files import (
+    copy_instructions,
+    dockerfile_env,
+    exec_form,
+    instructions_named,
+)
 
 COMPONENTS = ("web", "worker", "beat", "watcher")
 SECRETS_DIR = "/etc/hub-on-demand/secrets"
-# Read by the portal's metrics endpoints and the kubelet's downward API, not by settings.py.
-NOT_SETTINGS = {"POD_IP", "METRICS_TOKEN", "WORKER_METRICS_PORT", "WATCHER_METRICS_PORT"}
+# From the kubelet's downward API, for $(POD_IP) in ALLOWED_HOSTS; not a setting.
+NOT_SETTINGS = {"POD_IP"}
 
 
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
@@ -121,6 +130,11 @@ def test_every_workload_runs_restricted_as_the_image_user(helm, values_set):
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
         assert all(m.get("readOnly") for path, m in mounts.items() if path != "/tmp")
+        # Where the processes gather their metrics and touch their heartbeats: on it.
+        env = container_env(objects, workload)
+        for variable in ("PROMETHEUS_MULTIPROC_DIR", "HEALTH_HEARTBEAT_DIR"):
+            assert Path(env[variable]).is_relative_to("/tmp"), (variable, env[variable])
+        assert env["PROMETHEUS_MULTIPROC_DIR"] == dockerfile_env()["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def test_components_and_their_commands(helm, settings):
@@ -154,13 +168,18 @@ def test_components_and_their_commands(helm, settings):
 
 
 def test_probes(helm):
+    from portal.monitoring import OPERATIONS_PATHS
+
     objects = helm.template(REQUIRED)
     web = pod_spec(component(objects, "web"))["containers"][0]
     assert web["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert web["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    for name in ("worker", "beat"):
+    assert {"/healthz", "/readyz"} <= set(OPERATIONS_PATHS)
+    for name in ("worker", "beat", "watcher"):
         probe = pod_spec(component(objects, name))["containers"][0]["livenessProbe"]
         assert probe["exec"]["command"] == ["python", "manage.py", "healthcheck", name]
+        # Fresher than HEALTH_MAX_AGE_SECONDS (60) is alive; three misses a minute apart.
+        assert (probe["periodSeconds"], probe["failureThreshold"]) == (60, 3)
     # The kubelet names the pod by its IP: that host is allowed.
     env = container_env(objects, component(objects, "web"))
     assert env["ALLOWED_HOSTS"] == "portal.example.org,$(POD_IP)"
@@ -169,6 +188,98 @@ def test_probes(helm):
     assert [e["name"] for e in web["env"]].index("POD_IP") < [e["name"] for e in web["env"]].index(
         "ALLOWED_HOSTS"
     ), "$(POD_IP) expands only variables defined before it"
+
+
+def test_web_readiness_checks_default_to_the_portals(helm, chart_environment):
+    def checks(values: dict) -> dict[str, str | None]:
+        objects = helm.template(values)
+        return {
+            name: container_env(objects, component(objects, name)).get("READINESS_CHECKS")
+            for name in COMPONENTS
+        }
+
+    assert checks(REQUIRED) == {
+        "web": "database,broker,kubernetes",
+        "worker": None,
+        "beat": None,
+        "watcher": None,
+    }
+    probe = ["-c", "import portal.settings as s; print(','.join(s.READINESS_CHECKS))"]
+    assert run_python(probe, chart_environment).strip() == "database,broker,kubernetes"
+    unset = {k: v for k, v in chart_environment.items() if k != "READINESS_CHECKS"}
+    assert run_python(probe, unset).strip() == "database,broker,kubernetes"
+    # Without the API server: an outage of it leaves the web in its Service.
+    without = merged(REQUIRED, {"web": {"readinessChecks": ["database", "broker"]}})
+    assert checks(without)["web"] == "database,broker"
+    assert checks(merged(REQUIRED, {"web": {"readinessChecks": []}}))["web"] == ""
+    nothing = {**chart_environment, "READINESS_CHECKS": ""}
+    assert run_python(probe, nothing).strip() == ""
+
+
+def test_liveness_probes_read_the_heartbeats_their_services_touch(helm, settings, tmp_path):
+    """Each probe's command, run as manage.py runs it, against the chart's HEALTH_HEARTBEAT_DIR
+    (on the pod's /tmp, here under tmp_path): dead before the service said it was alive,
+    alive once it did, dead again when it stopped."""
+    from django.core.management import CommandError, call_command
+
+    from portal.monitoring import heartbeat
+
+    objects = helm.template(EVERYTHING)
+    for name in ("worker", "beat", "watcher"):
+        workload = component(objects, name)
+        directory = container_env(objects, workload)["HEALTH_HEARTBEAT_DIR"]
+        settings.HEALTH_HEARTBEAT_DIR = str(tmp_path / directory.removeprefix("/tmp/"))
+        command = pod_spec(workload)["containers"][0]["livenessProbe"]["exec"]["command"]
+        assert command[:2] == ["python", "manage.py"]
+        with pytest.raises(CommandError, match="no heartbeat"):
+            call_command(*command[2:])
+        heartbeat.beat(name)
+        call_command(*command[2:])
+        heartbeat.stopped(name)
+        with pytest.raises(CommandError):
+            call_command(*command[2:])
+
+
+def run_python(args: list[str], env: dict[str, str]) -> str:
+    """What this virtualenv's Python prints for `args`, run in the repository (the image's
+    /app has its layout) with `env`; a failure fails the test with the output."""
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def gunicorn_config(command: list[str], env: dict[str, str]) -> dict[str, str]:
+    """The settings gunicorn runs with for `command`, as `gunicorn --print-config` prints
+    them."""
+    printed = run_python(["-m", "gunicorn", *command[1:], "--print-config"], env)
+    return dict(re.findall(r"^(\w+)\s+= (.*)$", printed, re.M))
+
+
+def test_web_runs_gunicorn_with_its_config_file_as_the_image_does(helm, chart_environment):
+    """gunicorn reads ./gunicorn.conf.py (the portal's JSON logs and access log, metrics
+    gathered across its workers); the chart's command sets the size and keeps the rest."""
+    objects = helm.template(REQUIRED)
+    (container,) = pod_spec(component(objects, "web"))["containers"]
+    assert container["command"][0] == "gunicorn" and "workingDir" not in container
+    assert instructions_named("WORKDIR")[-1] == "/app"
+    assert any("gunicorn.conf.py" in sources and to == "./" for sources, to in copy_instructions())
+
+    chart = gunicorn_config(container["command"], chart_environment)
+    (cmd,) = instructions_named("CMD")
+    image = gunicorn_config(exec_form(cmd), chart_environment)
+    assert chart["config"] == "./gunicorn.conf.py"
+    assert (chart["logger_class"], chart["on_starting"], chart["child_exit"]) == (
+        "<AccessLogger()>",
+        "<on_starting()>",
+        "<child_exit()>",
+    )
+    assert "structlog.stdlib.ProcessorFormatter" in chart["logconfig_dict"]
+    same = ["config", "logger_class", "on_starting", "child_exit", "accesslog", "worker_tmp_dir"]
+    assert {k: chart[k] for k in same} == {k: image[k] for k in same}
+    assert chart["accesslog"] == "-" and chart["worker_tmp_dir"] == "/dev/shm"
+    assert (chart["workers"], chart["threads"], chart["timeout"]) == ("2", "4", "60")
 
 
 def test_migrations_run_as_a_hook_before_install_and_upgrade(helm):
@@ -185,6 +296,7 @@ def test_migrations_run_as_a_hook_before_install_and_upgrade(helm):
     assert "envFrom" not in spec["containers"][0]
     assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == ("default", False)
     web_env = container_env(objects, component(objects, "web"))
+    del web_env["READINESS_CHECKS"]  # the web's own
     assert container_env(objects, job) == web_env
 
 
@@ -317,18 +429,10 @@ def test_the_portal_loads_the_chart_settings(chart_environment, tmp_path):
         "print(json.dumps([s.SECRET_KEY, d['HOST'], d['NAME'], s.CELERY_BROKER_URL, "
         "s.OIDC_CLIENT_SECRET, s.OIDC_HUB_REGISTRATION_TOKEN, s.OIDC_HUB_CLIENT_SECRET, "
         "s.EMAIL_HOST_PASSWORD, s.SOCIAL_AUTH_GITHUB_SECRET, s.ALLOWED_HOSTS, s.KUBECONFIG, "
-        "s.HUB_WATCH_LEASE, s.PORTAL_URL, s.DEBUG]))"
+        "s.HUB_WATCH_LEASE, s.PORTAL_URL, s.DEBUG, s.METRICS_TOKEN, s.WORKER_METRICS_PORT, "
+        "s.WATCHER_METRICS_PORT]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=REPO,
-        env=chart_environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(result.stdout) == [
+    assert yaml.safe_load(run_python(["-c", probe], chart_environment)) == [
         "chart-test-" + "k" * 50,
         "db.example.org",
         "portal",
@@ -343,20 +447,39 @@ def test_the_portal_loads_the_chart_settings(chart_environment, tmp_path):
         "portal-hub-on-demand-watcher",
         "https://portal.example.org",
         False,
+        "value-of-metrics-token",
+        9808,
+        9809,
     ]
 
 
 def test_deploy_check_passes_with_the_chart_settings(chart_environment):
     """Django's deployment checklist, without a database connection (as in the Docker test)."""
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
-        cwd=REPO,
-        env=chart_environment,
-        capture_output=True,
-        text=True,
-        check=False,
+    run_python(["manage.py", "check", "--deploy", "--fail-level", "ERROR"], chart_environment)
+
+
+def test_metrics_through_the_public_ingress_want_the_token(helm, chart_environment):
+    """The Ingress sends every path of the portal's host to the web's port, /metrics too:
+    there it answers only with the token the chart mounts (none mounted: 404)."""
+    objects = helm.template(EVERYTHING)
+    (ingress,) = by_kind(objects, "Ingress").values()
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert (path["path"], path["pathType"], path["backend"]["service"]["port"]) == (
+        "/",
+        "Prefix",
+        {"name": "http"},
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    probe = [
+        "-c",
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'portal.settings'; "
+        "django.setup(); from django.test import Client; "
+        "get = lambda **h: Client().get('/metrics', HTTP_HOST='portal.example.org', "
+        "secure=True, **h).status_code; "
+        "print(get(), get(HTTP_AUTHORIZATION='Bearer value-of-metrics-tokem'))",
+    ]
+    assert run_python(probe, chart_environment).split() == ["401", "403"]
+    unmounted = {k: v for k, v in chart_environment.items() if k != "METRICS_TOKEN_FILE"}
+    assert run_python(probe, unmounted).split() == ["404", "404"]
 
 
 def test_settings_changes_roll_the_pods(helm):
@@ -488,12 +611,55 @@ def test_service_monitor_scrapes_every_metrics_port_with_the_token(helm):
                 if s["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
             }
     assert targets == declared and len(targets) == 3
-    for endpoint in spec["endpoints"]:
-        assert endpoint["path"] == "/metrics"
-        assert endpoint["authorization"] == {
-            "type": "Bearer",
-            "credentials": {"name": "portal-credentials", "key": "metrics-token"},
-        }
+    endpoints = {e["port"]: e for e in spec["endpoints"]}
+    assert {e["path"] for e in endpoints.values()} == {"/metrics"}
+    # The web's wants the token, from the key the pods read METRICS_TOKEN from; the worker's
+    # and watcher's want none, and get none.
+    web_env = container_env(objects, component(objects, "web"))
+    key = Path(web_env["METRICS_TOKEN_FILE"]).name
+    assert endpoints["http"]["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "portal-credentials", "key": key},
+    }
+    assert "authorization" not in endpoints["metrics"]
+    renamed = merged(EVERYTHING, {"secrets": {"keys": {"metricsToken": "scrape"}}})
+    (monitor,) = by_kind(helm.template(renamed), "ServiceMonitor").values()
+    (web,) = [e for e in monitor["spec"]["endpoints"] if e["port"] == "http"]
+    assert web["authorization"]["credentials"]["key"] == "scrape"
+
+
+def test_worker_and_watcher_serve_metrics_on_the_ports_they_declare(helm):
+    values = merged(EVERYTHING, {"metrics": {"workerPort": 9900, "watcherPort": 9901}})
+    objects = helm.template(values)
+    for name, variable, number in (
+        ("worker", "WORKER_METRICS_PORT", 9900),
+        ("watcher", "WATCHER_METRICS_PORT", 9901),
+    ):
+        workload = component(objects, name)
+        env = container_env(objects, workload)
+        (port,) = pod_spec(workload)["containers"][0]["ports"]
+        assert (port["name"], port["containerPort"], env[variable]) == (
+            "metrics",
+            number,
+            str(number),
+        )
+        # On every address of the pod (the portal's default), not only its loopback.
+        assert "METRICS_LISTEN_ADDRESS" not in env
+        (service,) = [
+            s
+            for s in by_kind(objects, "Service").values()
+            if s["spec"].get("clusterIP") == "None"
+            and s["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
+        ]
+        assert service["spec"]["ports"] == [
+            {"name": "metrics", "port": number, "targetPort": "metrics", "protocol": "TCP"}
+        ]
+    # Without metrics, no port is declared and the processes open none.
+    objects = helm.template(merged(REQUIRED, {"metrics": {"enabled": False}}))
+    for name, variable in (("worker", "WORKER_METRICS_PORT"), ("watcher", "WATCHER_METRICS_PORT")):
+        workload = component(objects, name)
+        assert "ports" not in pod_spec(workload)["containers"][0]
+        assert container_env(objects, workload).get(variable) == "0"
 
 
 def test_prometheus_rule_alerts_on_the_monitored_jobs(helm):
@@ -522,10 +688,142 @@ def test_prometheus_rule_alerts_on_the_monitored_jobs(helm):
     # Prometheus' own templates reach the rule unrendered by helm.
     assert "{{ $labels.queue }}" in alerts["HubOnDemandQueueBacklog"]["annotations"]["summary"]
     assert "> 100" in alerts["HubOnDemandQueueBacklog"]["expr"]
+    waiting = alerts["HubOnDemandApprovalWaiting"]
+    assert "max by (kind) (" in waiting["expr"] and waiting["expr"].endswith(" > 172800")
+    assert "{{ $labels.kind }}" in waiting["annotations"]["summary"]
     extra = {"alert": "Custom", "expr": "vector(1)"}
     values = merged(EVERYTHING, {"metrics": {"prometheusRule": {"extraRules": [extra]}}})
     (rule,) = by_kind(helm.template(values), "PrometheusRule").values()
     assert rule["spec"]["groups"][0]["rules"][-1] == extra
+
+
+# --- The metrics alerts read ---------------------------------------------------------------------
+
+# PromQL's keywords: identifiers in an expression that name no metric.
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+# Labels Prometheus gives each series from the target it scraped (the ServiceMonitor's), not
+# the portal.
+TARGET_LABELS = {"namespace", "job", "instance", "pod", "service", "endpoint", "container"}
+# The series names a metric family of each type stands for (created series are disabled).
+SERIES_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "info": ("_info",),
+}
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_SELECTOR = re.compile(r"([A-Za-z_:][\w:]*)?\s*\{([^}]*)\}")
+_MATCHER = re.compile(rf"([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*({_STRING})")
+_IDENTIFIER = re.compile(r"(?<![\w:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()")
+
+
+def metric_selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
+    """The metrics a PromQL expression reads, each with its equality matchers (label: value).
+
+    Enough PromQL for alert rules: selectors with or without braces, functions, aggregations
+    with by/without, binary operators with on/ignoring, range and offset durations."""
+    selectors = []
+    for name, body in _SELECTOR.findall(expr):
+        matchers = {
+            label: yaml.safe_load(value) for label, op, value in _MATCHER.findall(body) if op == "="
+        }
+        selectors.append((name or matchers.pop("__name__", ""), matchers))
+    bare = re.sub(_STRING, '""', expr)
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", bare)
+    bare = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", bare)
+    with_braces = {name for name, _ in selectors}
+    for name in _IDENTIFIER.findall(bare):
+        if name not in PROMQL_WORDS and name not in with_braces:
+            selectors.append((name, {}))
+    return selectors
+
+
+def exported_series(*scrapes: str) -> dict[str, list[dict[str, str]]]:
+    """Series name -> the label sets of its samples, in scrapes in the Prometheus text format.
+    A family without samples (a labelled counter nothing incremented yet) still names its
+    series, through the `# TYPE` line."""
+    series: dict[str, list[dict[str, str]]] = {}
+    for text in scrapes:
+        for family in text_string_to_metric_families(text):
+            for suffix in SERIES_SUFFIXES.get(family.type, ("",)):
+                series.setdefault(family.name + suffix, [])
+            for sample in family.samples:
+                series.setdefault(sample.name, []).append(sample.labels)
+    return series
+
+
+def unknown_to_the_portal(expr: str, series: dict[str, list[dict[str, str]]]) -> list[str]:
+    """What `expr` reads that the portal does not export: a metric name, or a label value that
+    none of the metric's samples has (checked where the scrape has samples of it)."""
+    problems = []
+    for name, matchers in metric_selectors(expr):
+        if name == "up":  # Prometheus' own, one per target
+            continue
+        if name not in series:
+            problems.append(name)
+            continue
+        wanted = {k: v for k, v in matchers.items() if k not in TARGET_LABELS}
+        if wanted and series[name] and not any(wanted.items() <= s.items() for s in series[name]):
+            problems.append(f"{name}{wanted}")
+    return problems
+
+
+@pytest.fixture
+def portal_series(db, settings, monkeypatch) -> dict[str, list[dict[str, str]]]:
+    """What the portal exports: a scrape of the web's /metrics (with its token, every part of
+    the domain read: PostgreSQL and Redis answer) and of the worker's and watcher's endpoint
+    (exposition.registry, what exposition.serve serves)."""
+    from portal.monitoring import exposition
+
+    settings.METRICS_TOKEN = "chart-test-" + "m" * 32
+    monkeypatch.setenv("CELERY_BROKER_URL", redis_url_for_this_worker())
+    response = Client().get(
+        "/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}", HTTP_HOST="10.244.0.7"
+    )
+    assert response.status_code == 200, response.content
+    web = response.content.decode()
+    worker, _ = exposition.render()
+    sections = {
+        sample.labels["section"]: sample.value
+        for family in text_string_to_metric_families(web)
+        if family.name == "hubondemand_metrics_section_up"
+        for sample in family.samples
+    }
+    assert sections and set(sections.values()) == {1.0}, f"parts left out: {sections}"
+    return exported_series(web, worker.decode())
+
+
+def test_every_metric_an_alert_reads_is_one_the_portal_exports(helm, portal_series):
+    objects = helm.template(EVERYTHING, "portal", "research")
+    (rule,) = by_kind(objects, "PrometheusRule").values()
+    (group,) = rule["spec"]["groups"]
+    read = set()
+    for alert in group["rules"]:
+        unknown = unknown_to_the_portal(alert["expr"], portal_series)
+        assert not unknown, f"{alert['alert']} reads what the portal does not export: {unknown}"
+        read |= {name for name, _ in metric_selectors(alert["expr"])}
+    assert read == {
+        "up",
+        "hubondemand_celery_queue_length",
+        "hubondemand_hubs",
+        "hubondemand_oldest_pending_approval_age_seconds",
+    }
+    # The check catches a renamed metric, a label value the portal never sets, and a counter
+    # or histogram read under its family's name.
+    assert unknown_to_the_portal(
+        'max(hubondemand_pending_approval_oldest_age_seconds{namespace="x"}) > 1'
+        ' or max(hubondemand_hubs{state="broken"}) > 0'
+        " or rate(hubondemand_celery_tasks[5m]) > 0"
+        " or histogram_quantile(0.9, sum by (le) ("
+        "rate(hubondemand_celery_task_duration_seconds[5m])))",
+        portal_series,
+    ) == [
+        "hubondemand_pending_approval_oldest_age_seconds",
+        "hubondemand_hubs{'state': 'broken'}",
+        "hubondemand_celery_tasks",
+        "hubondemand_celery_task_duration_seconds",
+    ]
 
 
 # --- What the chart refuses ---------------------------------------------------------------------
@@ -549,6 +847,8 @@ def test_prometheus_rule_alerts_on_the_monitored_jobs(helm):
         ({"email": {"useTls": True, "useSsl": True}}, "/email"),
         ({"networkPolicy": {"egress": "open"}}, "/networkPolicy/egress"),
         ({"metrics": {"workerPort": 70000}}, "/metrics/workerPort"),
+        ({"web": {"readinessChecks": ["etcd"]}}, "/web/readinessChecks/0"),
+        ({"web": {"readinessChecks": ["broker", "broker"]}}, "/web/readinessChecks"),
         ({"extraEnv": [{"value": "no name"}]}, "/extraEnv/0"),
         ({"ingres": {"enabled": True}}, "ingres"),
         ({"web": {"replica": 3}}, "replica"),
@@ -611,6 +911,8 @@ def test_readme_documents_the_values_and_secret_keys():
     section = readme.split("## Deploy on Kubernetes", 1)[1].split("\n## ", 1)[0]
     for required in ("portal.url", "hubs.domain", "secrets.existingSecret", "image.repository"):
         assert f"`{required}`" in section, required
+    (readiness,) = [line for line in section.splitlines() if line.startswith("| `web.readiness")]
+    assert "API server" in readiness and "`READINESS_CHECKS`" in readiness
     for key in ALL_SECRET_KEYS.values():
         assert f"`{key}`" in section, key
     assert "pre-upgrade" in section and "helm rollback" in section
