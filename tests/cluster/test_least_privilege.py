@@ -110,21 +110,22 @@ def installed(helm_binary, kubectl, kube_api, kubeconfig_path, tmp_path):  # noq
     assert account == portal.account
     _kubeconfig_for(kube_api, kubeconfig_path, namespace, account, portal.kubeconfig)
     # The guard is in force once the API server has compiled it: until then, wait.
-    eventually(lambda: _refused_namespace(portal) is not None, timeout=30)
+    eventually(lambda: _refused_namespace(portal, kube_api) is not None, timeout=30)
     yield portal
     for item in cluster_wide:
         kubectl("delete", item["kind"], item["metadata"]["name"], "--ignore-not-found")
     kubectl("delete", "namespace", namespace, "--wait=false")
 
 
-def _refused_namespace(portal: Installed) -> str | None:
-    """The guard's refusal of a namespace that is not a hub's, or None if it was made."""
+def _refused_namespace(portal: Installed, admin_api) -> str | None:
+    """The guard's refusal of a namespace that is not a hub's, or None if it was made (and is
+    deleted again as an admin: the guard may have come into force in between)."""
     name = f"not-a-hub-{secrets.token_hex(3)}"
     try:
         k8s.apply(portal.api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     except k8s.ClusterError as error:
         return error.message
-    k8s.delete_namespace(portal.api, name)
+    k8s.delete_namespace(admin_api, name)
     return None
 
 
@@ -180,7 +181,7 @@ def test_the_portals_identity_reaches_nothing_beyond_hub_namespaces(kube_api, in
 def test_the_guard_refuses_what_rbac_alone_would_let_through(kube_api, installed):
     """RBAC cannot tell kube-system from a hub namespace; the chart's admission guard does."""
     portal = installed
-    assert "only hub namespaces" in _refused_namespace(portal)
+    assert "only hub namespaces" in _refused_namespace(portal, kube_api)
     # Taking over a namespace that is not a hub's by labelling it as one.
     with pytest.raises(k8s.ClusterError) as relabel:
         k8s.merge_patch(
