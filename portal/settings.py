@@ -470,6 +470,27 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
+# --- Server policy (portal/hubs/server_policy.py) -------------------------------------------------
+
+# How often every running hub's servers are checked against their option's idle and age limits.
+SERVER_POLICY_INTERVAL_SECONDS = env_int("SERVER_POLICY_INTERVAL_SECONDS", 60)
+# A user is warned this long before their server stops (at most half of its limit).
+SERVER_POLICY_WARNING_MINUTES = env_int("SERVER_POLICY_WARNING_MINUTES", 15)
+# Warnings by e-mail to the server's user (always also on the portal's hub page).
+SERVER_POLICY_MAIL = env_bool("SERVER_POLICY_MAIL", True)
+# Idle GPU time counts once a server has had no activity for this long.
+SERVER_POLICY_IDLE_AFTER_MINUTES = env_int("SERVER_POLICY_IDLE_AFTER_MINUTES", 10)
+# The length of a policy minute in seconds: 60, except in tests and demos that shorten time.
+SERVER_POLICY_MINUTE_SECONDS = env_int("SERVER_POLICY_MINUTE_SECONDS", 60)
+if (
+    min(SERVER_POLICY_INTERVAL_SECONDS, SERVER_POLICY_MINUTE_SECONDS) < 1
+    or min(SERVER_POLICY_WARNING_MINUTES, SERVER_POLICY_IDLE_AFTER_MINUTES) < 0
+):
+    raise ImproperlyConfigured(
+        "SERVER_POLICY_INTERVAL_SECONDS and SERVER_POLICY_MINUTE_SECONDS must be >= 1, "
+        "SERVER_POLICY_WARNING_MINUTES and SERVER_POLICY_IDLE_AFTER_MINUTES >= 0"
+    )
+
 CELERY_BEAT_SCHEDULE = {
     # Re-queues hubs whose task got lost (worker died, broker restarted).
     "sweep-stuck-hubs": {
@@ -493,6 +514,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": USAGE_COLLECT_INTERVAL_SECONDS,
     },
     "prune-usage": {"task": "portal.usage.tasks.prune_usage", "schedule": 24 * 3600},
+    # Stops servers that idled or ran longer than their option allows, warning first
+    # (portal/hubs/server_policy.py).
+    "enforce-server-policy": {
+        "task": "portal.hubs.tasks.enforce_server_policies",
+        "schedule": SERVER_POLICY_INTERVAL_SECONDS,
+    },
     # Sends again the e-mails the mail server did not take (portal/notifications/mail.py).
     "retry-notices": {
         "task": "portal.notifications.tasks.retry_notices",

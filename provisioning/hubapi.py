@@ -1,5 +1,6 @@
 """The running hub's own REST API, called as the portal's service (its token is in the hub's
-Secret): ending the access of users who are no longer members, at once.
+Secret): ending the access of users who are no longer members, at once; listing, stopping and
+keeping running the servers the server policy watches (`HubServers`).
 
 A hub reads its members file at every login and refreshes each user's membership every few
 minutes (`auth_refresh_age`); a removed member's session and servers would otherwise last until
@@ -9,7 +10,9 @@ home volume stays (KubeSpawner's PVC), so a member added back finds their files.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -54,14 +57,87 @@ def end_removed_access(
     return sorted(removed)
 
 
-def _users(session: requests.Session, api_url: str) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class Server:
+    """One running server of a hub user, as the hub's API reports it."""
+
+    user: str
+    name: str  # "" for the default server
+    started: datetime.datetime
+    last_activity: datetime.datetime
+    profile: str  # the profile slug the user picked; "" when the hub's first was used
+
+
+def _timestamp(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
+class HubServers:
+    """The servers of one hub, through its API as the portal's service."""
+
+    def __init__(self, api_url: str, token: str, verify: bool | str = True) -> None:
+        self.api_url = api_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {token}"
+        self.session.verify = verify
+
+    def running(self) -> list[Server]:
+        """Every server that is up (ready, not starting or stopping)."""
+        servers = []
+        for user in _users(self.session, self.api_url, state="ready"):
+            for name, model in (user.get("servers") or {}).items():
+                started = _timestamp(model.get("started"))
+                if not model.get("ready") or model.get("pending") or started is None:
+                    continue
+                options = model.get("user_options") or {}
+                servers.append(
+                    Server(
+                        user=user["name"],
+                        name=name,
+                        started=started,
+                        last_activity=_timestamp(model.get("last_activity")) or started,
+                        profile=str(options.get("profile") or ""),
+                    )
+                )
+        return servers
+
+    def _path(self, user: str, server: str) -> str:
+        path = f"{self.api_url}/users/{quote(user, safe='')}"
+        return path + (f"/servers/{quote(server, safe='')}" if server else "/server")
+
+    def stop(self, user: str, server: str) -> None:
+        """Stop the server; a server that is gone or already stopping is no error."""
+        response = _call(self.session, "DELETE", self._path(user, server))
+        if response.status_code not in (202, 204, 400, 404):
+            raise _refused(response, f"to stop {user}'s server")
+
+    def record_activity(self, user: str, server: str, when: datetime.datetime) -> None:
+        """Count `when` as activity of the user's server (a 'keep running')."""
+        stamp = when.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+        response = _call(
+            self.session,
+            "POST",
+            f"{self.api_url}/users/{quote(user, safe='')}/activity",
+            json={"last_activity": stamp, "servers": {server: {"last_activity": stamp}}},
+        )
+        if response.status_code != 204:
+            raise _refused(response, f"to record activity of {user}'s server")
+
+
+def _users(session: requests.Session, api_url: str, state: str = "") -> Iterator[dict[str, Any]]:
     offset = 0
     while True:
         response = _call(
             session,
             "GET",
             f"{api_url}/users",
-            params={"offset": offset, "limit": PAGE_SIZE},
+            params={"offset": offset, "limit": PAGE_SIZE, **({"state": state} if state else {})},
             headers={"Accept": PAGINATED},
         )
         if response.status_code != 200:

@@ -67,7 +67,6 @@ HOME_PVC_TEMPLATE = "home-{username}"
 
 # JupyterHub services (API clients of the hub).
 PORTAL_SERVICE_NAME = "hub-on-demand"
-CULLER_SERVICE_NAME = "idle-culler"
 
 # Where volumes appear in user servers (the Jupyter images' home directory).
 HOME_MOUNT_PATH = "/home/jovyan"
@@ -143,6 +142,11 @@ def _profiles(spec: HubSpec) -> list[dict[str, Any]]:
     if spec.gpu:
         profiles += [_profile(option, None, variant=True) for option in options]
     return profiles
+
+
+def server_profiles(spec: HubSpec) -> list[dict[str, Any]]:
+    """The hub's profiles as its config offers them: slug, option name, whether with a GPU."""
+    return _profiles(spec)
 
 
 def _images(spec: HubSpec) -> list[dict[str, Any]]:
@@ -231,7 +235,6 @@ def hub_values(spec: HubSpec, oauth: HubOAuthClient) -> dict[str, Any]:
             "callback_url": spec.login_callback_url,
         },
         "portal_service_name": PORTAL_SERVICE_NAME,
-        "culler_service_name": CULLER_SERVICE_NAME,
         "profiles": _profiles(spec),
         "gpu": gpu,
         "images": _images(spec),
@@ -248,7 +251,6 @@ def hub_values(spec: HubSpec, oauth: HubOAuthClient) -> dict[str, Any]:
         "shared": shared,
         "external_volumes": [_external(volume) for volume in spec.external_volumes],
         "notebooks_per_user": spec.notebooks_per_user,
-        "idle_timeout_minutes": spec.idle_timeout_minutes,
         "jobs_access": spec.jobs_access,
     }
 

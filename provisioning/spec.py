@@ -124,7 +124,9 @@ class HubSpec:
     shared_size_gib: int = 0
     shared_mode: str = "none"  # "none", "ro" or "rw"
     external_volumes: tuple[ExternalVolume, ...] = ()
-    idle_timeout_minutes: int = 60
+    # The owner's idle timeout. Not rendered: the portal applies the server policy through
+    # the hub's API (portal/hubs/server_policy.py); kept so a spec says what the hub asked for.
+    idle_timeout_minutes: int | None = None
     jobs_access: bool = False
     co_owners: tuple[str, ...] = ()
     members: tuple[str, ...] = ()

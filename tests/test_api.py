@@ -31,10 +31,11 @@ def test_create_inside_policy_is_approved(
     assert body["url"] == "https://stats-101.hubs.localhost"
     assert body["hardware_options"] == ["small"]
     assert body["images"] == ["scipy"]
-    # Defaults of the model fill what the JSON left out.
+    # Defaults of the model fill what the JSON left out (no idle timeout of the owner's:
+    # each server option's own applies).
     assert (body["home_size_gib"], body["idle_timeout_minutes"], body["notebooks_per_user"]) == (
         10,
-        60,
+        None,
         1,
     )
     assert body["collaborators"] == [{"username": "ta", "role": "co-owner"}]

@@ -32,7 +32,11 @@ def test_request_inside_policy(client, alice, spec, queued, django_capture_on_co
     client.force_login(alice)
     form = client.get(reverse("hubs:create"))
     assert b'name="hardware_options" value="small"' in form.content
-    assert b"Small (0.5-1 CPU, 1-2 GiB)" in form.content
+    # Each option with its server limits (the catalogue's defaults: GPU servers sooner).
+    assert (
+        b"Small (0.5-1 CPU, 1-2 GiB; stops after 120 min idle (30 with a GPU), "
+        b"runs at most 24 h (8 with a GPU))" in form.content
+    )
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("hubs:create"), spec(), follow=True)

@@ -37,6 +37,10 @@ class HardwareOptionAdmin(admin.ModelAdmin):
         "cpu_limit",
         "mem_guarantee_gib",
         "mem_limit_gib",
+        "idle_timeout_minutes",
+        "gpu_idle_timeout_minutes",
+        "max_age_hours",
+        "gpu_max_age_hours",
         "enabled",
     ]
     list_editable = ["enabled"]

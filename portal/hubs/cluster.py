@@ -13,7 +13,8 @@ from django.conf import settings
 
 from portal.accounts import oidc
 from provisioning import k8s
-from provisioning.render import IdentityProvider, RenderSettings
+from provisioning.hubapi import HubServers
+from provisioning.render import SECRET_NAME, HubSecrets, IdentityProvider, RenderSettings
 from provisioning.spec import HubSpec
 
 if TYPE_CHECKING:
@@ -64,3 +65,16 @@ def _hub_login_settings(preview: bool = False) -> IdentityProvider:
 def hub_api_url(spec: HubSpec) -> str:
     """Where the portal reaches the hub's REST API (HUB_API_URL)."""
     return settings.HUB_API_URL.format(host=spec.host, namespace=spec.namespace).rstrip("/")
+
+
+def hub_servers(spec: HubSpec) -> HubServers | None:
+    """The hub's servers through its API, as the portal's service (the token is in the hub's
+    Secret); None while the hub has no Secret."""
+    secret = k8s.get(api_client(), "Secret", SECRET_NAME, spec.namespace)
+    if secret is None:
+        return None
+    return HubServers(
+        hub_api_url(spec),
+        HubSecrets.from_secret(secret).portal_token,
+        verify=settings.HUB_API_CA_BUNDLE or True,
+    )

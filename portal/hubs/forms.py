@@ -89,6 +89,7 @@ class HubRequestForm(forms.ModelForm):
             "home_size_gib": "Home size per user (GiB)",
             "shared_volume_gib": "Shared volume size (GiB)",
             "idle_timeout_minutes": "Stop idle servers after (minutes)",
+            "max_server_age_hours": "Stop servers after (hours, active or not)",
             "jobs_access": "Batch jobs through the Kubernetes API",
         }
 
@@ -101,7 +102,9 @@ class HubRequestForm(forms.ModelForm):
         self.fields["end_date"].initial = today + datetime.timedelta(days=30)
         if not self.fields["storage_options"].queryset.exists():
             self.fields["storage_options"].help_text = "None is offered yet."
-        self.fields["hardware_options"].label_from_instance = lambda o: f"{o} ({o.describe()})"
+        self.fields["hardware_options"].label_from_instance = (
+            lambda o: f"{o} ({o.describe()}; {o.describe_limits()})"
+        )
         self.fields["storage_options"].label_from_instance = lambda o: (
             f"{o} (only for the users and groups it names)" if o.restricted else str(o)
         )

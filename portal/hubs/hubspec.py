@@ -130,6 +130,7 @@ _SCALARS = (
     "shared_volume_gib",
     "shared_volume_mode",
     "idle_timeout_minutes",
+    "max_server_age_hours",
     "jobs_access",
 )
 

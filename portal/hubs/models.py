@@ -58,10 +58,51 @@ class HardwareOption(CatalogueEntry):
     cpu_limit = models.DecimalField(max_digits=6, decimal_places=2, help_text="CPU cores.")
     mem_guarantee_gib = models.DecimalField(max_digits=7, decimal_places=2)
     mem_limit_gib = models.DecimalField(max_digits=7, decimal_places=2)
+    # Server policy: how long a server of this size may idle and run (see server_policy.py).
+    # A server with a GPU gets the shorter GPU limits: an idle GPU is the costliest waste.
+    idle_timeout_minutes = models.PositiveIntegerField(
+        default=120,
+        validators=[MinValueValidator(5)],
+        help_text="Servers without a GPU stop after this long idle, unless the hub's owner "
+        "chose another limit (at most the maximum below).",
+    )
+    max_idle_timeout_minutes = models.PositiveIntegerField(
+        default=480,
+        validators=[MinValueValidator(5)],
+        help_text="The longest idle limit a hub's owner may choose for servers without a GPU.",
+    )
+    gpu_idle_timeout_minutes = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(5)],
+        verbose_name="GPU idle timeout minutes",
+        help_text="Servers with a GPU stop after this long idle; owners may only shorten it.",
+    )
+    max_age_hours = models.PositiveIntegerField(
+        default=24,
+        validators=[MinValueValidator(1)],
+        help_text="Servers without a GPU stop this long after they started, active or not; "
+        "owners may only shorten it.",
+    )
+    gpu_max_age_hours = models.PositiveIntegerField(
+        default=8,
+        validators=[MinValueValidator(1)],
+        verbose_name="GPU max age hours",
+        help_text="The same for servers with a GPU.",
+    )
+    age_extension_hours = models.PositiveIntegerField(
+        default=4,
+        help_text="How much longer a user may keep a server past its maximum age, once, with "
+        "'keep running' (0: never).",
+    )
 
     class Meta(CatalogueEntry.Meta):
         ordering = ["cpu_limit", "mem_limit_gib", "name"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(idle_timeout_minutes__lte=models.F("max_idle_timeout_minutes")),
+                name="hardware_idle_timeout_within_maximum",
+                violation_error_message="The idle timeout is longer than its maximum.",
+            ),
             models.CheckConstraint(
                 condition=Q(cpu_guarantee__lte=models.F("cpu_limit")),
                 name="hardware_cpu_guarantee_within_limit",
@@ -71,6 +112,15 @@ class HardwareOption(CatalogueEntry):
                 name="hardware_mem_guarantee_within_limit",
             ),
         ]
+
+    def describe_limits(self) -> str:
+        """Return e.g. "stops after 120 min idle (30 with a GPU), runs at most 24 h (8 with a
+        GPU)"."""
+        return (
+            f"stops after {self.idle_timeout_minutes} min idle "
+            f"({self.gpu_idle_timeout_minutes} with a GPU), runs at most "
+            f"{self.max_age_hours} h ({self.gpu_max_age_hours} with a GPU)"
+        )
 
     def describe(self) -> str:
         """Return e.g. "1-2 CPU, 4-8 GiB"."""
@@ -341,8 +391,20 @@ class Hub(models.Model):
         max_length=4, choices=SharedVolumeMode.choices, default=SharedVolumeMode.NONE
     )
     storage_options = models.ManyToManyField(StorageOption, blank=True, related_name="hubs")
+    # The owner's server policy; each server option's limits cap it (server_policy.py).
     idle_timeout_minutes = models.PositiveIntegerField(
-        default=60, validators=[MinValueValidator(10), MaxValueValidator(7 * 24 * 60)]
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(10), MaxValueValidator(7 * 24 * 60)],
+        help_text="Empty: each server option's own limit. Longer than an option allows "
+        "counts as that option's maximum.",
+    )
+    max_server_age_hours = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(30 * 24)],
+        help_text="Stop servers this long after they started, active or not. Empty: each "
+        "server option's own limit; you may only shorten it.",
     )
     jobs_access = models.BooleanField(
         default=False, help_text="Members may run batch jobs through the Kubernetes API."
@@ -385,6 +447,7 @@ class Hub(models.Model):
         "shared_volume_mode",
         "storage_options",
         "idle_timeout_minutes",
+        "max_server_age_hours",
         "jobs_access",
     )
 
@@ -733,3 +796,52 @@ class GroupGrant(models.Model):
 
     def __str__(self) -> str:
         return f"group {self.group} ({self.role}) on {self.hub.slug}"
+
+
+class ServerRun(models.Model):
+    """One run of a user's server in a hub, as the server policy watched it.
+
+    A run is named by its user, server name and start time (a restarted server is a new run).
+    It remembers the warnings sent (once per idle stretch, once for its age), whether its user
+    extended it past its maximum age (once), the GPU time it held while idle, and, once the
+    policy stopped it, why and the GPU hours that saved; `stop_seen` turns true when its user
+    was told on their next visit.
+    """
+
+    class StopReason(models.TextChoices):
+        IDLE = "idle", "Idle for longer than its limit"
+        AGE = "age", "Older than its maximum age"
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="server_runs")
+    username = models.CharField(max_length=255)
+    server_name = models.CharField(max_length=255, blank=True)
+    started = models.DateTimeField()
+    profile = models.CharField(max_length=63, blank=True)
+    gpus = models.PositiveSmallIntegerField(default=0)
+    last_activity = models.DateTimeField()
+    observed = models.DateTimeField(help_text="When the policy last looked at the server.")
+    idle_warned_for = models.DateTimeField(
+        null=True, blank=True, help_text="The last activity an idle warning was sent after."
+    )
+    age_warned = models.BooleanField(default=False)
+    extended = models.BooleanField(default=False, help_text="Kept past its maximum age.")
+    idle_gpu_seconds = models.PositiveBigIntegerField(
+        default=0, help_text="GPU-seconds held while idle, in idle stretches already over."
+    )
+    stopped = models.DateTimeField(null=True, blank=True)
+    stop_reason = models.CharField(max_length=10, choices=StopReason.choices, blank=True)
+    gpu_hours_saved = models.FloatField(default=0)
+    stop_seen = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-started", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hub", "username", "server_name", "started"], name="server_run_once"
+            )
+        ]
+        indexes = [models.Index(fields=["hub", "stopped"])]
+
+    def __str__(self) -> str:
+        name = f"{self.username}/{self.server_name}" if self.server_name else self.username
+        return f"{name} on {self.hub_id} since {self.started:%Y-%m-%d %H:%M}"

@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from portal.accounts import hub_clients
 from portal.audit.log import record
-from portal.hubs import expiry, lifecycle
-from portal.hubs.cluster import api_client, hub_api_url, render_settings
+from portal.hubs import expiry, lifecycle, server_policy
+from portal.hubs.cluster import api_client, hub_api_url, hub_servers, render_settings
 from portal.hubs.hubspec import from_hub, hub_queryset
 from portal.hubs.lifecycle import (
     ACCESS_STATES,
@@ -538,6 +538,32 @@ def end_removed_access(self, hub_id: int) -> str:
         log.info("access.ended", hub_id=hub_id, users=removed)
         record("hub.access_ended", hub, actor=None, users=removed)
     return f"ended {len(removed)}"
+
+
+@shared_task(acks_late=True)
+def enforce_server_policies() -> int:
+    """Queue a server-policy check of every hub with users; scheduled by Celery beat."""
+    hub_ids = list(Hub.objects.filter(state__in=ACCESS_STATES).values_list("pk", flat=True))
+    for hub_id in hub_ids:
+        enforce_server_policy.delay(hub_id)
+    return len(hub_ids)
+
+
+# No retries: the next scheduled check, SERVER_POLICY_INTERVAL_SECONDS later, tries anyway.
+@shared_task(acks_late=True)
+def enforce_server_policy(hub_id: int) -> str:
+    """Warn the users of the hub's servers that near a limit and stop those past it."""
+    hub = _hub(hub_id)
+    if hub is None or hub.state not in ACCESS_STATES:
+        return "skipped"
+    try:
+        servers = hub_servers(from_hub(hub))
+        if servers is None:
+            return "skipped"
+        return str(server_policy.enforce(hub, servers))
+    except ServiceError as error:
+        log.warning("server_policy.unreached", hub_id=hub_id, error=error.message)
+        return "unreached"
 
 
 @shared_task(acks_late=True)

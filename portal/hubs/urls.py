@@ -3,7 +3,7 @@
 from django.urls import path
 
 from portal.hubs import member_views as mv
-from portal.hubs import views
+from portal.hubs import server_views, views
 
 app_name = "hubs"
 
@@ -41,6 +41,11 @@ urlpatterns = [
     path("hubs/new/", views.hub_create, name="create"),
     path("hubs/<int:pk>/", views.hub_detail, name="detail"),
     path("hubs/<int:pk>/status/", views.hub_status, name="status"),
+    path(
+        "hubs/<int:pk>/servers/<int:run_pk>/keep-running/",
+        server_views.keep_running,
+        name="keep_running",
+    ),
     path("hubs/<int:pk>/cancel/", views.hub_cancel, name="cancel"),
     path("hubs/<int:pk>/delete/", views.hub_delete, name="delete"),
     path("hubs/<int:pk>/approve/", views.hub_approve, name="approve"),

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.hubs import expiry, hubspec, lifecycle, revisions
+from portal.hubs import expiry, hubspec, lifecycle, revisions, server_views
 from portal.hubs.forms import HubChangeForm, HubRequestForm, RejectForm
 from portal.hubs.lifecycle import HubState, LifecycleError, RevisionState, sources
 from portal.hubs.models import Hub, HubRevision
@@ -56,6 +56,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def hub_list(request: HttpRequest) -> HttpResponse:
     """My hubs: owned and collaborating (admins: all), newest first."""
     hubs = Hub.objects.visible_to(request.user).select_related("owner").order_by("-created")
+    server_views.tell_about_stops(request)
     return render(request, "hubs/hub_list.html", {"hubs": hubs})
 
 
@@ -102,6 +103,7 @@ def _detail_context(request: HttpRequest, hub: Hub) -> dict:
         ),
         "collaborators": hub.members.select_related("user"),
         "data_kept_until": hub.data_kept_until(),
+        "server_policy": server_views.policy_context(request, hub),
     }
 
 
@@ -110,6 +112,7 @@ def _detail_context(request: HttpRequest, hub: Hub) -> dict:
 def hub_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A hub's spec, state, URL once running, and timeline."""
     hub = _visible_hub(request, pk)
+    server_views.tell_about_stops(request)
     return render(request, "hubs/hub_detail.html", _detail_context(request, hub))
 
 

@@ -88,10 +88,17 @@ def base_context(hub: Hub) -> dict[str, Any]:
     }
 
 
-def send(notice: Notice, context: Mapping[str, Any], *, admins: bool = False) -> Notice:
-    """Render a claimed notice, keep the message on it and send it. Never raises."""
+def send(
+    notice: Notice,
+    context: Mapping[str, Any],
+    *,
+    admins: bool = False,
+    to: list[str] | None = None,
+) -> Notice:
+    """Render a claimed notice, keep the message on it and send it (to the owners, or to the
+    addresses `to` names). Never raises."""
     hub = notice.hub
-    to = recipients(hub, admins=admins)
+    to = _unique(to) if to is not None else recipients(hub, admins=admins)
     notice.recipients = "\n".join(to)
     if not to:
         notice.status, notice.detail = Notice.Status.SKIPPED, "Nobody with an e-mail address."

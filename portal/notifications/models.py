@@ -7,7 +7,8 @@ class Notice(models.Model):
     """One e-mail about a hub, unique per (hub, kind, key) so it is never sent twice.
 
     The key says what the notice is about: ``event:<HubEvent id>`` for a transition,
-    ``<end date>:<days>`` for an expiry warning, ``revision:<id>`` for a change decision. The row
+    ``<end date>:<days>`` for an expiry warning, ``revision:<id>`` for a change decision,
+    ``run:<ServerRun id>:idle:<last activity>`` or ``run:<id>:age`` for a server's warning. The row
     is claimed (inserted) before the mail goes out; a second run finds it and sends nothing.
     The rendered message is kept on the row: a notice the mail server did not take is sent
     again, as it was, after a growing delay (`next_attempt`) until NOTICE_MAX_ATTEMPTS.
@@ -23,6 +24,7 @@ class Notice(models.Model):
         DELETED = "deleted", "Hub deleted"
         CHANGE_APPROVED = "change_approved", "Change approved"
         CHANGE_REJECTED = "change_rejected", "Change rejected"
+        SERVER_WARNING = "server_warning", "Server stops soon"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Claimed, not sent yet"

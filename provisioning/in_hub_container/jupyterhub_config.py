@@ -14,7 +14,6 @@ import html
 import json
 import os
 import re
-import sys
 
 from jupyterhub.utils import maybe_future
 from oauthenticator.generic import GenericOAuthenticator
@@ -169,18 +168,11 @@ class HubAuthenticator(MembersFromFile, GenericOAuthenticator):
 
 c.JupyterHub.authenticator_class = HubAuthenticator
 
-# --- Services: the idle culler and the portal ----------------------------------------------
+# --- Services: the portal ------------------------------------------------------------------
 
+# No idle culler runs in the hub: the portal applies each server option's idle and age limits
+# through this API (it warns users first, and counts what it stops).
 c.JupyterHub.services = [
-    {
-        "name": values["culler_service_name"],
-        "command": [
-            sys.executable,
-            "-m",
-            "jupyterhub_idle_culler",
-            f"--timeout={int(values['idle_timeout_minutes']) * 60}",
-        ],
-    },
     {
         "name": values["portal_service_name"],
         "api_token": environment("PORTAL_SERVICE_TOKEN"),
@@ -188,10 +180,13 @@ c.JupyterHub.services = [
 ]
 c.JupyterHub.load_roles = [
     {
-        "name": "idle-culler",
-        "description": "Stop servers that have been idle for longer than the hub allows",
-        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
-        "services": [values["culler_service_name"]],
+        "name": "server-policy",
+        "description": (
+            "The portal stops servers that idled or ran longer than their server option "
+            "allows, and records a user's 'keep running' as activity"
+        ),
+        "scopes": ["list:users", "read:servers", "delete:servers", "users:activity"],
+        "services": [values["portal_service_name"]],
     },
     {
         "name": "hub-on-demand",

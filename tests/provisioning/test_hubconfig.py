@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -194,24 +193,22 @@ def test_login_through_the_portal_issuer_limited_to_owner_and_collaborators(conf
     }
 
 
-def test_idle_culler_and_portal_services(config_for):
+def test_no_culler_runs_in_the_hub_and_the_portal_may_stop_servers(config_for):
+    """The portal is the one stopper (portal/hubs/server_policy.py): the hub runs no idle
+    culler, and the portal's service may list servers, stop them and record activity."""
     c = config_for(course(idle_timeout_minutes=45))
 
     services = {service["name"]: service for service in c.JupyterHub.services}
-    assert services["idle-culler"]["command"] == [
-        sys.executable,
-        "-m",
-        "jupyterhub_idle_culler",
-        "--timeout=2700",
-    ]
+    assert set(services) == {"hub-on-demand"}
+    assert "command" not in services["hub-on-demand"]
     assert services["hub-on-demand"]["api_token"] == "portal-token"
     roles = {role["name"]: role for role in c.JupyterHub.load_roles}
-    assert roles["idle-culler"]["services"] == ["idle-culler"]
-    assert set(roles["idle-culler"]["scopes"]) == {
+    assert roles["server-policy"]["services"] == ["hub-on-demand"]
+    assert set(roles["server-policy"]["scopes"]) == {
         "list:users",
-        "read:users:activity",
         "read:servers",
         "delete:servers",
+        "users:activity",
     }
     assert roles["hub-on-demand"]["services"] == ["hub-on-demand"]
     assert set(roles["hub-on-demand"]["scopes"]) == {

@@ -355,8 +355,8 @@ def test_hub_restarts_when_its_configuration_changes_and_only_then():
 
     spec = EXAMPLES["cpu-course"]
     assert checksum(spec) == checksum(spec)
-    longer_idle = HubSpec(**{**spec.__dict__, "idle_timeout_minutes": 90})
-    assert checksum(longer_idle) != checksum(spec)
+    more_notebooks = HubSpec(**{**spec.__dict__, "notebooks_per_user": spec.notebooks_per_user + 1})
+    assert checksum(more_notebooks) != checksum(spec)
 
 
 def test_a_change_of_members_or_tiers_restarts_nothing():

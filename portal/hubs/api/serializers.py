@@ -35,6 +35,13 @@ class HardwareOptionSerializer(serializers.ModelSerializer):
             "cpu_limit",
             "mem_guarantee_gib",
             "mem_limit_gib",
+            # The server policy of the option (see the README's "Idle and lifetime policy").
+            "idle_timeout_minutes",
+            "max_idle_timeout_minutes",
+            "gpu_idle_timeout_minutes",
+            "max_age_hours",
+            "gpu_max_age_hours",
+            "age_extension_hours",
         ]
 
 
@@ -242,7 +249,12 @@ class HubRequestSerializer(serializers.Serializer):
     shared_volume_gib = serializers.IntegerField(required=False)
     shared_volume_mode = serializers.CharField(required=False, help_text="none, ro or rw")
     storage_options = serializers.ListField(child=serializers.CharField(), required=False)
-    idle_timeout_minutes = serializers.IntegerField(required=False)
+    idle_timeout_minutes = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Empty: each server option's own limit."
+    )
+    max_server_age_hours = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Empty: each server option's own limit."
+    )
     jobs_access = serializers.BooleanField(required=False)
     collaborators = CollaboratorSerializer(many=True, required=False)
 
