@@ -126,7 +126,7 @@ class HubServers:
             f"{self.api_url}/users/{quote(user, safe='')}/activity",
             json={"last_activity": stamp, "servers": {server: {"last_activity": stamp}}},
         )
-        if response.status_code != 204:
+        if response.status_code not in (200, 204):
             raise _refused(response, f"to record activity of {user}'s server")
 
 

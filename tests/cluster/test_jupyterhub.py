@@ -513,20 +513,6 @@ def test_image_from_another_registry_is_refused(kube_api, course_hub):
     assert server_pod(kube_api, course_hub, OWNER) is None
 
 
-def test_idle_culler_runs_with_its_scopes(course_hub):
-    # The hub starts the culler as a managed service with the hub's timeout (30 minutes); the
-    # culler lists users and their servers through the hub's API, as its role allows (a
-    # missing scope would show up as 403).
-    assert "'jupyterhub_idle_culler', '--timeout=1800']" in course_hub.log()
-    log = eventually(
-        lambda: "GET /hub/api/users?state=[secret] (idle-culler@" in course_hub.log()
-        and course_hub.log(),
-        timeout=60,
-    )
-    culler_requests = [line for line in log.splitlines() if "(idle-culler@" in line]
-    assert all(" 200 GET " in line for line in culler_requests), culler_requests
-
-
 def test_portal_token_reads_but_cannot_start_servers(course_hub):
     users = course_hub.api("GET", "/users", token=course_hub.portal_token)
     assert users.status_code == 200
