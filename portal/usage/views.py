@@ -7,7 +7,7 @@ Thin: authorise, read through portal.usage.queries / capacity, turn the figures 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.decorators import login_required
@@ -18,6 +18,7 @@ from django.utils.http import urlencode
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
+from portal.hubs import server_policy
 from portal.hubs.models import GpuType, Hub
 from portal.hubs.views import staff_required
 from portal.usage import capacity, charts, queries
@@ -188,6 +189,13 @@ def hub_usage(request: HttpRequest, pk: int) -> HttpResponse:
         sees_all=sees_all,
         top_users=report.by_user[:TOP_USERS],
         csv_url=_api_url("hub-usage-csv", hub.pk, days=context["days"]) if sees_all else "",
+        # What the server policy saved, and the GPU time still held while idle (whole hub).
+        server_policy=server_policy.savings(
+            hub,
+            datetime.combine(context["period"].start, time.min, UTC),
+        )
+        if sees_all
+        else None,
     )
     return render(request, "usage/hub_usage.html", context)
 
