@@ -31,7 +31,7 @@ from rest_framework.test import APIClient
 
 from portal.hubs import revisions
 from portal.hubs.lifecycle import HubState
-from portal.hubs.models import Member
+from portal.hubs.models import Member, ServerRun
 from portal.hubs.services import changes
 from tests.factories import AdminFactory, HubFactory, UserFactory, api_token
 
@@ -113,6 +113,10 @@ def grant(w):
 
 def tier(w):
     return {"pk": w.hub.pk, "tier_pk": w.tier.pk}
+
+
+def server_run(w):
+    return {"pk": w.hub.pk, "run_pk": w.server_run.pk}
 
 
 def api_member(w):
@@ -207,6 +211,8 @@ ROWS = [
     row("hubs:tier_create", "get", hub, "200 200 403 404 200 L L"),
     row("hubs:tier_edit", "get", tier, "200 200 403 404 200 L L"),
     row("hubs:tier_delete", "post", tier, "R R 403 404 R L L"),
+    # Only the server's own user (alice's server here): not co-owners, not even admins.
+    row("hubs:keep_running", "get", server_run, "200 404 404 404 404 L L"),
     # --- Web: usage ---
     row("usage:hub", "get", hub, "200 200 200 404 200 L L"),
     row("usage:mine", "get", None, "200 200 200 200 200 L L"),
@@ -380,6 +386,13 @@ def world(db, queued):
         suspended=suspended_hub,
         alice_token=alice_token,
         audit_event=record("test.matrix", running, actor=None),
+        server_run=ServerRun.objects.create(
+            hub=running,
+            username="alice",
+            started=timezone.now(),
+            last_activity=timezone.now(),
+            observed=timezone.now(),
+        ),
     )
 
 
