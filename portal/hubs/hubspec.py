@@ -15,8 +15,10 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
+from portal.accounts import oidc
+from portal.accounts.auth import subject_of
 from portal.hubs.members import default_tier_fields
 from portal.hubs.models import (
     GpuType,
@@ -46,6 +48,8 @@ def hub_queryset() -> QuerySet[Hub]:
         "images",
         "storage_options",
         Prefetch("members", queryset=Member.objects.select_related("user")),
+        "owner__social_auth",
+        "members__user__social_auth",
         "tiers__hardware_options",
         "tiers__images",
         "group_grants",
@@ -74,7 +78,19 @@ def from_hub(
         tier_of={c.user.get_username(): tier_names.get(c.tier_id) for c in people},
         hubs_domain=hubs_domain,
         registries=registries,
+        identities=people_identities([hub.owner, *(c.user for c in people)]),
     )
+
+
+def people_identities(users) -> tuple[tuple[str, str], ...]:
+    """(subject, username) of the users' identities at the configured issuer."""
+    found = []
+    for user in users:
+        for social in user.social_auth.all():
+            subject = subject_of(social.uid, oidc.issuer()) if social.provider == "oidc" else None
+            if subject is not None:
+                found.append((subject, user.get_username()))
+    return tuple(sorted(found))
 
 
 def from_revision(
@@ -113,6 +129,11 @@ def from_revision(
         tier_of=tier_of,
         hubs_domain=hubs_domain,
         registries=registries,
+        identities=people_identities(
+            get_user_model()
+            .objects.filter(Q(pk=hub.owner_id) | Q(username__in=users))
+            .prefetch_related("social_auth")
+        ),
     )
 
 
@@ -151,6 +172,7 @@ def _spec(
     tier_of: Mapping[str, str | None],
     hubs_domain: str | None,
     registries: tuple[str, ...] | None,
+    identities: tuple[tuple[str, str], ...] = (),
 ) -> HubSpec:
     gpu = None
     if gpu_type is not None and values["gpus_per_user"]:
@@ -164,6 +186,7 @@ def _spec(
         )
     shared_mode = values["shared_volume_mode"] if values["shared_volume_gib"] else "none"
     return HubSpec(
+        identities=identities,
         hub_id=hub.pk,
         slug=values["slug"] or hub.slug,
         owner=hub.owner.get_username(),

@@ -250,10 +250,11 @@ class SelfServicePolicy(models.Model):
 
 
 def idp_groups(user: "AbstractBaseUser | AnonymousUser") -> list[str]:
-    """The IdP groups the user brought at the last sign-in (none for local accounts)."""
-    identity = getattr(user, "identity", None) if user.is_authenticated else None
-    groups = getattr(identity, "idp_groups", None) or []
-    return [group for group in groups if isinstance(group, str) and group]
+    """The IdP groups the provider confirmed for the user within OIDC_RIGHTS_MAX_AGE_SECONDS
+    (none for local accounts, and none once they lapsed: portal/accounts/rights.py)."""
+    from portal.accounts.rights import current_groups
+
+    return current_groups(user)
 
 
 class HubQuerySet(models.QuerySet):

@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portal.accounts.tokens import admin_powers
 from portal.hubs.models import GpuType, Hub
 from portal.usage import capacity, queries
 from portal.usage import serializers as s
@@ -126,7 +127,8 @@ class UserUsageView(APIView):
         """A user's usage per time bucket and per hub; `me` is the caller."""
         if username in ("me", request.user.get_username()):
             user = request.user
-        elif request.user.is_staff:
+        elif admin_powers(request):
+            # A staff user's token without the admin scope reads only its own user's usage.
             user = get_object_or_404(get_user_model(), username=username)
         else:
             # Not whether the user exists: only that the caller may not look.

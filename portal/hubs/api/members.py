@@ -18,6 +18,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from portal.accounts.tokens import admin_powers
 from portal.hubs import members
 from portal.hubs.models import GroupGrant, Hub, Invitation, Member, MemberTier
 
@@ -227,10 +228,18 @@ class _HubMembersViewSet(viewsets.GenericViewSet):
             # A portal admin's token without the admin scope changes only their own hubs.
             self.check_object_permissions(self.request, hub)
             reading = self.request.method in ("GET", "HEAD", "OPTIONS") and self.members_may_read
-            if not reading and not members.can_manage_members(hub, self.request.user):
+            if not reading and not self._manages(hub):
                 raise PermissionDenied("Only the hub's owner, co-owners and admins may do this.")
             self._hub = hub
         return self._hub
+
+    def _manages(self, hub: Hub) -> bool:
+        """Manager of the hub: owner, co-owner, or admin with admin powers (a staff user's
+        token without the admin scope manages only the hubs its user manages as a user)."""
+        user = self.request.user
+        if admin_powers(self.request):
+            return members.can_manage_members(hub, user)
+        return hub.owner_id == user.pk or hub.members.filter(user=user, role="co-owner").exists()
 
     def handle_exception(self, exc):
         if isinstance(exc, members.InvalidMemberData):
