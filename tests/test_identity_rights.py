@@ -374,3 +374,56 @@ def test_the_portals_role_in_a_hub_never_reads_provider_tokens(tmp_path, monkeyp
     assert "admin:auth_state" not in granted and "admin:users" not in granted
     # What provisioning.hubapi calls: list users with their groups, delete users.
     assert {"list:users", "read:users:groups", "delete:users"} <= granted
+
+
+# --- Rate limits -----------------------------------------------------------------------------
+
+
+def test_the_django_admins_login_is_rate_limited_like_the_sign_in(client, settings):
+    settings.LOGIN_RATE_LIMIT_ATTEMPTS = 3
+    AdminFactory(username="root", password="right password 123")
+    wrong = {"username": "root", "password": "wrong", "next": "/admin/"}
+    for _ in range(3):
+        assert (
+            client.post(reverse("admin:login"), wrong, REMOTE_ADDR="192.0.2.7").status_code == 200
+        )
+    right = {"username": "root", "password": "right password 123", "next": "/admin/"}
+    assert client.post(reverse("admin:login"), right, REMOTE_ADDR="192.0.2.7").status_code == 429
+    assert client.post(reverse("admin:login"), right, REMOTE_ADDR="192.0.2.8").status_code == 302
+
+
+def test_password_reset_is_rate_limited(client, settings, alice):
+    settings.LOGIN_RATE_LIMIT_ATTEMPTS = 2
+    asked = {"email": alice.email or "alice@example.org"}
+    for _ in range(2):
+        assert (
+            client.post(reverse("password_reset"), asked, REMOTE_ADDR="192.0.2.9").status_code
+            == 302
+        )
+    assert client.post(reverse("password_reset"), asked, REMOTE_ADDR="192.0.2.9").status_code == 429
+
+
+# --- Members changed by a revision ------------------------------------------------------------
+
+
+def test_member_changes_by_a_revision_are_audited_and_signed_out_after_the_update(
+    alice, applied, django_capture_on_commit_callbacks
+):
+    from portal.hubs import lifecycle, revisions
+    from portal.hubs.lifecycle import HubState
+    from portal.hubs.services import changes
+
+    hub = HubFactory(owner=alice, state=HubState.RUNNING)
+    bob, erin = UserFactory(username="bob"), UserFactory(username="erin")
+    hub.members.create(user=bob, role="member")
+    changes.ensure_initial_revision(hub)
+    data = revisions.form_data(revisions.spec_of_hub(hub))
+    changes.request_change(hub, alice, {**data, "members": "erin", "co_owners": ""})
+
+    event = AuditEvent.objects.get(action="hub.members_changed_by_revision")
+    assert event.details["removed"] == ["bob"] and event.details["added"] == ["erin"]
+    assert list(hub.members.values_list("user", flat=True)) == [erin.pk]
+    assert hub.pk not in applied
+    with django_capture_on_commit_callbacks(execute=True):
+        lifecycle.mark_running(hub.pk)  # the update is done: removed people are signed out
+    assert applied == [hub.pk]
