@@ -21,6 +21,18 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("correct horse battery staple")
 
 
+class IdentityProfileFactory(factory.django.DjangoModelFactory):
+    """The IdP groups of a user as the provider confirmed them just now (at a sign-in or a
+    refresh): only groups confirmed within OIDC_RIGHTS_MAX_AGE_SECONDS count."""
+
+    class Meta:
+        model = "accounts.IdentityProfile"
+
+    user = factory.SubFactory(UserFactory)
+    idp_groups = factory.List([])
+    groups_refreshed_at = factory.LazyFunction(timezone.now)
+
+
 class AdminFactory(UserFactory):
     is_staff = True
     is_superuser = True

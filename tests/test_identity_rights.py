@@ -379,28 +379,25 @@ def test_the_portals_role_in_a_hub_never_reads_provider_tokens(tmp_path, monkeyp
 # --- Rate limits -----------------------------------------------------------------------------
 
 
-def test_the_django_admins_login_is_rate_limited_like_the_sign_in(client, settings):
+def test_the_django_admins_login_is_rate_limited_like_the_sign_in(client, settings, client_address):
     settings.LOGIN_RATE_LIMIT_ATTEMPTS = 3
     AdminFactory(username="root", password="right password 123")
+    guesser, other = client_address(), client_address()
     wrong = {"username": "root", "password": "wrong", "next": "/admin/"}
     for _ in range(3):
-        assert (
-            client.post(reverse("admin:login"), wrong, REMOTE_ADDR="192.0.2.7").status_code == 200
-        )
+        assert client.post(reverse("admin:login"), wrong, REMOTE_ADDR=guesser).status_code == 200
     right = {"username": "root", "password": "right password 123", "next": "/admin/"}
-    assert client.post(reverse("admin:login"), right, REMOTE_ADDR="192.0.2.7").status_code == 429
-    assert client.post(reverse("admin:login"), right, REMOTE_ADDR="192.0.2.8").status_code == 302
+    assert client.post(reverse("admin:login"), right, REMOTE_ADDR=guesser).status_code == 429
+    assert client.post(reverse("admin:login"), right, REMOTE_ADDR=other).status_code == 302
 
 
-def test_password_reset_is_rate_limited(client, settings, alice):
+def test_password_reset_is_rate_limited(client, settings, alice, client_address):
     settings.LOGIN_RATE_LIMIT_ATTEMPTS = 2
     asked = {"email": alice.email or "alice@example.org"}
+    address = client_address()
     for _ in range(2):
-        assert (
-            client.post(reverse("password_reset"), asked, REMOTE_ADDR="192.0.2.9").status_code
-            == 302
-        )
-    assert client.post(reverse("password_reset"), asked, REMOTE_ADDR="192.0.2.9").status_code == 429
+        assert client.post(reverse("password_reset"), asked, REMOTE_ADDR=address).status_code == 302
+    assert client.post(reverse("password_reset"), asked, REMOTE_ADDR=address).status_code == 429
 
 
 # --- Members changed by a revision ------------------------------------------------------------

@@ -9,7 +9,6 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from portal.accounts.models import IdentityProfile
 from portal.hubs import members
 from portal.hubs.hubspec import from_hub, hub_queryset
 from portal.hubs.lifecycle import HubState
@@ -19,6 +18,7 @@ from tests.factories import (
     GpuTypeFactory,
     HardwareOptionFactory,
     HubFactory,
+    IdentityProfileFactory,
     ImageFactory,
     UserFactory,
 )
@@ -340,7 +340,7 @@ def test_a_group_grant_makes_group_members_members(
     running, alice, students, applied, django_capture_on_commit_callbacks
 ):
     frank = UserFactory(username="frank")
-    IdentityProfile.objects.create(user=frank, idp_groups=["physics-101", "staff-x"])
+    IdentityProfileFactory(user=frank, idp_groups=["physics-101", "staff-x"])
     assert not Hub.objects.visible_to(frank).exists()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -360,7 +360,7 @@ def test_a_group_grant_makes_group_members_members(
 
 def test_a_co_owner_group_manages_the_hub(running, alice):
     grace = UserFactory(username="grace")
-    IdentityProfile.objects.create(user=grace, idp_groups=["lecturers"])
+    IdentityProfileFactory(user=grace, idp_groups=["lecturers"])
     members.grant_group(running, alice, {"group": "lecturers", "role": "co-owner"})
 
     assert running.can_manage(grace)
@@ -377,7 +377,7 @@ def test_a_group_is_granted_once(running, alice):
 
 def test_revoking_a_group_grant_hides_the_hub(running, alice):
     frank = UserFactory(username="frank")
-    IdentityProfile.objects.create(user=frank, idp_groups=["physics-101"])
+    IdentityProfileFactory(user=frank, idp_groups=["physics-101"])
     grant = members.grant_group(running, alice, {"group": "physics-101", "role": "member"})
     members.revoke_group_grant(grant, alice)
     assert not Hub.objects.visible_to(frank).exists()
@@ -386,6 +386,24 @@ def test_revoking_a_group_grant_hides_the_hub(running, alice):
 def test_users_without_an_identity_profile_have_no_groups(running, alice):
     members.grant_group(running, alice, {"group": "physics-101", "role": "member"})
     assert not Hub.objects.visible_to(UserFactory(username="local")).exists()
+
+
+@pytest.mark.parametrize("confirmed", ["never", "beyond the maximum age"])
+def test_groups_the_provider_has_not_confirmed_lately_give_no_access(
+    running, alice, confirmed, settings
+):
+    """Stored groups count only while the provider vouches for them: a profile without a
+    confirmation time (never read from the provider) or with an old one gives no access."""
+    members.grant_group(running, alice, {"group": "lecturers", "role": "co-owner"})
+    age = datetime.timedelta(seconds=settings.OIDC_RIGHTS_MAX_AGE_SECONDS + 1)
+    when = None if confirmed == "never" else timezone.now() - age
+    frank = IdentityProfileFactory(
+        user=UserFactory(username="frank"), idp_groups=["lecturers"], groups_refreshed_at=when
+    ).user
+
+    assert not Hub.objects.visible_to(frank).exists()
+    assert not running.can_manage(frank)
+    assert members.membership(running, frank) is None
 
 
 # --- Rendering --------------------------------------------------------------------------------

@@ -12,7 +12,14 @@ from django.urls import reverse
 from portal.hubs import members
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import GroupGrant, Invitation, Member, MemberTier
-from tests.factories import HardwareOptionFactory, HubFactory, ImageFactory, UserFactory, api_token
+from tests.factories import (
+    HardwareOptionFactory,
+    HubFactory,
+    IdentityProfileFactory,
+    ImageFactory,
+    UserFactory,
+    api_token,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -298,10 +305,8 @@ def test_bad_input_is_400_with_field_messages(caller, running, kind, data, field
 
 
 def test_group_grant_gives_api_access_to_the_hub(caller, running):
-    from portal.accounts.models import IdentityProfile
-
     frank = UserFactory(username="frank")
-    IdentityProfile.objects.create(user=frank, idp_groups=["physics-101"])
+    IdentityProfileFactory(user=frank, idp_groups=["physics-101"])
     _, api = caller("alice")
     api.post(url(running, "group-grants"), {"group": "physics-101"}, format="json")
 

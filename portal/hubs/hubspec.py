@@ -41,28 +41,39 @@ from provisioning.spec import (
 )
 
 
-def hub_queryset() -> QuerySet[Hub]:
-    """Hubs with everything `from_hub` reads, in a fixed number of queries."""
-    return Hub.objects.select_related("owner", "gpu_type", "login_client").prefetch_related(
+def hub_queryset(*, identities: bool = True) -> QuerySet[Hub]:
+    """Hubs with everything `from_hub` reads, in a fixed number of queries.
+
+    `identities=False` leaves out the people's sign-in identities, which only the hub's
+    members file uses: for specs read to weigh quotas (the self-service policy), with
+    `from_hub(..., identities=False)`."""
+    hubs = Hub.objects.select_related("owner", "gpu_type", "login_client").prefetch_related(
         "hardware_options",
         "images",
         "storage_options",
         Prefetch("members", queryset=Member.objects.select_related("user")),
-        "owner__social_auth",
-        "members__user__social_auth",
         "tiers__hardware_options",
         "tiers__images",
         "group_grants",
     )
+    if identities:
+        hubs = hubs.prefetch_related("owner__social_auth", "members__user__social_auth")
+    return hubs
 
 
 def from_hub(
-    hub: Hub, hubs_domain: str | None = None, registries: tuple[str, ...] | None = None
+    hub: Hub,
+    hubs_domain: str | None = None,
+    registries: tuple[str, ...] | None = None,
+    *,
+    identities: bool = True,
 ) -> HubSpec:
     """The spec of a hub as its row, catalogue links and people say now.
 
     `registries` are the custom-image registries the policy allows (read from the policy when
     not given); load hubs with `hub_queryset()` to build many specs without a query per hub.
+    `identities=False` gives a spec without the people's identities (no members file can be
+    rendered from it that lets anyone in), for weighing its quotas and policy.
     """
     people = list(hub.members.all())
     tier_names = {tier.pk: tier.name for tier in hub.tiers.all()}
@@ -78,7 +89,7 @@ def from_hub(
         tier_of={c.user.get_username(): tier_names.get(c.tier_id) for c in people},
         hubs_domain=hubs_domain,
         registries=registries,
-        identities=people_identities([hub.owner, *(c.user for c in people)]),
+        identities=people_identities([hub.owner, *(c.user for c in people)]) if identities else (),
     )
 
 

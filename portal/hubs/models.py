@@ -179,8 +179,7 @@ class StorageOption(CatalogueEntry):
             return False
         if self.allowed_users.filter(pk=user.pk).exists():
             return True
-        identity = getattr(user, "identity", None)
-        return bool(groups & set(getattr(identity, "idp_groups", None) or []))
+        return bool(groups & set(idp_groups(user)))
 
 
 class SelfServicePolicy(models.Model):
