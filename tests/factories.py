@@ -33,6 +33,15 @@ class IdentityProfileFactory(factory.django.DjangoModelFactory):
     groups_refreshed_at = factory.LazyFunction(timezone.now)
 
 
+def verified_user(username: str, email: str | None = None):
+    """A user whose identity provider verified their e-mail address (`email`, else
+    <username>@uni.example) just now, as a sign-in or refresh stores it."""
+    email = email or f"{username}@uni.example"
+    user = UserFactory(username=username, email=email)
+    IdentityProfileFactory(user=user, verified_email=email.lower())
+    return user
+
+
 class AdminFactory(UserFactory):
     is_staff = True
     is_superuser = True

@@ -32,7 +32,7 @@ from tests.factories import AdminFactory, HubFactory, UserFactory
 from tests.oidc_provider import harness
 from tests.provisioning.examples import FIXED_SECRETS
 from tests.sso_support import ADMIN_GROUP, PASSWORD
-from tests.test_sso import load_hub_config, sign_in, signed_in_as
+from tests.test_sso import callback_path, load_hub_config, sign_in, signed_in_as
 
 pytestmark = pytest.mark.django_db
 
@@ -398,6 +398,103 @@ def test_password_reset_is_rate_limited(client, settings, alice, client_address)
     for _ in range(2):
         assert client.post(reverse("password_reset"), asked, REMOTE_ADDR=address).status_code == 302
     assert client.post(reverse("password_reset"), asked, REMOTE_ADDR=address).status_code == 429
+
+
+# --- Invitations ------------------------------------------------------------------------------
+
+
+def invitation_for(email: str, **extra):
+    """A running hub of a local owner and an invitation to it for `email`."""
+    from portal.hubs import members
+
+    owner = UserFactory(username=f"owner-{uuid.uuid4().hex[:6]}")
+    hub = HubFactory(owner=owner, slug=f"inv-{uuid.uuid4().hex[:6]}", state="running")
+    new = members.invite(hub, owner, {"email": email, "role": "member", **extra})
+    path, _, token = new.link[new.link.index("/hubs/") :].partition("#")
+    return hub, path, token
+
+
+def sign_in_via(client, sso, name: str, login_url: str, seen: list[str]) -> str:
+    """Sign in through the real provider from the sign-in page `login_url` (with its
+    ``?next=``), recording every URL and redirect on the way; returns where the portal sends
+    the browser at the end."""
+    page = client.get(login_url)
+    seen.append(login_url)
+    nxt = page.context["next"]
+    begun = client.post(reverse("social:begin", args=["oidc"]), {"next": nxt})
+    seen.append(begun["Location"])
+    browser = harness.Browser(sso, name, PASSWORD)
+    back = browser.visit(begun["Location"])
+    seen.append(back)
+    done = client.get(callback_path(back))
+    assert done.status_code == 302, done.content[:500]
+    seen.append(done["Location"])
+    return done["Location"]
+
+
+def test_an_invitation_opened_before_sign_in_waits_in_the_session_not_in_urls(client, sso):
+    """The invitee opens the link signed out, signs in at the provider and accepts: the token
+    is only ever in the POST body: never in a URL the portal or the provider sees, a
+    redirect, ``?next=`` or a Referer-bearing page."""
+    name = person(sso)
+    hub, path, token = invitation_for(f"{name.lower()}@uni.example")
+    seen: list[str] = []
+
+    page = client.get(path)
+    seen.append(path)
+    assert page.status_code == 200 and page["Referrer-Policy"] == "no-referrer"
+    opened = client.post(path, {"token": token})
+    seen.append(opened["Location"])
+    accept = reverse("hubs:invitation_accept", args=[hub.pk])
+    assert opened["Location"].startswith(reverse("login")) and accept in opened["Location"]
+
+    assert sign_in_via(client, sso, name, opened["Location"], seen) == accept
+    confirm = client.get(accept)
+    assert b"Accept the invitation" in confirm.content
+    assert client.post(accept).status_code == 302
+
+    user = account_of(name.lower())
+    assert hub.members.filter(user=user, role="member").exists()
+    assert seen and not [url for url in seen if token in url]
+
+
+def test_an_e_mail_address_the_provider_did_not_verify_cannot_accept(client, sso):
+    """The provider sends the invited address but email_verified false: refused; once the
+    provider verifies it (seen at the next sign-in), the same link is accepted."""
+    name = person(sso, email_verified=False)
+    hub, path, token = invitation_for(f"{name.lower()}@uni.example")
+    sign_in(client, sso, name)
+    user = account_of(name.lower())
+    assert user.email == f"{name.lower()}@uni.example"  # sent, but not vouched for
+
+    client.post(path, {"token": token})
+    accept = reverse("hubs:invitation_accept", args=[hub.pk])
+    refused = client.post(accept)
+    assert refused.status_code == 403 and b"has not verified" in refused.content
+    assert not hub.members.filter(user=user).exists()
+
+    sso.update_user(name, email_verified=True)
+    client.logout()
+    sign_in(client, sso, name)
+    client.post(path, {"token": token})
+    assert client.post(accept).status_code == 302
+    assert hub.members.filter(user=user).exists()
+
+
+def test_a_leaked_link_is_refused_to_another_provider_user_unless_for_anyone(client, sso):
+    invitee, other = person(sso), person(sso)
+    hub, path, token = invitation_for(f"{invitee.lower()}@uni.example")
+    sign_in(client, sso, other)
+
+    client.post(path, {"token": token})
+    refused = client.post(reverse("hubs:invitation_accept", args=[hub.pk]))
+    assert refused.status_code == 403
+    assert not hub.members.exists()
+
+    shared, shared_path, shared_token = invitation_for("list@uni.example", anyone_with_link=True)
+    client.post(shared_path, {"token": shared_token})
+    assert client.post(reverse("hubs:invitation_accept", args=[shared.pk])).status_code == 302
+    assert shared.members.filter(user=account_of(other.lower())).exists()
 
 
 # --- Members changed by a revision ------------------------------------------------------------

@@ -108,6 +108,7 @@ class InvitationInline(ReadOnlyInline):
         "email",
         "role",
         "tier",
+        "anyone_with_link",
         "invited_by",
         "created",
         "expires_at",

@@ -661,7 +661,8 @@ class Member(models.Model):
 
 class Invitation(models.Model):
     """An e-mail invitation to a hub: a link with a secret token (stored as its SHA-256) that
-    expires, can be revoked and is accepted once, by a signed-in user."""
+    expires, can be revoked and is accepted once, by a signed-in user whose identity provider
+    verified the invited address, or by anyone holding the link when the inviter chose so."""
 
     hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
@@ -674,6 +675,11 @@ class Invitation(models.Model):
         null=True,
         on_delete=models.SET_NULL,
         related_name="sent_invitations",
+    )
+    anyone_with_link = models.BooleanField(
+        default=False,
+        help_text="Anyone signed in who holds the link may accept it; otherwise only a user "
+        "whose identity provider verified the invited e-mail address.",
     )
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
