@@ -356,6 +356,35 @@ def test_a_staff_token_without_admin_scope_sees_what_a_user_sees(alice, charlie)
     assert api.get(f"/api/v1/hubs/{hub.pk}/invitations/").status_code == 200
 
 
+def test_a_staff_token_without_admin_scope_reads_hub_usage_as_its_user(alice, charlie):
+    """charlie (a portal admin) with a read token: another's hub's usage is 404 as for any
+    user; in a hub where he is a member he sees only his own usage; the admin scope sees all."""
+    from portal.hubs.models import Member
+    from tests.test_usage import use
+
+    day = timezone.now().date()
+    others, joined = HubFactory(owner=alice, slug="others"), HubFactory(owner=alice, slug="joined")
+    Member.objects.create(hub=joined, user=charlie, role=Member.Role.MEMBER)
+    for hub in (others, joined):
+        use(hub, alice, day, cores=2)
+    use(joined, charlie, day, cores=1)
+    api = APIClient()
+    _, read = tokens.issue(charlie, name="read", scope="read")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {read}")
+
+    assert api.get(f"/api/v1/hubs/{others.pk}/usage/").status_code == 404
+    assert api.get(f"/api/v1/hubs/{others.pk}/usage/csv/").status_code == 404
+    mine = api.get(f"/api/v1/hubs/{joined.pk}/usage/").json()
+    assert [line["key"] for line in mine["by_user"]] == ["charlie"]
+    assert api.get(f"/api/v1/hubs/{joined.pk}/usage/csv/").status_code == 403
+
+    _, admin = tokens.issue(charlie, name="admin", scope="admin")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {admin}")
+    everyone = api.get(f"/api/v1/hubs/{joined.pk}/usage/").json()
+    assert {line["key"] for line in everyone["by_user"]} == {"alice", "charlie"}
+    assert api.get(f"/api/v1/hubs/{others.pk}/usage/").status_code == 200
+
+
 # --- The portal's role in each hub -----------------------------------------------------------
 
 

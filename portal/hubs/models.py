@@ -259,11 +259,16 @@ def idp_groups(user: "AbstractBaseUser | AnonymousUser") -> list[str]:
 class HubQuerySet(models.QuerySet):
     """Queries on hubs, including the one rule of who may see which hub."""
 
-    def visible_to(self, user: "AbstractBaseUser | AnonymousUser") -> "HubQuerySet":
-        """Hubs the user may see: admins all, others what they own or collaborate on."""
+    def visible_to(
+        self, user: "AbstractBaseUser | AnonymousUser", *, as_admin: bool = True
+    ) -> "HubQuerySet":
+        """Hubs the user may see: admins all, others what they own or collaborate on.
+
+        `as_admin=False`: what an admin sees as a user (a staff user's token without the
+        admin scope, portal.accounts.tokens.admin_powers)."""
         if not user.is_authenticated:
             return self.none()
-        if user.is_staff:
+        if user.is_staff and as_admin:
             return self.all()
         # Subqueries, not joins: no duplicate rows, so no DISTINCT over every column.
         member = Q(owner=user) | Q(pk__in=Member.objects.filter(user=user).values("hub_id"))
@@ -449,11 +454,12 @@ class Hub(models.Model):
         grace = datetime.timedelta(days=settings.EXPIRY_GRACE_DAYS)
         return max(suspended_at, self.ends_at()) + grace
 
-    def can_manage(self, user: "AbstractBaseUser") -> bool:
-        """Owner, co-owners (also through an IdP group) and admins may manage the hub."""
+    def can_manage(self, user: "AbstractBaseUser", *, as_admin: bool = True) -> bool:
+        """Owner, co-owners (also through an IdP group) and admins may manage the hub
+        (`as_admin=False`: admins only as users would)."""
         if not user.is_authenticated:
             return False
-        if user.is_staff or user.pk == self.owner_id:
+        if (user.is_staff and as_admin) or user.pk == self.owner_id:
             return True
         if self.members.filter(user=user, role=Member.Role.CO_OWNER).exists():
             return True
