@@ -471,7 +471,7 @@ def test_an_invitation_opened_before_sign_in_waits_in_the_session_not_in_urls(cl
 
     page = client.get(path)
     seen.append(path)
-    assert page.status_code == 200 and page["Referrer-Policy"] == "no-referrer"
+    assert page.status_code == 200 and page["Referrer-Policy"] == "same-origin"
     opened = client.post(path, {"token": token})
     seen.append(opened["Location"])
     accept = reverse("hubs:invitation_accept", args=[hub.pk])
@@ -524,6 +524,50 @@ def test_a_leaked_link_is_refused_to_another_provider_user_unless_for_anyone(cli
     client.post(shared_path, {"token": shared_token})
     assert client.post(reverse("hubs:invitation_accept", args=[shared.pk])).status_code == 302
     assert shared.members.filter(user=account_of(other.lower())).exists()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_mailed_link_in_a_real_browser_posts_its_token_and_keeps_it_out_of_urls(
+    chromium, live_server
+):
+    """Debian's Chromium opens the mailed link signed out: the page's script posts the token
+    from the fragment, the visitor signs in (a local account whose verified address is the
+    invited one) and accepts. No request URL or Referer the browser sends holds the token."""
+    from portal.hubs import members
+
+    owner = UserFactory(username="owner")
+    hub = HubFactory(owner=owner, slug="browser-invite", state="running")
+    new = members.invite(hub, owner, {"email": "erin@uni.example", "role": "member"})
+    erin = UserFactory(username="erin", password="erin password 1234")
+    IdentityProfile.objects.create(
+        user=erin, verified_email="erin@uni.example", groups_refreshed_at=timezone.now()
+    )
+    link = live_server.url + new.link[new.link.index("/hubs/") :]
+    sent: list[tuple[str, str, str]] = []
+    page = chromium.new_context().new_page()
+    page.on(
+        "request",
+        lambda r: sent.append((r.url, r.headers.get("referer", ""), r.post_data or "")),
+    )
+    try:
+        page.goto(link)
+        page.wait_for_url("**/accounts/login/**")
+        assert "#" not in page.url
+        page.get_by_label("Username").fill("erin")
+        page.get_by_label("Password").fill("erin password 1234")
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.wait_for_url(f"**/hubs/{hub.pk}/join/accept/")
+        page.get_by_role("button", name="Accept the invitation").click()
+        page.wait_for_url(f"**/hubs/{hub.pk}/")
+    finally:
+        page.context.close()
+
+    assert hub.members.filter(user=erin, role="member").exists()
+    assert [body for _, _, body in sent if new.token in body]  # it went in a POST body
+    # The fragment is never sent; the link's own URL is the browser's, not a request's.
+    leaked = [(url, ref) for url, ref, _ in sent if new.token in url or new.token in ref]
+    assert not leaked
 
 
 # --- Members changed by a revision ------------------------------------------------------------

@@ -34,7 +34,6 @@ from tests.support import http_server
 
 pytestmark = pytest.mark.django_db
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -501,31 +500,6 @@ def test_hubs_read_groups_from_the_portals_groups_claim(sso, settings):
     assert oauth.groups_claim == "eduperson_entitlement"
     values = hubconfig.hub_values(spec, oauth)
     assert values["oauth"]["groups_claim"] == "eduperson_entitlement"
-
-
-@pytest.fixture
-def chromium(monkeypatch):
-    """Headless Debian Chromium, driven by Playwright."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls here are plain.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.mark.browser

@@ -221,8 +221,11 @@ OPENED_INVITATION = "opened_invitation"
 
 
 def _no_store(response: HttpResponse) -> HttpResponse:
+    """Invitation pages are never cached, and send a Referer only to the portal itself (an
+    old link's page has the token in its path). Not "no-referrer": browsers then send
+    ``Origin: null`` with the page's form, which the CSRF check rightly refuses."""
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 
