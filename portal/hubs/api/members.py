@@ -244,10 +244,7 @@ class _HubMembersViewSet(viewsets.GenericViewSet):
     def _manages(self, hub: Hub) -> bool:
         """Manager of the hub: owner, co-owner, or admin with admin powers (a staff user's
         token without the admin scope manages only the hubs its user manages as a user)."""
-        user = self.request.user
-        if admin_powers(self.request):
-            return members.can_manage_members(hub, user)
-        return hub.owner_id == user.pk or hub.members.filter(user=user, role="co-owner").exists()
+        return hub.can_manage(self.request.user, as_admin=admin_powers(self.request))
 
     def handle_exception(self, exc):
         if isinstance(exc, members.InvalidMemberData):
