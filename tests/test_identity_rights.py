@@ -190,6 +190,32 @@ def test_github_and_institutional_users_are_never_the_same_hub_user(
     ]
 
 
+def test_people_of_a_granted_group_are_named_by_subject_in_the_hub(
+    client, sso, tmp_path, monkeypatch
+):
+    """A course granted by IdP group: its students sign in to the portal once and the hub
+    then names them by subject; people of other groups, and the group's people of another
+    issuer, are not listed (and the hub still checks the group itself at its login)."""
+    student, outsider = person(sso, groups=["course-x"]), person(sso, groups=["other"])
+    for name in (student, outsider):
+        sign_in(client, sso, name)
+        client.logout()
+    github = UserFactory(username=f"{student.lower()}@github")
+    IdentityProfile.objects.create(user=github, idp_groups=["course-x"])
+    hub = HubFactory(owner=UserFactory(username=f"own-{uuid.uuid4().hex[:6]}"))
+    named = lambda: hubconfig.members_values(hubspec.from_hub(hub))["identities"]  # noqa: E731
+    assert named() == {}
+
+    hub.group_grants.create(group="course-x")
+    student_account = account_of(student.lower())
+    assert named() == {subject(student_account): student_account.username}
+    authenticator = hub_authenticator(hub, tmp_path, monkeypatch)
+    assert (
+        authenticator.user_info_to_username({"sub": subject(student_account)})
+        == student_account.username
+    )
+
+
 def hub_authenticator(hub, tmp_path, monkeypatch):
     """The hub's own authenticator, from the hub's rendered ConfigMaps, as in its pod."""
     spec = hubspec.from_hub(hubspec.hub_queryset().get(pk=hub.pk))

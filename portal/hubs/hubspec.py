@@ -15,7 +15,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Prefetch, Q, QuerySet
+from social_django.models import UserSocialAuth
 
 from portal.accounts import oidc
 from portal.accounts.auth import subject_of
@@ -89,19 +91,49 @@ def from_hub(
         tier_of={c.user.get_username(): tier_names.get(c.tier_id) for c in people},
         hubs_domain=hubs_domain,
         registries=registries,
-        identities=people_identities([hub.owner, *(c.user for c in people)]) if identities else (),
+        identities=(
+            people_identities([hub.owner, *(c.user for c in people), *group_people(hub)])
+            if identities
+            else ()
+        ),
     )
 
 
 def people_identities(users) -> tuple[tuple[str, str], ...]:
     """(subject, username) of the users' identities at the configured issuer."""
-    found = []
+    found = set()
     for user in users:
         for social in user.social_auth.all():
             subject = subject_of(social.uid, oidc.issuer()) if social.provider == "oidc" else None
             if subject is not None:
-                found.append((subject, user.get_username()))
+                found.add((subject, user.get_username()))
     return tuple(sorted(found))
+
+
+def group_people(hub: Hub) -> list:
+    """Portal users of the issuer whose stored IdP groups include a group the hub grants, so
+    that the hub can name them by subject. Naming is all it gives: the hub admits them only
+    when its own login finds the group in the provider's claims. One query, none for a hub
+    without group grants; someone who never signed in to the portal is not known here."""
+    groups = {grant.group for grant in hub.group_grants.all()} if hub.pk else set()
+    if not groups:
+        return []
+    users = (
+        get_user_model()
+        .objects.filter(
+            pk__in=UserSocialAuth.objects.filter(provider="oidc").values("user_id"),
+            identity__isnull=False,
+        )
+        .select_related("identity")
+        .prefetch_related("social_auth")
+    )
+    if connection.features.supports_json_field_contains:
+        in_any = Q()
+        for group in sorted(groups):
+            in_any |= Q(identity__idp_groups__contains=[group])
+        return list(users.filter(in_any))
+    # SQLite (the quick start) cannot look into JSON lists: filter here.
+    return [user for user in users if groups & set(user.identity.idp_groups or [])]
 
 
 def from_revision(
@@ -141,9 +173,12 @@ def from_revision(
         hubs_domain=hubs_domain,
         registries=registries,
         identities=people_identities(
-            get_user_model()
-            .objects.filter(Q(pk=hub.owner_id) | Q(username__in=users))
-            .prefetch_related("social_auth")
+            [
+                *get_user_model()
+                .objects.filter(Q(pk=hub.owner_id) | Q(username__in=users))
+                .prefetch_related("social_auth"),
+                *group_people(hub),
+            ]
         ),
     )
 
