@@ -22,18 +22,30 @@ from portal.audit.log import client_ip
 log = structlog.get_logger(__name__)
 
 
-def _login_path() -> str | None:
+def _path(name: str) -> str | None:
     try:
-        return resolve_url(settings.LOGIN_URL)
+        return resolve_url(name)
     except NoReverseMatch:
         return None
+
+
+def _limited(path: str) -> str:
+    """Which limit a POST to `path` counts against: "sign-in" (the portal's and the Django
+    admin's password forms: failures count), "reset" (password reset: every request counts,
+    as each one sends mail) or "" (none)."""
+    if path in (_path(settings.LOGIN_URL), _path("admin:login")):
+        return "sign-in"
+    if path == _path("password_reset"):
+        return "reset"
+    return ""
 
 
 class LoginRateLimitMiddleware:
     """Answer 429 to sign-in POSTs once an IP and username had too many failed attempts.
 
-    Works for whatever view serves LOGIN_URL: a POST that does not end in a redirect (the form
-    shown again with an error) counts as a failure.
+    Covers every password form: whatever view serves LOGIN_URL and the Django admin's login,
+    where a POST that does not end in a redirect (the form shown again with an error) counts
+    as a failure; and password reset, where every POST per IP and address counts.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -41,12 +53,14 @@ class LoginRateLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = settings.LOGIN_RATE_LIMIT_ATTEMPTS
-        if request.method != "POST" or limit <= 0 or request.path != _login_path():
+        kind = _limited(request.path) if request.method == "POST" and limit > 0 else ""
+        if not kind:
             return self.get_response(request)
-        username = str(request.POST.get("username", "")).strip().lower()
+        field = "username" if kind == "sign-in" else "email"
+        username = str(request.POST.get(field, "")).strip().lower()
         ip = client_ip(request) or "unknown"
         # Hashed, so usernames do not sit in the cache in clear.
-        key = "login-fail:" + hashlib.sha256(f"{ip}\0{username}".encode()).hexdigest()
+        key = f"{kind}-fail:" + hashlib.sha256(f"{ip}\0{username}".encode()).hexdigest()
         window = settings.LOGIN_RATE_LIMIT_WINDOW
         if (cache.get(key) or 0) >= limit:
             log.warning("login_rate_limited", ip=ip)
@@ -56,7 +70,8 @@ class LoginRateLimitMiddleware:
             response["Retry-After"] = str(window)
             return response
         response = self.get_response(request)
-        failed = not 300 <= response.status_code < 400  # success redirects onwards
+        # A sign-in that succeeds redirects onwards; every reset request counts.
+        failed = kind == "reset" or not 300 <= response.status_code < 400
         if failed and not cache.add(key, 1, timeout=window):
             try:
                 cache.incr(key)

@@ -340,6 +340,15 @@ OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
 # Members of any of these IdP groups are portal admins (and stop being admins when they leave).
 OIDC_ADMIN_GROUPS = env_list("OIDC_ADMIN_GROUPS")
 OIDC_DISPLAY_NAME = env_str("OIDC_DISPLAY_NAME", "Institutional sign-in")
+# Rights follow the provider (portal/accounts/rights.py): every OIDC_REFRESH_INTERVAL_SECONDS
+# each user's groups and admin rights are read again with their refresh token; groups and
+# IdP-given admin rights the provider has not confirmed for OIDC_RIGHTS_MAX_AGE_SECONDS lapse.
+OIDC_REFRESH_INTERVAL_SECONDS = env_int("OIDC_REFRESH_INTERVAL_SECONDS", 900)
+OIDC_RIGHTS_MAX_AGE_SECONDS = env_int("OIDC_RIGHTS_MAX_AGE_SECONDS", 3600)
+if not 60 <= OIDC_REFRESH_INTERVAL_SECONDS < OIDC_RIGHTS_MAX_AGE_SECONDS:
+    raise ImproperlyConfigured(
+        "OIDC_REFRESH_INTERVAL_SECONDS must be at least 60 and below OIDC_RIGHTS_MAX_AGE_SECONDS"
+    )
 # Signing out of the portal also ends the session at the issuer, when it offers that.
 OIDC_LOGOUT_AT_IDP = env_bool("OIDC_LOGOUT_AT_IDP", True)
 if OIDC_ISSUER and not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
@@ -364,14 +373,14 @@ SOCIAL_AUTH_PIPELINE = (
     "social_core.pipeline.social_auth.social_names",
     "social_core.pipeline.social_auth.social_uid",
     "social_core.pipeline.social_auth.auth_allowed",
+    "portal.accounts.pipeline.upgrade_legacy_uid",
     "social_core.pipeline.social_auth.social_user",
-    "portal.accounts.pipeline.idp_username",
-    "social_core.pipeline.user.get_username",
+    "portal.accounts.pipeline.portal_username",
     "social_core.pipeline.user.create_user",
     "social_core.pipeline.social_auth.associate_user",
     "social_core.pipeline.social_auth.load_extra_data",
     "social_core.pipeline.user.user_details",
-    "portal.accounts.pipeline.store_idp_groups",
+    "portal.accounts.pipeline.store_identity",
 )
 
 # Absolute address of the portal, for links in e-mails (sent from workers, without a request).
@@ -520,6 +529,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "portal.hubs.tasks.enforce_server_policies",
         "schedule": SERVER_POLICY_INTERVAL_SECONDS,
     },
+    # Reads users' groups and admin rights from the identity provider again (refresh tokens).
+    "refresh-identities": {
+        "task": "portal.accounts.tasks.refresh_identities",
+        "schedule": OIDC_REFRESH_INTERVAL_SECONDS,
+    },
     # Sends again the e-mails the mail server did not take (portal/notifications/mail.py).
     "retry-notices": {
         "task": "portal.notifications.tasks.retry_notices",
@@ -596,6 +610,11 @@ CONTENT_SECURITY_POLICY = {
 # LOGIN_RATE_LIMIT_WINDOW seconds, then 429 until the window ends (0 attempts = no limit).
 LOGIN_RATE_LIMIT_ATTEMPTS = env_int("LOGIN_RATE_LIMIT_ATTEMPTS", 10)
 LOGIN_RATE_LIMIT_WINDOW = env_int("LOGIN_RATE_LIMIT_WINDOW", 300)
+# The longest an API token lives, in days (createapitoken, the tokens page and the API give
+# tokens this lifetime when none is asked for, and refuse a longer one); 0 = no maximum.
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 90)
+if API_TOKEN_MAX_DAYS < 0:
+    raise ImproperlyConfigured("API_TOKEN_MAX_DAYS must be >= 0 (0: tokens may never expire)")
 # API changes (POST, PUT, PATCH, DELETE) per user, in DRF's notation; empty = no limit.
 API_WRITE_RATE = env_str("API_WRITE_RATE", "120/min")
 

@@ -288,6 +288,12 @@ def members_values(spec: HubSpec) -> dict[str, Any]:
     known = {tier.name for tier in tiers}
     member_tiers = dict(spec.member_tiers)
     return {
+        # The issuer's subject -> the hub username (the portal's account): a user renamed at
+        # the provider stays the same hub user with the same home volume, and nobody becomes
+        # a member by taking a member's name (at the issuer or at another provider). Naming is
+        # not admission: people of granted groups are listed too, and get in only when the
+        # hub's login finds the group in the provider's claims.
+        "identities": dict(sorted(spec.identities)),
         "admin_users": admins,
         "allowed_users": _unique([*admins, *spec.members]),
         "admin_groups": sorted({g.group for g in spec.group_grants if g.role == "co-owner"}),

@@ -143,6 +143,9 @@ class HubSpec:
     # Egress of user servers and jobs beyond DNS and the public internet, which an admin
     # opens per hub (the installation may open it for all hubs: RenderSettings.egress).
     open_egress: bool = False
+    # (subject at the issuer, username) of the people above who sign in with the issuer: the
+    # hub names a user by the portal's account of their subject, never by a name claim.
+    identities: tuple[tuple[str, str], ...] = ()
 
     @property
     def period_days(self) -> int:

@@ -6,7 +6,9 @@ Cluster fixtures live in the repository's conftest.py and tests/cluster/; real C
 """
 
 import datetime
+import ipaddress
 import os
+import secrets
 
 import pytest
 from django.db import connection
@@ -37,13 +39,54 @@ def fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def fresh_rate_limits():
-    """Rate-limit counts (sign-in, API writes) live in the cache; each test starts with none."""
+    """Rate-limit counts (sign-in, API writes) live in the cache; with the memory cache each
+    test starts with none. A Redis cache is shared by the workers of a run and keeps counts
+    for the window across runs: tests that count sign-in failures use `client_address`."""
     from django.core.cache import caches
     from django.core.cache.backends.locmem import LocMemCache
 
     # Never flush a shared Redis: only the process's own memory cache is cleared.
     if isinstance(caches["default"], LocMemCache):
         caches["default"].clear()
+
+
+@pytest.fixture
+def client_address():
+    """Makes a client address (IPv6 documentation range) that no other test, worker or run
+    used, so the rate limiter's counts for it start at zero."""
+
+    def new() -> str:
+        return str(ipaddress.IPv6Address("2001:db8::") + secrets.randbits(64))
+
+    return new
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """Headless Debian Chromium, driven by Playwright."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls here are plain.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
 
 
 @pytest.fixture

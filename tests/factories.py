@@ -21,6 +21,27 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("correct horse battery staple")
 
 
+class IdentityProfileFactory(factory.django.DjangoModelFactory):
+    """The IdP groups of a user as the provider confirmed them just now (at a sign-in or a
+    refresh): only groups confirmed within OIDC_RIGHTS_MAX_AGE_SECONDS count."""
+
+    class Meta:
+        model = "accounts.IdentityProfile"
+
+    user = factory.SubFactory(UserFactory)
+    idp_groups = factory.List([])
+    groups_refreshed_at = factory.LazyFunction(timezone.now)
+
+
+def verified_user(username: str, email: str | None = None):
+    """A user whose identity provider verified their e-mail address (`email`, else
+    <username>@uni.example) just now, as a sign-in or refresh stores it."""
+    email = email or f"{username}@uni.example"
+    user = UserFactory(username=username, email=email)
+    IdentityProfileFactory(user=user, verified_email=email.lower())
+    return user
+
+
 class AdminFactory(UserFactory):
     is_staff = True
     is_superuser = True

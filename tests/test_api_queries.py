@@ -11,13 +11,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from portal.accounts.models import IdentityProfile
 from portal.hubs import lifecycle
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import GroupGrant, Member, MemberTier
 from tests.factories import (
     HardwareOptionFactory,
     HubFactory,
+    IdentityProfileFactory,
     ImageFactory,
     StorageOptionFactory,
     UserFactory,
@@ -79,7 +79,7 @@ def queries(client: APIClient, url: str) -> tuple[int, dict]:
 def test_list_and_detail_queries_do_not_grow_with_hubs(caller, count):
     owner, member = UserFactory(username="alice"), UserFactory(username="erin")
     grouped = UserFactory(username="gina")
-    IdentityProfile.objects.create(user=grouped, idp_groups=["physics"])
+    IdentityProfileFactory(user=grouped, idp_groups=["physics"])
     UserFactory(username="bob")  # sees none of them
     HubFactory(owner=UserFactory(username="olga"), slug="others", state=HubState.PENDING)
     hubs = seed(count, owner, member, group="physics")

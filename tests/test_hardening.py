@@ -188,31 +188,33 @@ def test_token_calls_need_no_csrf_token(alice):
 
 
 @pytest.mark.django_db
-def test_login_is_rate_limited_per_ip_and_username(client, alice, settings):
+def test_login_is_rate_limited_per_ip_and_username(client, alice, settings, client_address):
     settings.LOGIN_RATE_LIMIT_ATTEMPTS = 3
     url = reverse("login")
+    guesser, other_address = client_address(), client_address()
     wrong = {"username": "alice", "password": "wrong"}
     for _ in range(3):
-        assert client.post(url, wrong, REMOTE_ADDR="192.0.2.1").status_code == 200
-    response = client.post(url, wrong, REMOTE_ADDR="192.0.2.1")
+        assert client.post(url, wrong, REMOTE_ADDR=guesser).status_code == 200
+    response = client.post(url, wrong, REMOTE_ADDR=guesser)
     assert response.status_code == 429
     assert "Too many attempts" in response.content.decode()
     assert int(response["Retry-After"]) == settings.LOGIN_RATE_LIMIT_WINDOW
     # Even the right password waits now, so guessing cannot go on.
     right = {"username": "alice", "password": "correct horse battery staple"}
-    assert client.post(url, right, REMOTE_ADDR="192.0.2.1").status_code == 429
+    assert client.post(url, right, REMOTE_ADDR=guesser).status_code == 429
     # Another address, or another username, is not affected.
-    assert client.post(url, right, REMOTE_ADDR="192.0.2.2").status_code == 302
+    assert client.post(url, right, REMOTE_ADDR=other_address).status_code == 302
     other = {"username": "bob", "password": "wrong"}
-    assert client.post(url, other, REMOTE_ADDR="192.0.2.1").status_code == 200
+    assert client.post(url, other, REMOTE_ADDR=guesser).status_code == 200
 
 
 @pytest.mark.django_db
-def test_successful_logins_do_not_count(client, alice, settings):
+def test_successful_logins_do_not_count(client, alice, settings, client_address):
     settings.LOGIN_RATE_LIMIT_ATTEMPTS = 2
     right = {"username": "alice", "password": "correct horse battery staple"}
+    address = client_address()
     for _ in range(4):
-        assert client.post(reverse("login"), right).status_code == 302
+        assert client.post(reverse("login"), right, REMOTE_ADDR=address).status_code == 302
         client.logout()
 
 

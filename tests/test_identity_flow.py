@@ -55,15 +55,17 @@ def test_owner_invites_by_email_and_group_and_the_colleague_lands_in_the_hub(sso
     assert granted.status_code == 302, granted.content.decode()[:2000]
 
     (message,) = [m for m in mail.outbox if "grace@uni.example" in m.to]
-    link = re.search(r"https?://\S+/hubs/\d+/join/\S+/", message.body).group(0)
-    path = link.split("://", 1)[1].split("/", 1)[1]
+    link = re.search(r"https?://\S+/hubs/\d+/join/#\S+", message.body).group(0)
+    path, _, token = link.split("://", 1)[1].partition("/")[2].partition("#")
+    path, accept = "/" + path, reverse("hubs:invitation_accept", args=[hub.pk])
 
     colleague = Client()
     # Following the link before signing in asks for sign-in and changes nothing.
-    assert colleague.get("/" + path).status_code == 302
+    assert colleague.get(path).status_code == 200
+    assert colleague.post(path, {"token": token}).status_code == 302
     assert not hub.members.filter(user__username="grace").exists()
     assert sign_in(colleague, sso, "grace").status_code == 302
-    accepted = colleague.post("/" + path)
+    accepted = colleague.post(accept)  # the invitation opened before signing in
     assert accepted.status_code == 302, accepted.content.decode()[:2000]
 
     members = hubconfig.members_values(from_hub(hub, settings.HUBS_DOMAIN))
@@ -76,5 +78,5 @@ def test_owner_invites_by_email_and_group_and_the_colleague_lands_in_the_hub(sso
     assert students["images"] == ["scipy"]
     assert students["shared"] == "ro"
     # The link worked once: a second use is refused with a clear page.
-    again = colleague.post("/" + path)
-    assert again.status_code == 400
+    again = colleague.post(accept, {"token": token})
+    assert again.status_code == 400 and b"already accepted" in again.content

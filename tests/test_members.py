@@ -4,12 +4,12 @@ do what, and how it all reaches the hub's members file."""
 from __future__ import annotations
 
 import datetime
+from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
 from django.utils import timezone
 
-from portal.accounts.models import IdentityProfile
 from portal.hubs import members
 from portal.hubs.hubspec import from_hub, hub_queryset
 from portal.hubs.lifecycle import HubState
@@ -19,8 +19,10 @@ from tests.factories import (
     GpuTypeFactory,
     HardwareOptionFactory,
     HubFactory,
+    IdentityProfileFactory,
     ImageFactory,
     UserFactory,
+    verified_user,
 )
 from tests.support import needs_postgresql, race, won_or_lost
 
@@ -255,12 +257,15 @@ def test_invite_by_e_mail_and_accept(
     (message,) = mail.outbox
     assert message.to == ["erin@uni.example"]
     assert new.link in message.body
-    assert new.link.endswith(f"/hubs/{running.pk}/join/{new.token}/")
+    # The token is in the fragment, which no browser sends to a server.
+    assert new.link.endswith(f"/hubs/{running.pk}/join/#{new.token}")
+    assert new.token not in urlsplit(new.link).path
+    assert "identity provider verified it, is erin@uni.example" in message.body
     # Only the hash is stored.
     assert invitation.token_hash == members.token_hash(new.token)
     assert new.token not in str(Invitation.objects.filter(pk=invitation.pk).values().get())
 
-    erin = UserFactory(username="erin")
+    erin = verified_user("erin", "erin@uni.example")
     with django_capture_on_commit_callbacks(execute=True):
         collaborator = members.accept_invitation(running.pk, new.token, erin)
     assert (collaborator.user, collaborator.role, collaborator.tier) == (erin, "member", students)
@@ -272,7 +277,7 @@ def test_invite_by_e_mail_and_accept(
 
 def test_an_invitation_works_once(running, alice):
     new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
-    members.accept_invitation(running.pk, new.token, UserFactory(username="erin"))
+    members.accept_invitation(running.pk, new.token, verified_user("erin"))
 
     with pytest.raises(members.InvitationInvalid, match="already accepted"):
         members.accept_invitation(running.pk, new.token, UserFactory(username="mallory"))
@@ -320,9 +325,75 @@ def test_the_owner_cannot_accept_an_invitation_to_their_hub(running, alice):
 
 def test_an_invitation_never_lowers_a_role(running, alice):
     dora = co_owner_of(running)
+    IdentityProfileFactory(user=dora, verified_email="dora@example.org")
     new = members.invite(running, alice, {"email": "dora@example.org", "role": "member"})
     members.accept_invitation(running.pk, new.token, dora)
     assert running.members.get(user=dora).role == "co-owner"
+
+
+def test_a_leaked_link_is_refused_to_another_signed_in_user(running, alice):
+    """Mallory holds erin's link (forwarded, read over a shoulder, from a log): her identity
+    provider verified another address, so she is refused and the link still works for erin."""
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    mallory = verified_user("mallory", "mallory@uni.example")
+
+    with pytest.raises(members.InvitationNotForYou, match=r"for erin@uni\.example"):
+        members.accept_invitation(running.pk, new.token, mallory)
+
+    assert not running.members.exists()
+    new.invitation.refresh_from_db()
+    assert new.invitation.status() == "pending" and new.invitation.accepted_by is None
+    erin = verified_user("erin", "Erin@Uni.Example")  # addresses compare without case
+    assert members.accept_invitation(running.pk, new.token, erin).user == erin
+
+
+@pytest.mark.parametrize("how", ["no identity profile", "verified none", "typed into account"])
+def test_an_address_the_provider_did_not_verify_is_refused(running, alice, how):
+    """The account's own e-mail field (a local account's, or what the provider sent without
+    email_verified) never counts: only the address the provider verified."""
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    erin = UserFactory(username="erin", email="erin@uni.example")
+    if how == "verified none":
+        IdentityProfileFactory(user=erin, verified_email="")
+    elif how == "typed into account":
+        IdentityProfileFactory(user=erin, verified_email="erin@elsewhere.example")
+
+    with pytest.raises(members.InvitationNotForYou, match=r"erin@uni\.example"):
+        members.accept_invitation(running.pk, new.token, erin)
+    assert not running.members.exists()
+
+
+def test_a_verification_the_provider_has_not_confirmed_lately_is_refused(running, alice, settings):
+    new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    erin = verified_user("erin", "erin@uni.example")
+    erin.identity.groups_refreshed_at = timezone.now() - datetime.timedelta(
+        seconds=settings.OIDC_RIGHTS_MAX_AGE_SECONDS + 1
+    )
+    erin.identity.save()
+
+    with pytest.raises(members.InvitationNotForYou, match="sign in again"):
+        members.accept_invitation(running.pk, new.token, erin)
+    assert not running.members.exists()
+
+
+def test_anyone_with_the_link_is_the_inviters_explicit_choice_and_audited(running, alice):
+    from portal.audit.models import AuditEvent
+
+    default = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    assert default.invitation.anyone_with_link is False
+    new = members.invite(
+        running, alice, {"email": "list@uni.example", "role": "member", "anyone_with_link": "on"}
+    )
+    assert new.invitation.anyone_with_link is True
+    assert "Anyone signed in to the portal who holds this link" in mail.outbox[-1].body
+    created = AuditEvent.objects.filter(
+        action="invitation.created", object_id=str(new.invitation.pk)
+    ).get()
+    assert created.actor == alice and created.details["anyone_with_link"] is True
+
+    # Whoever holds it may accept, with or without a verified address.
+    bob = UserFactory(username="bob")
+    assert members.accept_invitation(running.pk, new.token, bob).user == bob
 
 
 def test_a_failing_mail_server_still_gives_the_link(running, alice, settings):
@@ -340,7 +411,7 @@ def test_a_group_grant_makes_group_members_members(
     running, alice, students, applied, django_capture_on_commit_callbacks
 ):
     frank = UserFactory(username="frank")
-    IdentityProfile.objects.create(user=frank, idp_groups=["physics-101", "staff-x"])
+    IdentityProfileFactory(user=frank, idp_groups=["physics-101", "staff-x"])
     assert not Hub.objects.visible_to(frank).exists()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -360,7 +431,7 @@ def test_a_group_grant_makes_group_members_members(
 
 def test_a_co_owner_group_manages_the_hub(running, alice):
     grace = UserFactory(username="grace")
-    IdentityProfile.objects.create(user=grace, idp_groups=["lecturers"])
+    IdentityProfileFactory(user=grace, idp_groups=["lecturers"])
     members.grant_group(running, alice, {"group": "lecturers", "role": "co-owner"})
 
     assert running.can_manage(grace)
@@ -377,7 +448,7 @@ def test_a_group_is_granted_once(running, alice):
 
 def test_revoking_a_group_grant_hides_the_hub(running, alice):
     frank = UserFactory(username="frank")
-    IdentityProfile.objects.create(user=frank, idp_groups=["physics-101"])
+    IdentityProfileFactory(user=frank, idp_groups=["physics-101"])
     grant = members.grant_group(running, alice, {"group": "physics-101", "role": "member"})
     members.revoke_group_grant(grant, alice)
     assert not Hub.objects.visible_to(frank).exists()
@@ -386,6 +457,24 @@ def test_revoking_a_group_grant_hides_the_hub(running, alice):
 def test_users_without_an_identity_profile_have_no_groups(running, alice):
     members.grant_group(running, alice, {"group": "physics-101", "role": "member"})
     assert not Hub.objects.visible_to(UserFactory(username="local")).exists()
+
+
+@pytest.mark.parametrize("confirmed", ["never", "beyond the maximum age"])
+def test_groups_the_provider_has_not_confirmed_lately_give_no_access(
+    running, alice, confirmed, settings
+):
+    """Stored groups count only while the provider vouches for them: a profile without a
+    confirmation time (never read from the provider) or with an old one gives no access."""
+    members.grant_group(running, alice, {"group": "lecturers", "role": "co-owner"})
+    age = datetime.timedelta(seconds=settings.OIDC_RIGHTS_MAX_AGE_SECONDS + 1)
+    when = None if confirmed == "never" else timezone.now() - age
+    frank = IdentityProfileFactory(
+        user=UserFactory(username="frank"), idp_groups=["lecturers"], groups_refreshed_at=when
+    ).user
+
+    assert not Hub.objects.visible_to(frank).exists()
+    assert not running.can_manage(frank)
+    assert members.membership(running, frank) is None
 
 
 # --- Rendering --------------------------------------------------------------------------------
@@ -425,7 +514,9 @@ def test_the_members_configmap_is_in_the_hubs_objects(running):
 def test_two_people_accepting_one_link_at_once_make_one_member():
     owner = UserFactory(username="owner")
     hub = HubFactory(owner=owner, state=HubState.PENDING)
-    new = members.invite(hub, owner, {"email": "erin@uni.example", "role": "member"})
+    new = members.invite(
+        hub, owner, {"email": "erin@uni.example", "role": "member", "anyone_with_link": True}
+    )
     people = [UserFactory(username="erin"), UserFactory(username="mallory")]
 
     outcomes = race(

@@ -12,7 +12,15 @@ from django.urls import reverse
 from portal.hubs import members
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import GroupGrant, Invitation, Member, MemberTier
-from tests.factories import HardwareOptionFactory, HubFactory, ImageFactory, UserFactory, api_token
+from tests.factories import (
+    HardwareOptionFactory,
+    HubFactory,
+    IdentityProfileFactory,
+    ImageFactory,
+    UserFactory,
+    api_token,
+    verified_user,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +151,12 @@ def test_bad_tier_input_is_shown_and_changes_nothing(caller, running):
     assert not running.tiers.exclude(is_default=True).exists()
 
 
+def link_parts(link: str) -> tuple[str, str]:
+    """The path an invitation link opens and the token in its fragment."""
+    path, _, token = link[link.index("/hubs/") :].partition("#")
+    return path, token
+
+
 def test_invitation_link_is_shown_once_and_accepted_after_sign_in(caller, client, running):
     owner, _ = caller("alice")
     response = owner.post(
@@ -151,38 +165,108 @@ def test_invitation_link_is_shown_once_and_accepted_after_sign_in(caller, client
     )
     assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
-    link = re.search(r'value="(http[^"]+/join/[^"]+/)"', response.content.decode()).group(1)
-    path = link[link.index("/hubs/") :]
+    link = re.search(r'value="(http[^"]+/join/#[^"]+)"', response.content.decode()).group(1)
+    path, token = link_parts(link)
+    assert path == reverse("hubs:invitation_open", args=[running.pk]) and token
     assert link in mail.outbox[0].body
     # Not on the members page afterwards.
-    assert path not in owner.get(reverse("hubs:members", args=[running.pk])).content.decode()
+    assert token not in owner.get(reverse("hubs:members", args=[running.pk])).content.decode()
 
     client.logout()
-    response = client.get(path)
-    assert response.status_code == 302 and "/login" in response["Location"]
+    # The link's page is a form that posts the token; opening it accepts nothing.
+    page = client.get(path)
+    assert page.status_code == 200 and b'id="invitation-open"' in page.content
+    assert page["Referrer-Policy"] == "same-origin"
+    # Posting it before signing in asks for sign-in; the token stays out of the redirect.
+    response = client.post(path, {"token": token})
+    accept = reverse("hubs:invitation_accept", args=[running.pk])
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert token not in response["Location"] and f"next={accept}" in response["Location"]
+    assert not running.members.filter(user__username="erin").exists()
 
-    erin = UserFactory(username="erin")
-    client.force_login(erin)
-    assert b"Accept the invitation" in client.get(path).content
-    response = client.post(path)
+    erin = verified_user("erin", "erin@uni.example")
+    client.force_login(erin)  # the session keeps the opened invitation across the sign-in
+    assert b"Accept the invitation" in client.get(accept).content
+    response = client.post(accept)
     assert response.status_code == 302
     assert running.members.filter(user=erin, role="member").exists()
 
-    again = client.post(path)
+    again = client.post(accept, {"token": token})
     assert again.status_code == 400 and b"already accepted" in again.content
 
 
 def test_invalid_invitation_links_get_a_clear_page(caller, running):
     client, _ = caller("bob")
-    response = client.get(reverse("hubs:invitation_accept", args=[running.pk, "forged"]))
+    response = client.post(reverse("hubs:invitation_open", args=[running.pk]), {"token": "x"})
     assert response.status_code == 400
     assert b"This invitation link is not valid" in response.content
+    nothing_open = client.get(reverse("hubs:invitation_accept", args=[running.pk]))
+    assert nothing_open.status_code == 400 and b"No invitation to this hub is open" in (
+        nothing_open.content
+    )
 
     new = members.invite(running, running.owner, {"email": "bob@example.org", "role": "member"})
     members.revoke_invitation(new.invitation, running.owner)
-    response = client.post(reverse("hubs:invitation_accept", args=[running.pk, new.token]))
+    accept = reverse("hubs:invitation_accept", args=[running.pk])
+    response = client.post(accept, {"token": new.token})
     assert response.status_code == 400 and b"revoked" in response.content
     assert not running.members.filter(user__username="bob").exists()
+
+
+def test_a_leaked_link_opened_by_another_signed_in_user_is_refused(caller, running):
+    """bob got erin's link: the page tells him it is not his, the accept is 403, and nothing
+    changes; erin can still accept it."""
+    new = members.invite(running, running.owner, {"email": "erin@uni.example", "role": "member"})
+    IdentityProfileFactory(user=UserFactory(username="bob"), verified_email="bob@uni.example")
+    client, _ = caller("bob")
+    path, token = link_parts(new.link)
+
+    opened = client.post(path, {"token": token}, follow=True)
+    assert opened.status_code == 200 and b"This invitation is for erin@uni.example" in (
+        opened.content
+    )
+    assert b"Accept the invitation" not in opened.content
+    refused = client.post(reverse("hubs:invitation_accept", args=[running.pk]))
+    assert refused.status_code == 403 and b"erin@uni.example" in refused.content
+    assert not running.members.filter(user__username="bob").exists()
+    new.invitation.refresh_from_db()
+    assert new.invitation.status() == "pending"
+
+
+def test_an_old_link_with_the_token_in_its_path_accepts_nothing_by_itself(client, running):
+    """Links mailed before tokens moved into the fragment: opening one (even signed in as the
+    invitee) only shows the page whose form posts the token; a POST to it is refused."""
+    new = members.invite(running, running.owner, {"email": "erin@uni.example", "role": "member"})
+    client.force_login(verified_user("erin", "erin@uni.example"))
+    old = f"/hubs/{running.pk}/join/{new.token}/"
+
+    page = client.get(old)
+    assert page.status_code == 200 and b'id="invitation-open"' in page.content
+    assert page["Referrer-Policy"] == "same-origin" and page["Cache-Control"] == "no-store"
+    assert client.post(old).status_code == 405
+    assert not running.members.filter(user__username="erin").exists()
+    new.invitation.refresh_from_db()
+    assert new.invitation.status() == "pending"
+    # Its page posts the token like a new link's, and the invitee then accepts.
+    client.post(reverse("hubs:invitation_open", args=[running.pk]), {"token": new.token})
+    assert client.post(reverse("hubs:invitation_accept", args=[running.pk])).status_code == 302
+    assert running.members.filter(user__username="erin").exists()
+
+
+def test_anyone_with_the_link_is_a_choice_in_the_invite_form(caller, running):
+    owner, _ = caller("alice")
+    page = owner.get(reverse("hubs:members", args=[running.pk])).content.decode()
+    assert (
+        'name="anyone_with_link"' in page
+        and "checked" not in page.split("anyone_with_link")[1][:80]
+    )
+    owner.post(
+        reverse("hubs:invitation_create", args=[running.pk]),
+        {"email": "list@uni.example", "role": "member", "anyone_with_link": "on"},
+    )
+    assert Invitation.objects.get(email="list@uni.example").anyone_with_link
+    listed = owner.get(reverse("hubs:members", args=[running.pk])).content.decode()
+    assert "anyone with the link" in listed
 
 
 # --- API --------------------------------------------------------------------------------------
@@ -222,13 +306,14 @@ def test_invitation_token_only_in_the_create_response(caller, running):
     _, api = caller("alice")
     created = api.post(url(running, "invitations"), {"email": "e@x.org"}, format="json").json()
     token = created["token"]
-    assert created["link"].endswith(f"/join/{token}/") and created["status"] == "pending"
+    assert created["link"].endswith(f"/join/#{token}") and created["status"] == "pending"
+    assert created["anyone_with_link"] is False
 
     listed = api.get(url(running, "invitations")).content.decode()
     one = api.get(url(running, "invitations", created["id"])).content.decode()
     assert token not in listed and token not in one and "token_hash" not in listed
 
-    erin = UserFactory(username="erin")
+    erin = verified_user("erin", "e@x.org")
     api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(erin)}")
     accepted = api.post(url(running, "invitations", "accept"), {"token": token}, format="json")
     assert accepted.status_code == 201
@@ -240,6 +325,25 @@ def test_invitation_token_only_in_the_create_response(caller, running):
     }
     again = api.post(url(running, "invitations", "accept"), {"token": token}, format="json")
     assert again.status_code == 400 and "already accepted" in again.json()["token"][0]
+
+
+def test_the_api_refuses_a_leaked_token_unless_the_invitation_is_for_anyone(caller, running):
+    _, api = caller("alice")
+    bound = api.post(url(running, "invitations"), {"email": "e@x.org"}, format="json").json()
+    open_ = api.post(
+        url(running, "invitations"),
+        {"email": "list@x.org", "anyone_with_link": True},
+        format="json",
+    ).json()
+    assert open_["anyone_with_link"] is True
+
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(verified_user('bob', 'bob@x.org'))}")
+    accept = url(running, "invitations", "accept")
+    refused = api.post(accept, {"token": bound["token"]}, format="json")
+    assert refused.status_code == 403 and "for e@x.org" in refused.json()["detail"]
+    assert not running.members.filter(user__username="bob").exists()
+    accepted = api.post(accept, {"token": open_["token"]}, format="json")
+    assert accepted.status_code == 201 and accepted.json()["username"] == "bob"
 
 
 def test_revoke_an_invitation_through_the_api(caller, running):
@@ -298,10 +402,8 @@ def test_bad_input_is_400_with_field_messages(caller, running, kind, data, field
 
 
 def test_group_grant_gives_api_access_to_the_hub(caller, running):
-    from portal.accounts.models import IdentityProfile
-
     frank = UserFactory(username="frank")
-    IdentityProfile.objects.create(user=frank, idp_groups=["physics-101"])
+    IdentityProfileFactory(user=frank, idp_groups=["physics-101"])
     _, api = caller("alice")
     api.post(url(running, "group-grants"), {"group": "physics-101"}, format="json")
 

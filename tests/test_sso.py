@@ -34,7 +34,6 @@ from tests.support import http_server
 
 pytestmark = pytest.mark.django_db
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -113,9 +112,22 @@ def test_admin_group_makes_a_portal_admin_and_leaving_it_demotes(client, sso):
     assert client.get(reverse("hubs:queue")).status_code == 403
 
 
+def link_by_admin(claimed: str) -> None:
+    """A portal admin links the waiting identity in the Django admin (the only way)."""
+    from portal.accounts import links
+    from portal.accounts.models import LinkRequest
+
+    links.link(
+        LinkRequest.objects.get(claimed_username=claimed),
+        UserFactory(is_staff=True, is_superuser=True),
+    )
+
+
 def test_a_local_admin_keeps_admin_without_the_admin_group(client, sso):
     """Admin rights the IdP did not grant are not the IdP's to withdraw (break-glass admins)."""
     get_user_model().objects.create_user("grace", is_staff=True, is_superuser=True)
+    assert sign_in(client, sso, "grace").status_code == 409  # not linked yet
+    link_by_admin("grace")
 
     sign_in(client, sso, "grace")
 
@@ -124,12 +136,17 @@ def test_a_local_admin_keeps_admin_without_the_admin_group(client, sso):
     assert UserSocialAuth.objects.get(user=grace, provider="oidc")
 
 
-def test_an_existing_account_of_that_name_is_the_users(client, sso):
-    """Accounts made ahead of sign-in (createapitoken, invitations) have no password."""
+def test_an_account_made_ahead_is_linked_only_by_an_admin(client, sso):
+    """Accounts made ahead of sign-in (createapitoken) are never taken by the name claim."""
     existing = get_user_model().objects.create_user("ada.lovelace")
 
-    sign_in(client, sso)
+    refused = sign_in(client, sso)
 
+    assert refused.status_code == 409
+    assert "was not made by signing in" in refused.content.decode()
+    assert signed_in_as(client) is None and not UserSocialAuth.objects.exists()
+    link_by_admin("ada.lovelace")
+    sign_in(client, sso)
     assert signed_in_as(client) == "ada.lovelace"
     assert UserSocialAuth.objects.get(provider="oidc").user == existing
 
@@ -140,7 +157,7 @@ def test_a_password_account_of_that_name_is_not_taken_over(client, sso):
     response = sign_in(client, sso)
 
     assert response.status_code == 409
-    assert "signs in here with a password" in response.content.decode()
+    assert "was not made by signing in" in response.content.decode()
     assert not UserSocialAuth.objects.exists()
 
 
@@ -432,7 +449,8 @@ def test_hubs_log_in_with_the_same_issuer_and_username_claim(sso, tmp_path, monk
     assert authenticator.token_url == discovery["token_endpoint"]
     assert authenticator.userdata_url == discovery["userinfo_endpoint"]
     assert oauth.authorize_url.startswith(sso.issuer + "/")
-    assert authenticator.username_claim == "preferred_username"
+    # The hub names users by their subject's portal account (members file), not a name claim.
+    assert authenticator.username_claim == "sub"
     assert authenticator.client_id == f"hub-{spec.slug}"
     assert authenticator.scope == ["openid", "profile", "email"]
 
@@ -482,31 +500,6 @@ def test_hubs_read_groups_from_the_portals_groups_claim(sso, settings):
     assert oauth.groups_claim == "eduperson_entitlement"
     values = hubconfig.hub_values(spec, oauth)
     assert values["oauth"]["groups_claim"] == "eduperson_entitlement"
-
-
-@pytest.fixture
-def chromium(monkeypatch):
-    """Headless Debian Chromium, driven by Playwright."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls here are plain.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.mark.browser

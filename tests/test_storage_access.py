@@ -4,9 +4,8 @@ it keeps it through a change."""
 
 import pytest
 
-from portal.accounts.models import IdentityProfile
 from portal.hubs.models import Hub
-from tests.factories import StorageOptionFactory, UserFactory
+from tests.factories import IdentityProfileFactory, StorageOptionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +33,7 @@ def test_an_outsider_cannot_request_storage_that_names_others(api, alice, payloa
 
 def test_a_member_of_a_named_group_or_a_named_user_may_request_it(api, payload, genomes):
     member = UserFactory(username="gwen")
-    IdentityProfile.objects.create(user=member, idp_groups=["genomics-lab"])
+    IdentityProfileFactory(user=member, idp_groups=["genomics-lab"])
     response = request_hub(api, member, payload, storage_options=["genomes"])
     assert response.status_code == 201, response.json()
 
@@ -51,7 +50,7 @@ def test_storage_that_names_nobody_is_open_to_everyone(api, alice, payload):
 
 def test_a_hub_that_has_it_keeps_it_when_its_owner_leaves_the_group(api, payload, genomes):
     member = UserFactory(username="gwen")
-    identity = IdentityProfile.objects.create(user=member, idp_groups=["bioinformatics"])
+    identity = IdentityProfileFactory(user=member, idp_groups=["bioinformatics"])
     hub_id = request_hub(api, member, payload, storage_options=["genomes"]).json()["id"]
     Hub.objects.filter(pk=hub_id).update(state="running")
     identity.idp_groups = []

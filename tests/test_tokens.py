@@ -338,7 +338,9 @@ def test_page_offers_admin_scope_to_admins_only(client, alice, charlie):
         reverse("tokens:list"), {"name": "ops", "scope": "admin", "expires_in_days": ""}
     )
     assert response.status_code == 200
-    assert ApiToken.objects.get(user=charlie).expires_at is None
+    # No lifetime chosen: the longest one allowed (API_TOKEN_MAX_DAYS, 90 by default).
+    lifetime = ApiToken.objects.get(user=charlie).expires_at - timezone.now()
+    assert datetime.timedelta(days=89) < lifetime <= datetime.timedelta(days=90)
 
 
 def test_page_cannot_revoke_others_tokens(client, alice, bob):

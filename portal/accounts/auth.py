@@ -3,6 +3,11 @@
 The OIDC backend takes all of its configuration from the portal's ``OIDC_*`` settings, the
 same ones the hubs are rendered with (see portal/accounts/oidc.py), so that there is one
 source for the issuer, the client, the scopes and the claims.
+
+An identity of the issuer is keyed by (issuer, subject): its social-auth uid is
+``<iss>#<sub>`` from the verified ID token (an issuer URL has no fragment, so "#" never occurs
+in it). The subject is the one claim a provider promises never to reassign; the username claim
+only proposes the portal username of a new account (portal/accounts/pipeline.py).
 """
 
 from __future__ import annotations
@@ -16,12 +21,33 @@ from social_core.backends.open_id_connect import OpenIdConnectAuth
 
 from portal.accounts import oidc
 
+UID_SEPARATOR = "#"
+
+
+def oidc_uid(issuer_url: str, subject: str) -> str:
+    """The social-auth uid of the issuer's subject: ``<issuer>#<subject>``."""
+    return f"{issuer_url.rstrip('/')}{UID_SEPARATOR}{subject}"
+
+
+def subject_of(uid: str, issuer_url: str) -> str | None:
+    """The subject of an OIDC uid when it belongs to `issuer_url`, else None."""
+    prefix = issuer_url.rstrip("/") + UID_SEPARATOR
+    return uid[len(prefix) :] if issuer_url and uid.startswith(prefix) else None
+
 
 class OidcBackend(OpenIdConnectAuth):
     """Sign-in with the institution's OpenID Connect issuer (authorization code + PKCE)."""
 
     name = "oidc"
     DEFAULT_USE_PKCE = True
+
+    def get_user_id(self, details, response) -> str | None:
+        """(issuer, subject) of the verified ID token, as one uid."""
+        subject = super().get_user_id(details, response)
+        issuer_url = (self.id_token or {}).get("iss")
+        if not subject or not isinstance(issuer_url, str) or not issuer_url:
+            return None
+        return oidc_uid(issuer_url, str(subject))
 
     def oidc_endpoint(self) -> str:
         return oidc.issuer()

@@ -1,4 +1,10 @@
-"""Who a user is beyond Django's User: the IdP groups they bring, and their API tokens."""
+"""Who a user is beyond Django's User: the IdP groups they bring, identities waiting for an
+admin to link them, and their API tokens.
+
+A user signs in with an identity: (provider, uid) of social-auth's UserSocialAuth, where the
+institutional issuer's uid is ``<issuer>#<subject>`` (portal/accounts/auth.py), so an
+account is found by who the provider says the person is, never by a name.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +26,40 @@ class IdentityProfile(models.Model):
         default=False,
         help_text="Portal admin because of an IdP admin group; withdrawn when the group is gone.",
     )
+    verified_email = models.EmailField(
+        blank=True,
+        help_text="The e-mail address the IdP vouched for (email_verified) at the last sign-in "
+        "or refresh; invitations for an address are accepted with it.",
+    )
 
     def __str__(self) -> str:
         return f"identity of {self.user}"
+
+
+class LinkRequest(models.Model):
+    """A sign-in refused because its name belongs to an account that was not made by signing in
+    (createapitoken, a local or break-glass account): an admin may link the identity to it."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="link_requests"
+    )
+    provider = models.CharField(max_length=32)
+    uid = models.CharField(max_length=255, help_text="The identity at the provider.")
+    id_key = models.CharField(max_length=255, blank=True, help_text="The claim the uid is of.")
+    claimed_username = models.CharField(max_length=150)
+    email = models.EmailField(blank=True)
+    requested_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "provider", "uid"], name="one_link_request_per_identity"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} identity {self.claimed_username!r} for {self.user}"
 
 
 class ApiToken(models.Model):

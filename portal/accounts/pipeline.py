@@ -1,10 +1,21 @@
 """Steps of the social-auth pipeline (SOCIAL_AUTH_PIPELINE in portal/settings.py).
 
-Two rules hold for the OIDC issuer. A user's portal username is the issuer's username claim,
-lower-cased: JupyterHub lower-cases it the same way, so the name is the same in the portal and
-in every hub (and an account of that name, e.g. created by ``createapitoken``, is that user).
-And at each sign-in the user's IdP groups are stored and the admin groups decide who is a
-portal admin.
+Who a user is: an identity is (provider, uid), for the institutional issuer (issuer, subject)
+(portal/accounts/auth.py). A known identity signs in to its account whatever name the
+provider gives today: a user renamed at the provider keeps their account, hubs and data.
+
+The username of a new account is derived once, at its first sign-in, and never changes:
+- the issuer's username claim, lower-cased (JupyterHub lower-cases the same way), for the
+  institutional issuer; ``<login>@github`` for GitHub, so the two never share a name;
+- when that name is taken by an account that signs in with another identity (a name the
+  provider gave away again, another provider's user), the first free ``<name>-2``,
+  ``<name>-3``, ...; the newcomer never gets the existing account;
+- when it is taken by an account that was not made by signing in (createapitoken, a local
+  or break-glass account, a superuser), the sign-in is refused and a LinkRequest waits for a
+  portal admin, who alone may link the identity to that account (the Django admin's action).
+
+At each sign-in the user's IdP groups and verified e-mail are stored, and the admin groups
+decide who is a portal admin (portal/accounts/rights.py applies the same rule at refreshes).
 """
 
 from __future__ import annotations
@@ -16,13 +27,18 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.utils import timezone
 from social_core.exceptions import AuthAssociationError, AuthPolicyError, AuthResponseError
+from social_django.models import UserSocialAuth
 
-from portal.accounts.models import IdentityProfile
+from portal.accounts import rights
+from portal.accounts.auth import subject_of
+from portal.accounts.models import LinkRequest
+from portal.audit.log import record
 
 log = structlog.get_logger(__name__)
+
+GITHUB_SUFFIX = "@github"
+USERNAME_MAX_LENGTH = 150
 
 
 class UsernameRejected(AuthPolicyError):
@@ -34,21 +50,13 @@ class UsernameRejected(AuthPolicyError):
     )
 
 
-class UsernameTaken(AuthAssociationError):
-    """The username belongs to an account that signs in through another provider."""
+class AccountNeedsLink(AuthAssociationError):
+    """The username belongs to an account that was not made by signing in."""
 
     user_message = (
-        "An account with your username already signs in through another provider. "
-        "Ask a portal administrator to link it."
-    )
-
-
-class PasswordAccountExists(AuthAssociationError):
-    """The username belongs to a local account that signs in with a password."""
-
-    user_message = (
-        "An account with your username signs in here with a password (a local or break-glass "
-        "account). Ask a portal administrator to link it to your identity provider."
+        "An account with your username already exists here and was not made by signing in "
+        "(a service, local or break-glass account). A portal administrator has been asked to "
+        "link it to your identity; until then you cannot sign in with it."
     )
 
 
@@ -61,74 +69,99 @@ class SignedInAsSomeoneElse(AuthAssociationError):
     )
 
 
-def idp_username(backend, details: dict, user=None, *args, **kwargs) -> dict[str, Any] | None:
-    """Use the issuer's username claim as the username, and the account of that name if any."""
+def upgrade_legacy_uid(backend, uid: str, *args, **kwargs) -> None:
+    """An identity stored before (issuer, subject) keying, by subject alone, gets its issuer
+    (the data migration does this for the issuer configured when it ran)."""
     if backend.name != "oidc":
-        return None
+        return
+    subject = subject_of(uid, (backend.id_token or {}).get("iss") or "")
+    if subject is None or UserSocialAuth.objects.filter(provider="oidc", uid=uid).exists():
+        return
+    legacy = UserSocialAuth.objects.filter(provider="oidc", uid=subject).first()
+    if legacy is not None:
+        UserSocialAuth.objects.filter(pk=legacy.pk).update(uid=uid)
+        log.info("sso.identity_upgraded", user=legacy.user_id)
+
+
+def proposed_username(backend, details: dict) -> str:
+    """The username a new account of this identity would get, before collisions."""
     claim = details.get("username")
-    username = claim.strip().lower() if isinstance(claim, str) else ""
+    name = claim.strip().lower() if isinstance(claim, str) else ""
+    if backend.name == "github" and name:
+        name += GITHUB_SUFFIX
     try:
-        if not username or len(username) > 150:
+        if not name or len(name) > USERNAME_MAX_LENGTH:
             raise ValidationError("length")
-        UnicodeUsernameValidator()(username)
+        UnicodeUsernameValidator()(name)
     except ValidationError as error:
-        log.warning("sso.username_rejected", claim=settings.OIDC_USERNAME_CLAIM)
+        log.warning("sso.username_rejected", backend=backend.name)
         raise UsernameRejected(backend, code="authentication_disallowed") from error
-    details["username"] = username
+    return name
+
+
+def free_username(base: str) -> str:
+    """`base`, else the first of `base-2`, `base-3`, ... that no account has."""
+    taken = set(
+        get_user_model()
+        .objects.filter(username__startswith=base)
+        .values_list("username", flat=True)
+    )
+    if base not in taken:
+        return base
+    number = 2
+    while True:
+        suffix = f"-{number}"
+        candidate = base[: USERNAME_MAX_LENGTH - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+        number += 1
+
+
+def portal_username(
+    backend, details: dict, uid: str, user=None, social=None, *args, **kwargs
+) -> dict[str, Any] | None:
+    """The account of a known identity, or the username of a new one (the rule above)."""
+    if social is not None:
+        return {"username": social.user.get_username()}
     if user is not None:
-        if kwargs.get("social") is None and user.username != username:
-            # Signed in to the portal as someone else: never link this identity to them.
-            raise SignedInAsSomeoneElse(backend, code="identity_in_use")
-        return {"username": user.username}
-    existing = get_user_model().objects.filter(username=username).first()
-    if existing is None:
-        return {"username": username}
-    if existing.social_auth.exclude(provider=backend.name).exists():
-        raise UsernameTaken(backend, code="username_in_use")
-    if existing.has_usable_password() and not existing.social_auth.exists():
-        # A password account (e.g. a break-glass admin) is never taken over by a name claim.
-        raise PasswordAccountExists(backend, code="username_in_use")
-    return {"username": username, "user": existing}
+        # Signed in to the portal as someone: a new identity is never linked to them here.
+        raise SignedInAsSomeoneElse(backend, code="identity_in_use")
+    base = proposed_username(backend, details)
+    holder = get_user_model().objects.filter(username=base).first()
+    if holder is not None and not holder.social_auth.exists():
+        LinkRequest.objects.update_or_create(
+            user=holder,
+            provider=backend.name,
+            uid=uid,
+            defaults={
+                "claimed_username": base,
+                "email": details.get("email") or "",
+                "id_key": kwargs.get("id_key") or "",
+            },
+        )
+        record("account.link_requested", holder, actor=None, provider=backend.name, uid=uid)
+        log.warning("sso.link_requested", backend=backend.name, user=holder.pk)
+        raise AccountNeedsLink(backend, code="username_in_use")
+    username = free_username(base)
+    if username != base:
+        log.info("sso.username_derived", backend=backend.name, username=username)
+    details["username"] = username
+    return {"username": username}
 
 
-def store_idp_groups(backend, user=None, response=None, *args, **kwargs) -> None:
-    """Store the user's IdP groups and grant or withdraw portal admin by the admin groups."""
+def store_identity(backend, user=None, response=None, *args, **kwargs) -> None:
+    """Store the user's IdP groups and verified e-mail; the admin groups grant or withdraw
+    portal admin (portal/accounts/rights.py)."""
     if user is None:
         return
-    groups = _groups(backend, response or {}) if backend.name == "oidc" else []
-    admin_groups = set(settings.OIDC_ADMIN_GROUPS)
-    with transaction.atomic():
-        profile, _ = IdentityProfile.objects.select_for_update().get_or_create(user=user)
-        profile.idp_groups = groups
-        profile.groups_refreshed_at = timezone.now()
-        User = get_user_model()
-        if backend.name == "oidc" and admin_groups & set(groups):
-            if not (user.is_staff and user.is_superuser):
-                User.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True)
-                user.is_staff = user.is_superuser = True
-                profile.admin_from_idp = True
-                log.info("sso.admin_granted", user=user.username)
-        elif backend.name == "oidc" and profile.admin_from_idp:
-            # Only what the IdP granted is withdrawn; local admins stay admins.
-            User.objects.filter(pk=user.pk).update(is_staff=False, is_superuser=False)
-            user.is_staff = user.is_superuser = False
-            profile.admin_from_idp = False
-            log.info("sso.admin_withdrawn", user=user.username)
-        profile.save()
-
-
-def _groups(backend, response: dict) -> list[str]:
-    """The group claim from the UserInfo answer, else the ID token; one string is one group."""
-    key = settings.OIDC_GROUPS_CLAIM
-    id_token = getattr(backend, "id_token", None) or {}
-    if key in response:
-        value = response[key]
-    elif key in id_token:
-        value = id_token[key]
-    else:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(group, str) for group in value):
-        raise AuthResponseError(backend, code="invalid_claim", claim=key, stage="user_info")
-    return sorted({group for group in value if group})
+    if backend.name != "oidc":
+        rights.apply(user, groups=[], verified_email="", source="github")
+        return
+    claims = {**(getattr(backend, "id_token", None) or {}), **(response or {})}
+    try:
+        groups = rights.groups_from(claims)
+    except ValueError as error:
+        raise AuthResponseError(
+            backend, code="invalid_claim", claim=settings.OIDC_GROUPS_CLAIM, stage="user_info"
+        ) from error
+    rights.apply(user, groups=groups, verified_email=rights.verified_email(claims), source="oidc")

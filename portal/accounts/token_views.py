@@ -31,6 +31,16 @@ def _expiry(days: int | None) -> datetime.datetime | None:
     return timezone.now() + datetime.timedelta(days=days) if days else None
 
 
+def _expiry_choices() -> list[tuple[str, str]]:
+    """Lifetimes the page offers: those within API_TOKEN_MAX_DAYS ("Never" only without it)."""
+    longest = tokens.max_lifetime()
+    if longest is None:
+        return EXPIRY_CHOICES_NEVER
+    return [(days, label) for days, label in EXPIRY_CHOICES if int(days) <= longest.days] or [
+        (str(longest.days), f"{longest.days} days")
+    ]
+
+
 # --- Web page -----------------------------------------------------------------------------------
 
 
@@ -45,6 +55,9 @@ class TokenForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        choices = _expiry_choices()
+        self.fields["expires_in_days"].choices = choices
+        self.fields["expires_in_days"].initial = "90" if ("90", "90 days") in choices else None
         if not user.is_staff:
             self.fields["scope"].choices = [
                 c for c in ApiToken.Scope.choices if c[0] != ApiToken.Scope.ADMIN
@@ -137,8 +150,20 @@ class ApiTokenRequestSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scope = serializers.ChoiceField(choices=ApiToken.Scope.choices, default=ApiToken.Scope.WRITE)
     expires_in_days = serializers.IntegerField(
-        min_value=1, max_value=MAX_EXPIRY_DAYS, required=False, allow_null=True, default=None
+        min_value=1,
+        max_value=MAX_EXPIRY_DAYS,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Days until the token expires; at most API_TOKEN_MAX_DAYS (default 90), "
+        "which is also the lifetime when none is given.",
     )
+
+    def validate_expires_in_days(self, days: int | None) -> int | None:
+        longest = tokens.max_lifetime()
+        if longest is not None and days is not None and days > longest.days:
+            raise serializers.ValidationError(f"Tokens live at most {longest.days} days here.")
+        return days
 
 
 @extend_schema(tags=["tokens"])

@@ -5,7 +5,12 @@ A token reads ``hod_<8 hex><43 url-safe characters>``; its first 12 characters a
 digest. Scripts send ``Authorization: Token <token>`` (or ``Bearer <token>``).
 
 Scopes: ``read`` = safe methods only; ``write`` = also changes the user may make; ``admin`` =
-also admin actions (approve, reject, admin-only endpoints), for staff users only.
+also admin actions (approve, reject, admin-only endpoints), for staff users only. A portal
+admin's token without the admin scope acts as its user would without admin rights wherever
+others' data would show (`admin_powers`): usage of other users, hubs' invitations and grants.
+
+Every token expires: at most API_TOKEN_MAX_DAYS (default 90) after it is issued, and that
+lifetime when none is asked for (0 lifts the maximum).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 import structlog
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -73,8 +79,18 @@ def issue(
         raise TokenError(f"Unknown scope {scope!r}; use read, write or admin.")
     if scope == Scope.ADMIN and not user.is_staff:
         raise TokenError("Only portal admins may have tokens with the admin scope.")
-    if expires_at is not None and expires_at <= timezone.now():
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
         raise TokenError("The expiry must be in the future.")
+    longest = max_lifetime()
+    if longest is not None:
+        if expires_at is None:
+            expires_at = now + longest
+        elif expires_at > now + longest + datetime.timedelta(minutes=1):
+            raise TokenError(
+                f"Tokens live at most {longest.days} days here (API_TOKEN_MAX_DAYS); choose an "
+                "earlier expiry."
+            )
     while True:
         clear = TOKEN_MARKER + secrets.token_hex(4) + secrets.token_urlsafe(32)
         if not ApiToken.objects.filter(prefix=clear[:PREFIX_LENGTH]).exists():
@@ -90,6 +106,21 @@ def issue(
     _audit("token.created", token, scope=scope, name=name, user=user.username)
     log.info("api_token_created", user_id=user.pk, prefix=token.prefix, scope=scope)
     return token, clear
+
+
+def max_lifetime() -> datetime.timedelta | None:
+    """The longest a token may live (API_TOKEN_MAX_DAYS), None when there is no maximum."""
+    days = settings.API_TOKEN_MAX_DAYS
+    return datetime.timedelta(days=days) if days else None
+
+
+def admin_powers(request: Request) -> bool:
+    """Whether the caller acts as a portal admin: a staff user signed in, or with a token of
+    the admin scope (a staff user's read or write token sees what a user would see)."""
+    if not getattr(request.user, "is_staff", False):
+        return False
+    token = getattr(request, "auth", None)
+    return not isinstance(token, ApiToken) or effective_scope(token) == Scope.ADMIN
 
 
 def revoke(token: ApiToken, actor: AbstractBaseUser | None = None) -> bool:

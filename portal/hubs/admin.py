@@ -112,6 +112,7 @@ class InvitationInline(ReadOnlyInline):
         "email",
         "role",
         "tier",
+        "anyone_with_link",
         "invited_by",
         "created",
         "expires_at",

@@ -15,8 +15,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch, QuerySet
+from django.db import connection
+from django.db.models import Prefetch, Q, QuerySet
+from social_django.models import UserSocialAuth
 
+from portal.accounts import oidc
+from portal.accounts.auth import subject_of
 from portal.hubs.members import default_tier_fields
 from portal.hubs.models import (
     GpuType,
@@ -39,9 +43,13 @@ from provisioning.spec import (
 )
 
 
-def hub_queryset() -> QuerySet[Hub]:
-    """Hubs with everything `from_hub` reads, in a fixed number of queries."""
-    return Hub.objects.select_related("owner", "gpu_type", "login_client").prefetch_related(
+def hub_queryset(*, identities: bool = True) -> QuerySet[Hub]:
+    """Hubs with everything `from_hub` reads, in a fixed number of queries.
+
+    `identities=False` leaves out the people's sign-in identities, which only the hub's
+    members file uses: for specs read to weigh quotas (the self-service policy), with
+    `from_hub(..., identities=False)`."""
+    hubs = Hub.objects.select_related("owner", "gpu_type", "login_client").prefetch_related(
         "hardware_options",
         "images",
         "storage_options",
@@ -50,15 +58,24 @@ def hub_queryset() -> QuerySet[Hub]:
         "tiers__images",
         "group_grants",
     )
+    if identities:
+        hubs = hubs.prefetch_related("owner__social_auth", "members__user__social_auth")
+    return hubs
 
 
 def from_hub(
-    hub: Hub, hubs_domain: str | None = None, registries: tuple[str, ...] | None = None
+    hub: Hub,
+    hubs_domain: str | None = None,
+    registries: tuple[str, ...] | None = None,
+    *,
+    identities: bool = True,
 ) -> HubSpec:
     """The spec of a hub as its row, catalogue links and people say now.
 
     `registries` are the custom-image registries the policy allows (read from the policy when
     not given); load hubs with `hub_queryset()` to build many specs without a query per hub.
+    `identities=False` gives a spec without the people's identities (no members file can be
+    rendered from it that lets anyone in), for weighing its quotas and policy.
     """
     people = list(hub.members.all())
     tier_names = {tier.pk: tier.name for tier in hub.tiers.all()}
@@ -74,7 +91,49 @@ def from_hub(
         tier_of={c.user.get_username(): tier_names.get(c.tier_id) for c in people},
         hubs_domain=hubs_domain,
         registries=registries,
+        identities=(
+            people_identities([hub.owner, *(c.user for c in people), *group_people(hub)])
+            if identities
+            else ()
+        ),
     )
+
+
+def people_identities(users) -> tuple[tuple[str, str], ...]:
+    """(subject, username) of the users' identities at the configured issuer."""
+    found = set()
+    for user in users:
+        for social in user.social_auth.all():
+            subject = subject_of(social.uid, oidc.issuer()) if social.provider == "oidc" else None
+            if subject is not None:
+                found.add((subject, user.get_username()))
+    return tuple(sorted(found))
+
+
+def group_people(hub: Hub) -> list:
+    """Portal users of the issuer whose stored IdP groups include a group the hub grants, so
+    that the hub can name them by subject. Naming is all it gives: the hub admits them only
+    when its own login finds the group in the provider's claims. One query, none for a hub
+    without group grants; someone who never signed in to the portal is not known here."""
+    groups = {grant.group for grant in hub.group_grants.all()} if hub.pk else set()
+    if not groups:
+        return []
+    users = (
+        get_user_model()
+        .objects.filter(
+            pk__in=UserSocialAuth.objects.filter(provider="oidc").values("user_id"),
+            identity__isnull=False,
+        )
+        .select_related("identity")
+        .prefetch_related("social_auth")
+    )
+    if connection.features.supports_json_field_contains:
+        in_any = Q()
+        for group in sorted(groups):
+            in_any |= Q(identity__idp_groups__contains=[group])
+        return list(users.filter(in_any))
+    # SQLite (the quick start) cannot look into JSON lists: filter here.
+    return [user for user in users if groups & set(user.identity.idp_groups or [])]
 
 
 def from_revision(
@@ -113,6 +172,14 @@ def from_revision(
         tier_of=tier_of,
         hubs_domain=hubs_domain,
         registries=registries,
+        identities=people_identities(
+            [
+                *get_user_model()
+                .objects.filter(Q(pk=hub.owner_id) | Q(username__in=users))
+                .prefetch_related("social_auth"),
+                *group_people(hub),
+            ]
+        ),
     )
 
 
@@ -152,6 +219,7 @@ def _spec(
     tier_of: Mapping[str, str | None],
     hubs_domain: str | None,
     registries: tuple[str, ...] | None,
+    identities: tuple[tuple[str, str], ...] = (),
 ) -> HubSpec:
     gpu = None
     if gpu_type is not None and values["gpus_per_user"]:
@@ -165,6 +233,7 @@ def _spec(
         )
     shared_mode = values["shared_volume_mode"] if values["shared_volume_gib"] else "none"
     return HubSpec(
+        identities=identities,
         hub_id=hub.pk,
         slug=values["slug"] or hub.slug,
         owner=hub.owner.get_username(),

@@ -265,8 +265,16 @@ def mark_provisioning(hub_id: int) -> HubEvent:
 
 
 def mark_running(hub_id: int) -> HubEvent:
-    """provisioning/updating -> running once the hub's Deployments are available."""
-    return transition(hub_id, READINESS_STATES, HubState.RUNNING, None, "Deployments available")
+    """provisioning/updating -> running once the hub's Deployments are available.
+
+    After an update, people a change removed are signed out of the running hub as any other
+    removal is (apply_members, then end_removed_access), now that the hub runs again."""
+    event = transition(hub_id, READINESS_STATES, HubState.RUNNING, None, "Deployments available")
+    if event.from_state == HubState.UPDATING:
+        from portal.hubs import queue
+
+        queue.after_commit(queue.APPLY_MEMBERS, hub_id)
+    return event
 
 
 def note_waiting(hub_id: int, reason: str) -> bool:

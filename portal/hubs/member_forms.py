@@ -110,10 +110,18 @@ class ChangeMemberForm(forms.Form):
 
 
 class InvitationForm(forms.Form):
-    """Invite someone by e-mail; they accept the link after signing in."""
+    """Invite someone by e-mail; they accept the link after signing in with an account whose
+    identity provider verified that address, unless the inviter lets anyone with the link."""
 
     email = forms.EmailField()
     role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Member.Role.MEMBER)
+    anyone_with_link = forms.BooleanField(
+        required=False,
+        initial=False,
+        label="Anyone with the link",
+        help_text="Anyone signed in who holds the link may accept it, whatever their e-mail "
+        "address. Off: only someone whose identity provider verified this address.",
+    )
 
     def __init__(self, *args, hub: Hub, **kwargs):
         super().__init__(*args, **kwargs)

@@ -6,8 +6,10 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.hubs import members
@@ -18,7 +20,7 @@ from portal.hubs.member_forms import (
     InvitationForm,
     MemberTierForm,
 )
-from portal.hubs.models import Hub
+from portal.hubs.models import Hub, Invitation
 
 
 def _managed_hub(request: HttpRequest, pk: int) -> Hub:
@@ -212,30 +214,92 @@ def tier_delete(request: HttpRequest, pk: int, tier_pk: int) -> HttpResponse:
     return _done(request, hub, action, f"The tier {tier.name} was deleted.")
 
 
+# The invitation a visitor opened with its link, kept in their session (never in a URL) while
+# they sign in: {"hub": hub id, "invitation": invitation id}. Holding it proves they posted
+# the token; the token itself is not stored.
+OPENED_INVITATION = "opened_invitation"
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    """Invitation pages are never cached, and send a Referer only to the portal itself (an
+    old link's page has the token in its path). Not "no-referrer": browsers then send
+    ``Origin: null`` with the page's form, which the CSRF check rightly refuses."""
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def _cannot_accept(request: HttpRequest, message: str, status: int = 400) -> HttpResponse:
+    return _no_store(
+        render(request, "hubs/invitation_invalid.html", {"message": message}, status=status)
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_open(request: HttpRequest, pk: int) -> HttpResponse:
+    """The page an invitation link opens; the token is in the link's fragment, which the page
+    posts here. A valid token is remembered in the session, so an anonymous visitor signs in
+    (with a ``?next=`` that carries no token) and comes back to accept it."""
+    if request.method == "GET":
+        return _no_store(render(request, "hubs/invitation_open.html", {"hub_pk": pk}))
+    try:
+        invitation = members.find_invitation(pk, str(request.POST.get("token", "")))
+    except members.InvitationInvalid as invalid:
+        return _cannot_accept(request, str(invalid))
+    request.session[OPENED_INVITATION] = {"hub": pk, "invitation": invitation.pk}
+    accept = reverse("hubs:invitation_accept", args=[pk])
+    if not request.user.is_authenticated:
+        return redirect_to_login(accept)
+    return redirect(accept)
+
+
+@require_GET
+def invitation_legacy(request: HttpRequest, pk: int, token: str) -> HttpResponse:
+    """A link of the old kind, with the token in its path: it accepts nothing by itself; its
+    page posts the token like a new link's page does."""
+    context = {"hub_pk": pk, "token": token, "legacy": True}
+    return _no_store(render(request, "hubs/invitation_open.html", context))
+
+
+def _invitation(request: HttpRequest, pk: int):
+    """The invitation whose token is posted, else the one opened in this session."""
+    token = request.POST.get("token") if request.method == "POST" else None
+    if token:
+        return members.find_invitation(pk, str(token))
+    opened = request.session.get(OPENED_INVITATION) or {}
+    found = None
+    if opened.get("hub") == pk:
+        found = (
+            Invitation.objects.select_related("hub", "hub__owner", "tier", "invited_by")
+            .filter(pk=opened.get("invitation"), hub_id=pk)
+            .first()
+        )
+    if found is None:
+        raise members.InvitationInvalid(
+            "No invitation to this hub is open. Open the link from your invitation e-mail again."
+        )
+    return found
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
-def invitation_accept(request: HttpRequest, pk: int, token: str) -> HttpResponse:
-    """An invitation link: shows the hub and, on POST, makes the signed-in user a member."""
+def invitation_accept(request: HttpRequest, pk: int) -> HttpResponse:
+    """The opened invitation: shows the hub and whether the signed-in user may accept it, and
+    on POST makes them a member (a refusal changes nothing)."""
     try:
-        invitation = members.find_invitation(pk, token)
+        invitation = _invitation(request, pk)
         if request.method == "POST":
-            members.accept_invitation(pk, token, request.user)
+            members.accept_found(invitation, request.user)
+            request.session.pop(OPENED_INVITATION, None)
             messages.success(request, f"You are now a {invitation.role} of this hub.")
             return redirect("hubs:detail", pk=pk)
     except members.InvitationInvalid as invalid:
-        response = render(
-            request, "hubs/invitation_invalid.html", {"message": str(invalid)}, status=400
-        )
-        response["Cache-Control"] = "no-store"
-        return response
+        return _cannot_accept(request, str(invalid))
+    except members.InvitationNotForYou as refused:
+        return _cannot_accept(request, str(refused), status=403)
     status = invitation.status()
     if status != "pending":
-        message = {
-            "accepted": "This invitation was already accepted.",
-            "revoked": "This invitation was revoked by the hub's owner.",
-            "expired": "This invitation has expired. Ask the hub's owner for a new one.",
-        }[status]
-        return render(request, "hubs/invitation_invalid.html", {"message": message}, status=400)
-    response = render(request, "hubs/invitation_accept.html", {"invitation": invitation})
-    response["Cache-Control"] = "no-store"
-    return response
+        return _cannot_accept(request, members.UNUSABLE_INVITATION[status])
+    refusal = members.acceptance_refusal(invitation, request.user)
+    context = {"invitation": invitation, "refusal": refusal}
+    return _no_store(render(request, "hubs/invitation_accept.html", context))

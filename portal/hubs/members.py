@@ -88,6 +88,11 @@ class InvitationInvalid(MembershipError):
     """An invitation link that cannot be accepted: unknown, expired, revoked or used."""
 
 
+class InvitationNotForYou(NotAllowed):
+    """A valid invitation the user may not accept: it is for an e-mail address their identity
+    provider has not verified for them (and not for anyone with the link)."""
+
+
 # A member (Member) or a group grant: both give a role and a tier on one hub.
 Access = TypeVar("Access", "Member", "GroupGrant")
 
@@ -316,9 +321,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def invitation_path(hub: Hub, token: str) -> str:
-    """The portal path of an invitation link."""
-    return reverse("hubs:invitation_accept", args=[hub.pk, token])
+def invitation_link(hub: Hub, token: str) -> str:
+    """The invitation link: the token is in the fragment, which browsers never send to a
+    server, so it reaches no access log, Referer or ``?next=``; the page it opens posts it
+    (templates/hubs/invitation_open.html)."""
+    path = reverse("hubs:invitation_open", args=[hub.pk])
+    return f"{settings.PORTAL_URL.rstrip('/')}{path}#{token}"
 
 
 @dataclass(frozen=True)
@@ -342,11 +350,12 @@ def invite(hub: Hub, actor: User, data: Mapping) -> NewInvitation:
             email=cleaned["email"],
             role=cleaned["role"],
             tier=cleaned["tier"],
+            anyone_with_link=bool(cleaned.get("anyone_with_link")),
             invited_by=actor,
             token_hash=token_hash(token),
             expires_at=timezone.now() + timedelta(days=invitation_days()),
         )
-    link = settings.PORTAL_URL.rstrip("/") + invitation_path(hub, token)
+    link = invitation_link(hub, token)
     mailed = send_invitation(invitation, link)
     log.info("invitation_created", hub_id=hub.pk, invitation=invitation.pk, mailed=mailed)
     return NewInvitation(invitation, token, link, mailed)
@@ -402,16 +411,58 @@ def find_invitation(hub_id: int, token: str) -> Invitation:
     return invitation
 
 
+# Why an invitation that is no longer pending cannot be accepted, by its status.
+UNUSABLE_INVITATION = {
+    "accepted": "This invitation was already accepted.",
+    "revoked": "This invitation was revoked by the hub's owner.",
+    "expired": "This invitation has expired. Ask the hub's owner for a new one.",
+}
+
+
+def acceptance_refusal(invitation: Invitation, user: User) -> str:
+    """Why `user` may not accept this (valid) invitation, or "" when they may.
+
+    Unless the inviter chose "anyone with the link", the invited address must be the one the
+    user's identity provider verified (email_verified) and confirmed within
+    OIDC_RIGHTS_MAX_AGE_SECONDS; an address a user typed into their profile never counts."""
+    if invitation.anyone_with_link:
+        return ""
+    from portal.accounts import rights
+
+    profile = getattr(user, "identity", None)
+    verified = getattr(profile, "verified_email", "") or ""
+    if not verified:
+        return (
+            f"This invitation is for {invitation.email}, and your identity provider has not "
+            "verified an e-mail address for this account. Sign in with the institutional "
+            "account of that address, or ask the hub's owner for a link anyone may use."
+        )
+    if verified.lower() != invitation.email.strip().lower():
+        return (
+            f"This invitation is for {invitation.email}, not for the address your identity "
+            f"provider verified for this account ({verified}). Sign in with the account of "
+            "the invited address, or ask the hub's owner to invite this one."
+        )
+    if not rights.is_fresh(profile):
+        return (
+            "Your identity provider has not confirmed your e-mail address lately. Sign out, "
+            "sign in again and open the invitation once more."
+        )
+    return ""
+
+
 def accept_invitation(hub_id: int, token: str, user: User) -> Member:
-    """Accept an invitation as the signed-in user: they become a collaborator with its role
-    and tier. Raises InvitationInvalid for unknown, foreign, expired, revoked or used links."""
-    invitation = find_invitation(hub_id, token)
+    """Accept an invitation by its token as the signed-in user (see `accept_found`)."""
+    return accept_found(find_invitation(hub_id, token), user)
+
+
+def accept_found(invitation: Invitation, user: User) -> Member:
+    """Accept an invitation found by its token as the signed-in user: they become a
+    collaborator with its role and tier. Raises InvitationInvalid for expired, revoked or used
+    invitations, InvitationNotForYou when it is for an address the user's provider has not
+    verified for them; a refusal changes nothing, so the invitee can still accept."""
     hub = invitation.hub
-    messages = {
-        "accepted": "This invitation was already accepted.",
-        "revoked": "This invitation was revoked by the hub's owner.",
-        "expired": "This invitation has expired. Ask the hub's owner for a new one.",
-    }
+    messages = UNUSABLE_INVITATION
     status = invitation.status()
     if status in messages:
         raise InvitationInvalid(messages[status])
@@ -419,6 +470,10 @@ def accept_invitation(hub_id: int, token: str, user: User) -> Member:
         raise InvitationInvalid(f"The hub is {hub.get_state_display().lower()}.")
     if user.pk == hub.owner_id:
         raise InvitationInvalid("You own this hub already.")
+    refusal = acceptance_refusal(invitation, user)
+    if refusal:
+        log.warning("invitation_refused", hub_id=hub.pk, invitation=invitation.pk, user=user.pk)
+        raise InvitationNotForYou(refusal)
     with transaction.atomic():
         # The row lock makes a second, simultaneous acceptance wait and then find it used.
         invitation = _locked(Invitation, invitation.pk, "This invitation is gone.")

@@ -229,8 +229,7 @@ class StorageOption(CatalogueEntry):
             return False
         if self.allowed_users.filter(pk=user.pk).exists():
             return True
-        identity = getattr(user, "identity", None)
-        return bool(groups & set(getattr(identity, "idp_groups", None) or []))
+        return bool(groups & set(idp_groups(user)))
 
 
 class SelfServicePolicy(models.Model):
@@ -300,20 +299,26 @@ class SelfServicePolicy(models.Model):
 
 
 def idp_groups(user: "AbstractBaseUser | AnonymousUser") -> list[str]:
-    """The IdP groups the user brought at the last sign-in (none for local accounts)."""
-    identity = getattr(user, "identity", None) if user.is_authenticated else None
-    groups = getattr(identity, "idp_groups", None) or []
-    return [group for group in groups if isinstance(group, str) and group]
+    """The IdP groups the provider confirmed for the user within OIDC_RIGHTS_MAX_AGE_SECONDS
+    (none for local accounts, and none once they lapsed: portal/accounts/rights.py)."""
+    from portal.accounts.rights import current_groups
+
+    return current_groups(user)
 
 
 class HubQuerySet(models.QuerySet):
     """Queries on hubs, including the one rule of who may see which hub."""
 
-    def visible_to(self, user: "AbstractBaseUser | AnonymousUser") -> "HubQuerySet":
-        """Hubs the user may see: admins all, others what they own or collaborate on."""
+    def visible_to(
+        self, user: "AbstractBaseUser | AnonymousUser", *, as_admin: bool = True
+    ) -> "HubQuerySet":
+        """Hubs the user may see: admins all, others what they own or collaborate on.
+
+        `as_admin=False`: what an admin sees as a user (a staff user's token without the
+        admin scope, portal.accounts.tokens.admin_powers)."""
         if not user.is_authenticated:
             return self.none()
-        if user.is_staff:
+        if user.is_staff and as_admin:
             return self.all()
         # Subqueries, not joins: no duplicate rows, so no DISTINCT over every column.
         member = Q(owner=user) | Q(pk__in=Member.objects.filter(user=user).values("hub_id"))
@@ -512,11 +517,12 @@ class Hub(models.Model):
         grace = datetime.timedelta(days=settings.EXPIRY_GRACE_DAYS)
         return max(suspended_at, self.ends_at()) + grace
 
-    def can_manage(self, user: "AbstractBaseUser") -> bool:
-        """Owner, co-owners (also through an IdP group) and admins may manage the hub."""
+    def can_manage(self, user: "AbstractBaseUser", *, as_admin: bool = True) -> bool:
+        """Owner, co-owners (also through an IdP group) and admins may manage the hub
+        (`as_admin=False`: admins only as users would)."""
         if not user.is_authenticated:
             return False
-        if user.is_staff or user.pk == self.owner_id:
+        if (user.is_staff and as_admin) or user.pk == self.owner_id:
             return True
         if self.members.filter(user=user, role=Member.Role.CO_OWNER).exists():
             return True
@@ -724,7 +730,8 @@ class Member(models.Model):
 
 class Invitation(models.Model):
     """An e-mail invitation to a hub: a link with a secret token (stored as its SHA-256) that
-    expires, can be revoked and is accepted once, by a signed-in user."""
+    expires, can be revoked and is accepted once, by a signed-in user whose identity provider
+    verified the invited address, or by anyone holding the link when the inviter chose so."""
 
     hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
@@ -737,6 +744,11 @@ class Invitation(models.Model):
         null=True,
         on_delete=models.SET_NULL,
         related_name="sent_invitations",
+    )
+    anyone_with_link = models.BooleanField(
+        default=False,
+        help_text="Anyone signed in who holds the link may accept it; otherwise only a user "
+        "whose identity provider verified the invited e-mail address.",
     )
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)

@@ -18,7 +18,10 @@ member_urls = [
         mv.invitation_revoke,
         name="invitation_revoke",
     ),
-    path("hubs/<int:pk>/join/<str:token>/", mv.invitation_accept, name="invitation_accept"),
+    # Invitation links carry their token in the fragment: /hubs/<pk>/join/#<token>.
+    path("hubs/<int:pk>/join/", mv.invitation_open, name="invitation_open"),
+    path("hubs/<int:pk>/join/accept/", mv.invitation_accept, name="invitation_accept"),
+    path("hubs/<int:pk>/join/<str:token>/", mv.invitation_legacy, name="invitation_legacy"),
     path("hubs/<int:pk>/group-grants/add/", mv.group_grant_add, name="group_grant_add"),
     path(
         "hubs/<int:pk>/group-grants/<int:grant_pk>/change/",

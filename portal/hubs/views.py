@@ -99,7 +99,9 @@ def _detail_context(request: HttpRequest, hub: Hub) -> dict:
         "can_cancel": can_manage and hub.state == HubState.PENDING,
         "can_delete": can_manage and hub.state in sources(HubState.DEPROVISIONING),
         "violations": (
-            policy.policy_checks(hubspec.from_hub(hub)) if hub.state == HubState.PENDING else []
+            policy.policy_checks(hubspec.from_hub(hub, identities=False))
+            if hub.state == HubState.PENDING
+            else []
         ),
         "collaborators": hub.members.select_related("user"),
         "data_kept_until": hub.data_kept_until(),
@@ -157,10 +159,14 @@ def hub_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def approval_queue(request: HttpRequest) -> HttpResponse:
     """Pending requests, oldest first, with what exceeds the policy."""
-    pending = hubspec.hub_queryset().filter(state=HubState.PENDING).order_by("created", "pk")
+    pending = (
+        hubspec.hub_queryset(identities=False)
+        .filter(state=HubState.PENDING)
+        .order_by("created", "pk")
+    )
     rows = []
     for hub in pending:
-        checks = policy.policy_checks(hubspec.from_hub(hub))
+        checks = policy.policy_checks(hubspec.from_hub(hub, identities=False))
         rows.append({"hub": hub, "violations": checks, "fields": {c.field for c in checks}})
     changes = []
     for revision in (

@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portal.accounts.tokens import admin_powers
 from portal.hubs.models import GpuType, Hub
 from portal.usage import capacity, queries
 from portal.usage import serializers as s
@@ -70,7 +71,10 @@ def _csv(text: str, filename: str) -> HttpResponse:
 
 
 def _visible_hub(request: Request, pk: int) -> Hub:
-    return get_object_or_404(Hub.objects.visible_to(request.user), pk=pk)
+    """The hub if the caller may see it; a staff user's token without the admin scope sees
+    the hubs (and their usage) its user sees as a user."""
+    hubs = Hub.objects.visible_to(request.user, as_admin=admin_powers(request))
+    return get_object_or_404(hubs, pk=pk)
 
 
 class HubUsageView(APIView):
@@ -89,7 +93,7 @@ class HubUsageView(APIView):
             period = _period(request)
         except queries.UsageQueryError as error:
             return _bad(error)
-        report = queries.hub_usage(hub, request.user, period)
+        report = queries.hub_usage(hub, request.user, period, as_admin=admin_powers(request))
         return Response(s.UsageReportSerializer(report.as_dict()).data)
 
 
@@ -102,13 +106,14 @@ class HubUsageCsvView(APIView):
     def get(self, request: Request, pk: int) -> HttpResponse:
         """Download a hub's usage and cost as CSV."""
         hub = _visible_hub(request, pk)
-        if not queries.sees_all_users(hub, request.user):
+        as_admin = admin_powers(request)
+        if not queries.sees_all_users(hub, request.user, as_admin=as_admin):
             raise PermissionDenied("Only the hub's owners and admins may export its usage.")
         try:
             period = _period(request)
         except queries.UsageQueryError as error:
             return _bad(error)
-        report = queries.hub_usage(hub, request.user, period)
+        report = queries.hub_usage(hub, request.user, period, as_admin=as_admin)
         name = f"usage-{hub.slug}-{period.start}-{period.end}-{period.granularity}.csv"
         return _csv(queries.hub_csv(report), name)
 
@@ -126,7 +131,8 @@ class UserUsageView(APIView):
         """A user's usage per time bucket and per hub; `me` is the caller."""
         if username in ("me", request.user.get_username()):
             user = request.user
-        elif request.user.is_staff:
+        elif admin_powers(request):
+            # A staff user's token without the admin scope reads only its own user's usage.
             user = get_object_or_404(get_user_model(), username=username)
         else:
             # Not whether the user exists: only that the caller may not look.

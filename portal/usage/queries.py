@@ -259,10 +259,10 @@ def bucket_keys(period: Period) -> list[str]:
 # --- Who sees what ------------------------------------------------------------------------------
 
 
-def sees_all_users(hub: Hub, viewer: AbstractBaseUser) -> bool:
+def sees_all_users(hub: Hub, viewer: AbstractBaseUser, *, as_admin: bool = True) -> bool:
     """Owner, co-owners (also through an IdP group) and admins see every user's usage of a
-    hub; members only their own."""
-    return hub.can_manage(viewer)
+    hub; members only their own (`as_admin=False`: an admin sees as a user would)."""
+    return hub.can_manage(viewer, as_admin=as_admin)
 
 
 # --- Reports ------------------------------------------------------------------------------------
@@ -380,11 +380,13 @@ def _by_cost(lines: Iterable[Line]) -> list[Line]:
     return sorted(lines, key=lambda line: (-line.cost.total, line.key))
 
 
-def hub_usage(hub: Hub, viewer: AbstractBaseUser, period: Period) -> UsageReport:
+def hub_usage(
+    hub: Hub, viewer: AbstractBaseUser, period: Period, *, as_admin: bool = True
+) -> UsageReport:
     """Usage and cost of one hub: every user's for its owner, co-owners and admins, only the
     viewer's own for members. The caller checks the viewer may see the hub at all."""
     filters = Q(hub=hub)
-    if not sees_all_users(hub, viewer):
+    if not sees_all_users(hub, viewer, as_admin=as_admin):
         filters &= Q(user=viewer)
     buckets, lines, total = _report(period, filters, "username")
     return UsageReport(

@@ -98,7 +98,9 @@ c.GenericOAuthenticator.userdata_url = oauth["userdata_url"]
 c.GenericOAuthenticator.client_id = oauth["client_id"]
 c.GenericOAuthenticator.client_secret = environment("OAUTH_CLIENT_SECRET")
 c.GenericOAuthenticator.scope = list(oauth["scopes"])
-c.GenericOAuthenticator.username_claim = oauth["username_claim"]
+# A hub user is named by the portal's account of their subject at the issuer (the members
+# file's "identities", HubAuthenticator.user_info_to_username), never by a name claim.
+c.GenericOAuthenticator.username_claim = "sub"
 c.GenericOAuthenticator.oauth_callback_url = oauth["callback_url"]
 # IdP groups: the userinfo claim that lists them; granted groups may log in, groups granted
 # co-owner are admins.
@@ -147,6 +149,15 @@ class MembersFromFile:
             )
         return model
 
+    def user_info_to_username(self, user_info):
+        """The portal's username for the user's subject: renamed at the provider, a user
+        stays the same hub user; a subject the portal did not make a member is refused."""
+        subject = user_info.get("sub")
+        name = members().get("identities", {}).get(str(subject)) if subject else None
+        if not name:
+            raise web.HTTPError(403, "You are not a member of this hub. Ask its owner.")
+        return name
+
     async def authenticate(self, handler, data=None):
         self.load_members()
         return self.with_admin(await maybe_future(super().authenticate(handler, data)), [])
@@ -191,12 +202,13 @@ c.JupyterHub.load_roles = [
     {
         "name": "hub-on-demand",
         "description": (
-            "The portal reads the hub's users and servers, and deletes users who are no "
+            "The portal lists the hub's users with their groups and deletes users who are no "
             "longer members (their servers stop, their sessions and tokens end)"
         ),
-        # list:users to list them at all (read:* only reads the users one names); deleting a
-        # user needs admin:users.
-        "scopes": ["list:users", "read:users", "read:servers", "read:hub", "admin:users"],
+        # Exactly what provisioning.hubapi calls: GET /users (names and groups, to compare
+        # with the members file) and DELETE /users/{name}. Never admin:users, which includes
+        # admin:auth_state, every user's stored provider tokens.
+        "scopes": ["list:users", "read:users:groups", "delete:users"],
         "services": [values["portal_service_name"]],
     },
 ]

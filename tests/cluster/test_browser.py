@@ -8,7 +8,6 @@ test-artifacts/ for people to look at.
 from __future__ import annotations
 
 import datetime
-import os
 import secrets
 from pathlib import Path
 
@@ -24,35 +23,14 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    """Headless Chromium from Debian's package, driven by Playwright."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread, which makes Django refuse ORM
-    # calls here (the test's own set-up and checks); they are plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
+def browser(chromium):
+    """Headless Chromium from Debian's package, driven by Playwright (tests/conftest.py)."""
+    return chromium
 
 
 def sign_in(browser, live_server, username: str):

@@ -859,11 +859,20 @@ def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
 ):
     """The portal registers the hub's client (as provisioning does); the shipped
     GenericOAuthenticator logs members in with it and refuses everyone else."""
-    from portal.accounts import hub_clients
-    from portal.hubs import cluster
-    from tests.factories import HubFactory
+    from django.contrib.auth import get_user_model
+    from django.test import Client
 
-    portal_hub = HubFactory(slug=f"jh{secrets.token_hex(3)}")
+    from portal.accounts import hub_clients
+    from portal.hubs import cluster, hubspec
+    from portal.hubs.models import GroupGrant
+    from tests.factories import HubFactory
+    from tests.test_sso import sign_in
+
+    # The hub names people by their subject's portal account: the owner has signed in to the
+    # portal, so the portal knows the subject.
+    assert sign_in(Client(), registering, "Ada.Lovelace").status_code == 302
+    ada = get_user_model().objects.get(username="ada.lovelace")
+    portal_hub = HubFactory(slug=f"jh{secrets.token_hex(3)}", owner=ada)
     spec = HubSpec(
         hub_id=portal_hub.pk,
         slug=portal_hub.slug,
@@ -872,6 +881,7 @@ def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
         expected_users=2,
         server_options=(ServerOption("small", "Small", 0.5, 1, 1, 2),),
         images=(LAB,),
+        identities=hubspec.from_hub(portal_hub).identities,
     )
     public_url = f"http://127.0.0.1:{free_port()}/"
     client_login = hub_clients.ensure(portal_hub, public_url + "hub/oauth_callback")
@@ -889,9 +899,18 @@ def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
         assert refused.status_code == 403
         assert hub.api("GET", "/users/grace").status_code == 404
 
-        # A group granted in the portal lets its members in, by the provider's groups claim.
+        # A group granted in the portal lets its members in, by the provider's groups claim,
+        # once the portal knows them (they signed in to it once).
         registering.set_groups("grace", ["course-101"])
-        hub.write_members(dataclasses.replace(spec, group_grants=(GroupGrantSpec("course-101"),)))
+        assert sign_in(Client(), registering, "grace").status_code == 302
+        GroupGrant.objects.create(hub=portal_hub, group="course-101")
+        hub.write_members(
+            dataclasses.replace(
+                spec,
+                group_grants=(GroupGrantSpec("course-101"),),
+                identities=hubspec.from_hub(portal_hub).identities,
+            )
+        )
         member = oidc_log_in(hub, registering, "grace")
         assert member.status_code == 302, member.text
         assert hub.api("GET", "/users/grace").json()["admin"] is False

@@ -72,6 +72,12 @@ class Provider:
         self.seed({"users": [{"username": username, "groups": groups}]})
         self.changed = True
 
+    def update_user(self, username: str, **fields) -> None:
+        """Create or change a user at the provider (see seed_provider: rename_to, active,
+        email_verified, groups, email, password)."""
+        self.seed({"users": [{"username": username, **fields}]})
+        self.changed = True
+
     def require_registration_token(self, token: str | None) -> None:
         """Registering a client needs TOKEN as Bearer from now on; None opens registration."""
         token_file = self.data_dir / "registration-token"

@@ -15,3 +15,13 @@ class Registration(models.Model):
 
     def __str__(self):
         return f"registration of client {self.application.client_id}"
+
+
+class EmailStatus(models.Model):
+    """Whether the provider verified a user's e-mail address (verified unless a row says not)."""
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="email_status")
+    verified = models.BooleanField(default=True)
+
+    def __str__(self):
+        return f"e-mail of {self.user} {'verified' if self.verified else 'not verified'}"

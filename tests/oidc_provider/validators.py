@@ -19,7 +19,14 @@ class GroupsValidator(OAuth2Validator):
             "preferred_username": user.username,
             "name": user.get_full_name() or user.username,
             "email": user.email,
-            "email_verified": bool(user.email),
+            "email_verified": bool(user.email) and _email_verified(user),
             "groups": groups,
             "eduperson_entitlement": groups,
         }
+
+
+def _email_verified(user) -> bool:
+    from tests.oidc_provider.models import EmailStatus
+
+    status = EmailStatus.objects.filter(user=user).first()
+    return status is None or status.verified

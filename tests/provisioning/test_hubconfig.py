@@ -183,7 +183,8 @@ def test_login_through_the_portal_issuer_limited_to_owner_and_collaborators(conf
     assert oauth.client_id == "hub-astro-101"
     assert oauth.client_secret == "oauth-secret"
     assert oauth.scope == ["openid", "profile", "email"]
-    assert oauth.username_claim == "preferred_username"
+    # Users are named by their subject's portal account (the members file's identities).
+    assert oauth.username_claim == "sub"
     assert oauth.oauth_callback_url == "https://astro-101.hubs.example.org/hub/oauth_callback"
     assert c.Authenticator.admin_users == {"ada@uni.example", "grace@uni.example"}
     assert c.Authenticator.allowed_users == {
@@ -211,12 +212,11 @@ def test_no_culler_runs_in_the_hub_and_the_portal_may_stop_servers(config_for):
         "users:activity",
     }
     assert roles["hub-on-demand"]["services"] == ["hub-on-demand"]
+    # What provisioning.hubapi calls, never admin:users (it reads every user's auth state).
     assert set(roles["hub-on-demand"]["scopes"]) == {
         "list:users",
-        "read:users",
-        "read:servers",
-        "read:hub",
-        "admin:users",  # to delete users who are no longer members
+        "read:users:groups",
+        "delete:users",
     }
 
 

@@ -18,6 +18,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from portal.accounts.tokens import admin_powers
 from portal.hubs import members
 from portal.hubs.models import GroupGrant, Hub, Invitation, Member, MemberTier
 
@@ -138,6 +139,7 @@ class InvitationSerializer(serializers.ModelSerializer):
             "email",
             "role",
             "tier",
+            "anyone_with_link",
             "status",
             "invited_by",
             "created",
@@ -169,10 +171,17 @@ class InvitationCreateSerializer(serializers.Serializer):
     email = serializers.EmailField()
     role = serializers.ChoiceField(choices=_ROLES, default=Member.Role.MEMBER)
     tier = serializers.CharField(max_length=40, required=False, allow_null=True, allow_blank=True)
+    anyone_with_link = serializers.BooleanField(
+        default=False,
+        help_text="Anyone signed in who holds the link may accept it. False (the default): "
+        "only a user whose identity provider verified `email`.",
+    )
 
 
 class InvitationAcceptSerializer(serializers.Serializer):
-    token = serializers.CharField(max_length=200)
+    token = serializers.CharField(
+        max_length=200, help_text="The invitation's token: the part of its link after '#'."
+    )
 
 
 class GroupGrantSerializer(serializers.ModelSerializer):
@@ -227,10 +236,15 @@ class _HubMembersViewSet(viewsets.GenericViewSet):
             # A portal admin's token without the admin scope changes only their own hubs.
             self.check_object_permissions(self.request, hub)
             reading = self.request.method in ("GET", "HEAD", "OPTIONS") and self.members_may_read
-            if not reading and not members.can_manage_members(hub, self.request.user):
+            if not reading and not self._manages(hub):
                 raise PermissionDenied("Only the hub's owner, co-owners and admins may do this.")
             self._hub = hub
         return self._hub
+
+    def _manages(self, hub: Hub) -> bool:
+        """Manager of the hub: owner, co-owner, or admin with admin powers (a staff user's
+        token without the admin scope manages only the hubs its user manages as a user)."""
+        return hub.can_manage(self.request.user, as_admin=admin_powers(self.request))
 
     def handle_exception(self, exc):
         if isinstance(exc, members.InvalidMemberData):
@@ -319,11 +333,21 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, _HubMe
 
     @extend_schema(
         request=InvitationAcceptSerializer,
-        responses={201: MemberSerializer, 400: _BAD, 409: _CONFLICT},
+        responses={
+            201: MemberSerializer,
+            400: _BAD,
+            403: OpenApiResponse(
+                description="The invitation is for an e-mail address the caller's identity "
+                "provider has not verified for them (message)"
+            ),
+            409: _CONFLICT,
+        },
     )
     @action(detail=False, methods=["post"])
     def accept(self, request: Request, hub_pk: str | None = None) -> Response:
-        """Accept an invitation as the caller (who need not see the hub yet)."""
+        """Accept an invitation as the caller (who need not see the hub yet): the caller's
+        identity provider must have verified the invited e-mail address, unless the invitation
+        is for anyone with the link."""
         body = InvitationAcceptSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:

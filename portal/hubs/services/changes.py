@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from portal.audit.log import record
 from portal.hubs import hubspec, lifecycle, queue, revisions
 from portal.hubs.forms import HubChangeForm
 from portal.hubs.lifecycle import (
@@ -268,6 +269,7 @@ def _write_spec(hub: Hub, spec: Mapping[str, Any]) -> None:
         for name in spec.get(key) or []
         if name in users
     }
+    before = {m.user.get_username(): m.role for m in hub.members.select_related("user")}
     hub.members.exclude(user_id__in=wanted).delete()
     existing = dict(hub.members.values_list("user_id", "role"))
     for user_id, role in wanted.items():
@@ -275,6 +277,20 @@ def _write_spec(hub: Hub, spec: Mapping[str, Any]) -> None:
             Member.objects.create(hub=hub, user_id=user_id, role=role)
         elif existing[user_id] != role:
             hub.members.filter(user_id=user_id).update(role=role)
+    after = {
+        name: revisions.ROLE_OF[key]
+        for key in revisions.PEOPLE_FIELDS
+        for name in spec.get(key) or []
+        if name in users
+    }
+    if before != after:
+        record(
+            "hub.members_changed_by_revision",
+            hub,
+            added=sorted(set(after) - set(before)),
+            removed=sorted(set(before) - set(after)),
+            role_changed=sorted(n for n in set(before) & set(after) if before[n] != after[n]),
+        )
 
 
 def approve_change(

@@ -123,11 +123,11 @@ def _owner_excess(
     `others`: the specs of the owner's other counted hubs, when the caller has read them."""
     if others is None:
         hubs = (
-            hub_queryset()
+            hub_queryset(identities=False)
             .filter(owner__username=spec.owner, state__in=OWNER_COUNTED_STATES)
             .exclude(pk=spec.hub_id)
         )
-        others = [hubspec.from_hub(hub, registries=()) for hub in hubs]
+        others = [hubspec.from_hub(hub, registries=(), identities=False) for hub in hubs]
     specs = [spec, *others]
     found: list[tuple[str, Decimal, Violation]] = []
     if len(specs) == 1:
@@ -170,12 +170,12 @@ def saved_policy_violations(hub_ids: Collection[int]) -> dict[int, list[str]]:
     policy = SelfServicePolicy.current()
     registries = tuple(policy.registries)
     owners = Hub.objects.filter(pk__in=hub_ids).values("owner_id")
-    hubs = hub_queryset().filter(
+    hubs = hub_queryset(identities=False).filter(
         Q(pk__in=hub_ids) | Q(owner_id__in=owners, state__in=OWNER_COUNTED_STATES)
     )
     asked, counted = [], defaultdict(list)
     for hub in hubs:
-        spec = hubspec.from_hub(hub, registries=registries)
+        spec = hubspec.from_hub(hub, registries=registries, identities=False)
         if hub.pk in hub_ids:
             asked.append(spec)
         if hub.state in OWNER_COUNTED_STATES:

@@ -44,7 +44,10 @@ def hub_capacity_check(context: template.Context, hub: Hub, revision=None) -> di
     a pending change (`revision`), whether the hub as the change would make it fits, the hub's
     own reservation left out. Over capacity, the admin's override form approves the request or
     the change."""
-    spec = hubspec.from_revision(hub, revision.spec) if revision else hubspec.from_hub(hub)
+    if revision:
+        spec = hubspec.from_revision(hub, revision.spec)
+    else:
+        spec = hubspec.from_hub(hub, identities=False)
     wanted = capacity.reserved_gpus(spec)
     key = f"{hub.pk}-{revision.number}" if revision else str(hub.pk)
     result = {

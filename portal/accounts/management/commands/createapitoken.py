@@ -26,7 +26,9 @@ class Command(BaseCommand):
             help="read, write or admin (default: write; admin with --admin).",
         )
         parser.add_argument(
-            "--expires-days", type=int, help="Days until the token expires (default: never)."
+            "--expires-days",
+            type=int,
+            help="Days until the token expires (default and maximum: API_TOKEN_MAX_DAYS, 90).",
         )
         parser.add_argument(
             "--name", default="createapitoken", help="The token's name (default: createapitoken)."
@@ -40,6 +42,11 @@ class Command(BaseCommand):
         days = options.get("expires_days")
         if days is not None and days < 1:
             raise CommandError("--expires-days must be at least 1.")
+        longest = tokens.max_lifetime()
+        if longest is not None and days is not None and days > longest.days:
+            raise CommandError(
+                f"--expires-days {days} is beyond API_TOKEN_MAX_DAYS ({longest.days})."
+            )
         scope = options.get("scope") or (ApiToken.Scope.ADMIN if admin else ApiToken.Scope.WRITE)
         user, created = get_user_model().objects.get_or_create(username=username)
         if created:

@@ -6,11 +6,18 @@ from pathlib import Path
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 from django.db import transaction
-from oauth2_provider.models import Application
+from oauth2_provider.models import AccessToken, Application, RefreshToken
+
+from tests.oidc_provider.models import EmailStatus
 
 
 def seed(data: dict) -> None:
-    """Users are matched by username, clients by client_id; groups are replaced, not added."""
+    """Users are matched by username, clients by client_id; groups are replaced, not added.
+
+    A user entry may also rename the user (``rename_to``: the subject stays, as at a real
+    provider), disable them (``active: false``, which also revokes every token the provider
+    gave them, as providers do when they disable an account) and mark their e-mail address
+    unverified (``email_verified: false``)."""
     with transaction.atomic():
         for entry in data.get("users", []):
             user, _ = User.objects.get_or_create(username=entry["username"])
@@ -19,7 +26,18 @@ def seed(data: dict) -> None:
                     setattr(user, field, entry[field])
             if "password" in entry:
                 user.set_password(entry["password"])
+            if "rename_to" in entry:
+                user.username = entry["rename_to"]
+            if "active" in entry:
+                user.is_active = bool(entry["active"])
+                if not user.is_active:
+                    RefreshToken.objects.filter(user=user).delete()
+                    AccessToken.objects.filter(user=user).delete()
             user.save()
+            if "email_verified" in entry:
+                EmailStatus.objects.update_or_create(
+                    user=user, defaults={"verified": bool(entry["email_verified"])}
+                )
             if "groups" in entry:
                 user.groups.set(
                     [Group.objects.get_or_create(name=name)[0] for name in entry["groups"]]
