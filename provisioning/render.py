@@ -293,11 +293,15 @@ def quota_totals(spec: HubSpec) -> dict[str, str]:
     external_claims = [v for v in spec.external_volumes if v.kind == "pvc"]
     external_gib = sum(v.size_gib or 1 for v in external_claims)
     storage_gib = servers * spec.home_size_gib + spec.shared_size_gib + external_gib
+    compute = _compute(spec, servers, servers)
+    if spec.gpu:
+        # GPU seats: what the users hold at once, however many of them there are.
+        compute[f"requests.{spec.gpu.resource_name}"] = str(spec.gpu_seats)
     return {
         "pods": str(servers),
         "count/jobs.batch": "0",
         "services": "0",
-        **_compute(spec, servers, servers),
+        **compute,
         # A home volume per user, the shared volume and external claims. Homes are counted per
         # server: a user's named servers share one home, but KubeSpawner asks to create it at
         # every start and quota admission charges that request before the API server answers

@@ -34,6 +34,8 @@ class GpuRequest:
     display_name: str = ""
     # The GPU type's name in the portal's catalogue (capacity is counted per type).
     type_name: str = ""
+    # GPU seats: the GPUs all the hub's servers hold at once (0: one set per server).
+    max_gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,20 @@ class HubSpec:
     # Egress of user servers and jobs beyond DNS and the public internet, which an admin
     # opens per hub (the installation may open it for all hubs: RenderSettings.egress).
     open_egress: bool = False
+
+    @property
+    def gpu_seats(self) -> int:
+        """The GPUs the hub's users hold at once: its seats, else one set per server (never
+        more than every server of every expected user can hold); 0 without GPUs."""
+        if self.gpu is None:
+            return 0
+        every_server = self.expected_users * self.notebooks_per_user * self.gpu.count
+        return min(self.gpu.max_gpus, every_server) if self.gpu.max_gpus else every_server
+
+    @property
+    def gpu_servers(self) -> int:
+        """How many GPU servers may run at once (seats / GPUs per server)."""
+        return self.gpu_seats // self.gpu.count if self.gpu else 0
 
     @property
     def period_days(self) -> int:

@@ -64,7 +64,13 @@ class StorageOptionAdmin(admin.ModelAdmin):
 
 @admin.register(SelfServicePolicy)
 class SelfServicePolicyAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "max_expected_users", "max_cpu_limit", "max_gpus_per_user"]
+    list_display = [
+        "__str__",
+        "max_expected_users",
+        "max_cpu_limit",
+        "max_gpus_per_user",
+        "max_gpus_per_hub",
+    ]
 
     def has_add_permission(self, request) -> bool:
         # Only the first row is used; edit it rather than adding another.

@@ -124,6 +124,7 @@ _SCALARS = (
     "expected_users",
     "notebooks_per_user",
     "gpus_per_user",
+    "max_gpus",
     "custom_image",
     "home_size_gib",
     "wipe_home_allowed",
@@ -161,6 +162,7 @@ def _spec(
             node_label_key=gpu_type.node_label_key,
             display_name=gpu_type.display_name,
             type_name=gpu_type.name,
+            max_gpus=values.get("max_gpus") or 0,
         )
     shared_mode = values["shared_volume_mode"] if values["shared_volume_gib"] else "none"
     return HubSpec(

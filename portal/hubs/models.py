@@ -196,6 +196,9 @@ class SelfServicePolicy(models.Model):
     max_gpus_per_user = models.PositiveSmallIntegerField(
         default=0, help_text="0 means any GPU request needs an admin."
     )
+    max_gpus_per_hub = models.PositiveIntegerField(
+        default=8, help_text="GPU seats of one hub: the GPUs its users hold at once."
+    )
     max_period_days = models.PositiveIntegerField(default=120)
     max_home_gib = models.PositiveIntegerField(default=20)
     max_shared_gib = models.PositiveIntegerField(default=100)
@@ -254,6 +257,19 @@ def idp_groups(user: "AbstractBaseUser | AnonymousUser") -> list[str]:
     identity = getattr(user, "identity", None) if user.is_authenticated else None
     groups = getattr(identity, "idp_groups", None) or []
     return [group for group in groups if isinstance(group, str) and group]
+
+
+def all_servers_gpus(users: int, servers_per_user: int, gpus_per_server: int) -> int:
+    """GPUs for every server of every user at once: the most GPU seats a hub can use."""
+    return (users or 0) * (servers_per_user or 1) * (gpus_per_server or 0)
+
+
+def gpu_seats(max_gpus: int | None, users: int, servers_per_user: int, gpus: int) -> int:
+    """The seats a hub row holds: none without GPUs; when not given, one set of GPUs per
+    server (what every hub had before seats existed)."""
+    if not gpus:
+        return 0
+    return max_gpus or all_servers_gpus(users, servers_per_user, gpus)
 
 
 class HubQuerySet(models.QuerySet):
@@ -321,6 +337,17 @@ class Hub(models.Model):
     gpus_per_user = models.PositiveSmallIntegerField(
         default=0, validators=[MaxValueValidator(8)], verbose_name="GPUs per user"
     )
+    # GPU seats: the hub's users hold at most this many GPUs at once, however many they are;
+    # the quota, the capacity calendar and the cost estimate count these, not users x GPUs.
+    max_gpus = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10000)],
+        verbose_name="GPU seats",
+        help_text=(
+            "How many GPUs the hub's users hold at once, whatever their number "
+            "(empty: one set per server, users x servers x GPUs per server)."
+        ),
+    )
     images = models.ManyToManyField(Image, blank=True, related_name="hubs")
     custom_image = models.CharField(
         max_length=255,
@@ -377,6 +404,7 @@ class Hub(models.Model):
         "hardware_options",
         "gpu_type",
         "gpus_per_user",
+        "max_gpus",
         "images",
         "custom_image",
         "home_size_gib",
@@ -403,11 +431,24 @@ class Hub(models.Model):
             models.CheckConstraint(
                 condition=Q(end_date__gte=models.F("start_date")), name="hub_period_ordered"
             ),
+            # A GPU server needs a seat for each of its GPUs; no GPUs, no seats.
+            models.CheckConstraint(
+                condition=(Q(gpus_per_user=0) & Q(max_gpus=0))
+                | (Q(gpus_per_user__gt=0) & Q(max_gpus__gte=models.F("gpus_per_user"))),
+                name="hub_gpu_seats_hold_a_server",
+                violation_error_message="GPU seats must hold at least one GPU server.",
+            ),
         ]
         indexes = [models.Index(fields=["state", "created"])]
 
     def __str__(self) -> str:
         return f"{self.display_name} ({self.slug})"
+
+    def save(self, *args, **kwargs) -> None:
+        self.max_gpus = gpu_seats(
+            self.max_gpus, self.expected_users, self.notebooks_per_user, self.gpus_per_user
+        )
+        super().save(*args, **kwargs)
 
     @property
     def namespace(self) -> str:
