@@ -34,9 +34,15 @@ from kubernetes import client
 from kubernetes.utils.quantity import parse_quantity
 
 from provisioning import k8s
-from provisioning.render import ANNOTATION_MEMBER, LABEL_HUB_ID, MANAGED_BY
+from provisioning.render import (
+    ANNOTATION_MEMBER,
+    COMPONENT_PLACEHOLDER,
+    LABEL_HUB_ID,
+    MANAGED_BY,
+)
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+COMPONENT_LABEL = "app.kubernetes.io/component"
 USERNAME_KEY = "hub.jupyter.org/username"
 HUB_NAMESPACES = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 MIB = Decimal(1024 * 1024)
@@ -308,8 +314,8 @@ def observe(
                 report.gpus[named].in_use += count
                 product = product or named
         hub_id = hubs.get(meta.namespace)
-        if hub_id is None:
-            continue
+        if hub_id is None or (meta.labels or {}).get(COMPONENT_LABEL) == COMPONENT_PLACEHOLDER:
+            continue  # placeholders hold room for a class: nobody's usage (GPUs counted above)
         report.pods_seen += 1
         report.holdings.append(
             Holding(

@@ -143,6 +143,10 @@ class HubSpec:
     # Egress of user servers and jobs beyond DNS and the public internet, which an admin
     # opens per hub (the installation may open it for all hubs: RenderSettings.egress).
     open_egress: bool = False
+    # Classes that start warm: placeholder servers holding room now, without and with the
+    # hub's GPUs (sized and placed like its largest server; real servers preempt them).
+    warm_servers: int = 0
+    warm_gpu_servers: int = 0
 
     @property
     def gpu_seats(self) -> int:

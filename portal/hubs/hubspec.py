@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, QuerySet
 
+from portal.hubs.classes import placeholders_at
 from portal.hubs.members import default_tier_fields
 from portal.hubs.models import (
     GpuType,
@@ -49,16 +50,21 @@ def hub_queryset() -> QuerySet[Hub]:
         "tiers__hardware_options",
         "tiers__images",
         "group_grants",
+        "class_sessions",
     )
 
 
 def from_hub(
-    hub: Hub, hubs_domain: str | None = None, registries: tuple[str, ...] | None = None
+    hub: Hub,
+    hubs_domain: str | None = None,
+    registries: tuple[str, ...] | None = None,
+    now: datetime.datetime | None = None,
 ) -> HubSpec:
     """The spec of a hub as its row, catalogue links and people say now.
 
     `registries` are the custom-image registries the policy allows (read from the policy when
     not given); load hubs with `hub_queryset()` to build many specs without a query per hub.
+    `now` is the moment its classes' placeholders are counted at (default: now).
     """
     people = list(hub.members.all())
     tier_names = {tier.pk: tier.name for tier in hub.tiers.all()}
@@ -74,6 +80,7 @@ def from_hub(
         tier_of={c.user.get_username(): tier_names.get(c.tier_id) for c in people},
         hubs_domain=hubs_domain,
         registries=registries,
+        now=now,
     )
 
 
@@ -152,6 +159,7 @@ def _spec(
     tier_of: Mapping[str, str | None],
     hubs_domain: str | None,
     registries: tuple[str, ...] | None,
+    now: datetime.datetime | None = None,
 ) -> HubSpec:
     gpu = None
     if gpu_type is not None and values["gpus_per_user"]:
@@ -165,6 +173,7 @@ def _spec(
             max_gpus=values.get("max_gpus") or 0,
         )
     shared_mode = values["shared_volume_mode"] if values["shared_volume_gib"] else "none"
+    warm_servers, warm_gpu_servers = placeholders_at(hub, now)
     return HubSpec(
         hub_id=hub.pk,
         slug=values["slug"] or hub.slug,
@@ -225,6 +234,8 @@ def _spec(
         suspended=hub.state == "suspended",
         login_client_id=_login_client_id(hub),
         open_egress=hub.open_egress,
+        warm_servers=warm_servers,
+        warm_gpu_servers=warm_gpu_servers if gpu is not None else 0,
     )
 
 

@@ -774,3 +774,72 @@ class GroupGrant(models.Model):
 
     def __str__(self) -> str:
         return f"group {self.group} ({self.role}) on {self.hub.slug}"
+
+
+# --- Classes that start warm ---------------------------------------------------------------------
+
+
+def validate_time_zone(name: str) -> None:
+    """An IANA time zone name, e.g. Europe/Amsterdam."""
+    import zoneinfo
+
+    from django.core.exceptions import ValidationError
+
+    if name not in zoneinfo.available_timezones():
+        raise ValidationError(f"{name!r} is not a time zone name such as Europe/Amsterdam.")
+
+
+class ClassSession(models.Model):
+    """A class the hub's owner declares: one-off or weekly, at a time in a time zone, with how
+    many users attend (and how many of them on GPU servers). Ahead of each occurrence the
+    portal keeps room for them with placeholder pods, which real servers preempt; an admin may
+    cap the placeholders or refuse them."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="class_sessions")
+    title = models.CharField(max_length=100)
+    first_day = models.DateField(help_text="The day of the (first) session.")
+    start_time = models.TimeField(help_text="Local time in the session's time zone.")
+    duration_minutes = models.PositiveIntegerField(
+        default=90, validators=[MinValueValidator(15), MaxValueValidator(12 * 60)]
+    )
+    time_zone = models.CharField(
+        max_length=64, default="UTC", validators=[validate_time_zone], help_text="e.g. Europe/Oslo"
+    )
+    weekly = models.BooleanField(default=False, help_text="Repeats every week on that weekday.")
+    last_day = models.DateField(
+        null=True, blank=True, help_text="Weekly sessions: the last day (default: the hub's end)."
+    )
+    attendees = models.PositiveIntegerField(
+        validators=[MinValueValidator(1)], help_text="How many users attend, GPU users included."
+    )
+    gpu_attendees = models.PositiveIntegerField(
+        default=0, help_text="How many of them start GPU servers."
+    )
+    # An admin's decision: at most this many placeholders (empty: as asked), or none at all.
+    max_placeholders = models.PositiveIntegerField(
+        null=True, blank=True, help_text="An admin's cap on the placeholders (empty: as asked)."
+    )
+    refused = models.BooleanField(default=False, help_text="An admin refused the reservation.")
+    admin_reason = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["hub", "first_day", "start_time"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(gpu_attendees__lte=models.F("attendees")),
+                name="class_session_gpu_attendees_attend",
+                violation_error_message="GPU attendees are among the attendees.",
+            ),
+            models.CheckConstraint(
+                condition=Q(last_day__isnull=True) | Q(last_day__gte=models.F("first_day")),
+                name="class_session_days_ordered",
+                violation_error_message="The last day is on or after the first.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.hub.slug})"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager, suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from celery import shared_task
@@ -548,3 +548,39 @@ def run_expiry() -> dict[str, list[int]]:
     transition is conditional, so a duplicate delivery does nothing new.
     """
     return expiry.run(timezone.now()).as_dict()
+
+
+# Hubs whose namespaces exist and may hold placeholders (a suspended hub's go).
+WARM_CHECKED_STATES = (
+    HubState.RUNNING,
+    HubState.UPDATING,
+    HubState.EXPIRING,
+    HubState.SUSPENDED,
+)
+
+
+@shared_task
+def keep_classes_warm(now: str | None = None) -> dict[str, list[int]]:
+    """Hold room ahead of every class session and free it afterwards: each hub with class
+    sessions gets the placeholders its spec says now (`now`: an ISO time, for tests)."""
+    from kubernetes.client.rest import ApiException
+
+    from portal.hubs.models import ClassSession
+    from provisioning.placeholders import keep_room
+
+    moment = datetime.fromisoformat(now) if now else timezone.now()
+    with_sessions = ClassSession.objects.values("hub_id")
+    hubs = hub_queryset().filter(state__in=WARM_CHECKED_STATES, pk__in=with_sessions)
+    done: dict[str, list[int]] = {"warm": [], "cold": [], "failed": []}
+    settings_ = render_settings(preview=True)  # placeholders need no login endpoints
+    with api_client() as api:
+        for hub in hubs:
+            spec = from_hub(hub, now=moment)
+            try:
+                room = keep_room(api, spec, settings_)
+            except (ApiException, ServiceError) as error:
+                log.warning("warm_class_failed", hub_id=hub.pk, error=str(error))
+                done["failed"].append(hub.pk)
+                continue
+            done["warm" if room.servers or room.gpu_servers else "cold"].append(hub.pk)
+    return done
