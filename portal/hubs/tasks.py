@@ -563,8 +563,6 @@ WARM_CHECKED_STATES = (
 def keep_classes_warm(now: str | None = None) -> dict[str, list[int]]:
     """Hold room ahead of every class session and free it afterwards: each hub with class
     sessions gets the placeholders its spec says now (`now`: an ISO time, for tests)."""
-    from kubernetes.client.rest import ApiException
-
     from portal.hubs.models import ClassSession
     from provisioning.placeholders import keep_room
 
@@ -578,7 +576,7 @@ def keep_classes_warm(now: str | None = None) -> dict[str, list[int]]:
             spec = from_hub(hub, now=moment)
             try:
                 room = keep_room(api, spec, settings_)
-            except (ApiException, ServiceError) as error:
+            except ServiceError as error:
                 log.warning("warm_class_failed", hub_id=hub.pk, error=str(error))
                 done["failed"].append(hub.pk)
                 continue

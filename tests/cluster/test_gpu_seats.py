@@ -167,8 +167,8 @@ def test_the_course_with_two_seats_fits_the_local_clusters_h100s(
     assert "Not enough" in per_user.state_reason or "do not fit" in per_user.state_reason
 
 
-@pytest.fixture
-def mig_type(db) -> GpuType:
+def mig_gpu_type() -> GpuType:
+    """The catalogue's GPU type of the simulated MIG node's slices (devcluster/nodes.yaml)."""
     return GpuType.objects.create(
         name="a100-mig-1g10gb",
         display_name="A100 MIG 1g.10gb",
@@ -176,6 +176,11 @@ def mig_type(db) -> GpuType:
         node_label_key=f"{MIG_RESOURCE}.product",
         node_label_value=MIG_PRODUCT,
     )
+
+
+@pytest.fixture
+def mig_type(db) -> GpuType:
+    return mig_gpu_type()
 
 
 def _mig_server(user: str) -> dict:

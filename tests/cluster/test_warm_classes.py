@@ -21,8 +21,9 @@ from kubernetes import client
 from portal.hubs import tasks
 from portal.hubs.hubspec import from_hub
 from portal.hubs.lifecycle import HubState
-from portal.hubs.models import ClassSession, GpuType
+from portal.hubs.models import ClassSession
 from provisioning.render import GPU_PLACEHOLDERS, PLACEHOLDER_PRIORITY_CLASS
+from tests.cluster.test_gpu_seats import MIG_PRODUCT, mig_gpu_type
 from tests.cluster.test_jupyterhub import prepare_namespace
 from tests.factories import HubFactory
 from tests.support import delete_namespaces, eventually
@@ -30,7 +31,6 @@ from tests.support import delete_namespaces, eventually
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 
 MIG = "nvidia.com/mig-1g.10gb"
-MIG_PRODUCT = "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb"
 MIG_NODE = "kwok-gpu-a100-mig"
 ZONE = zoneinfo.ZoneInfo("America/Chicago")
 
@@ -40,13 +40,7 @@ def mig_hub(alice, kube_api, kubeconfig_path, settings, request):
     """A running hub on MIG slices: seven users, one slice per GPU server, seven seats; its
     namespaces as provisioning makes them, between classes."""
     settings.KUBECONFIG = str(kubeconfig_path)
-    mig = GpuType.objects.create(
-        name="a100-mig-1g10gb",
-        display_name="A100 MIG 1g.10gb",
-        resource_name=MIG,
-        node_label_key=f"{MIG}.product",
-        node_label_value=MIG_PRODUCT,
-    )
+    mig = mig_gpu_type()
     hub = HubFactory(
         owner=alice,
         slug=f"warm-{secrets.token_hex(3)}",
