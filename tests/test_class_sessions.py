@@ -192,3 +192,14 @@ def test_only_an_admin_caps_or_refuses_and_sees_every_reservation(
     table = page[page.index('id="class-reservation-list"') :]
     assert "stats-101" in table and "capped at 12" in table
     assert "2 \N{MULTIPLICATION SIGN} 1 NVIDIA H100" in table
+
+
+def test_the_hubs_page_shows_its_sessions_and_their_room(client, course, alice, bob):
+    weekly_lab(course, max_placeholders=12)
+    client.force_login(alice)
+    page = client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
+    section = page[page.index('id="class-sessions"') :]
+    assert "weekly from 2026-10-20 to 2026-11-10, 09:00 (America/Chicago)" in section
+    assert "10 placeholders and 2 with GPUs (capped by an admin)" in section
+    client.force_login(bob)
+    assert client.get(reverse("hubs:detail", args=[course.pk])).status_code == 404
