@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from portal.accounts import hub_clients
 from portal.audit.log import record
-from portal.hubs import expiry, lifecycle
+from portal.hubs import classes, expiry, lifecycle
 from portal.hubs.cluster import api_client, hub_api_url, render_settings
 from portal.hubs.hubspec import from_hub, hub_queryset
 from portal.hubs.lifecycle import (
@@ -569,10 +569,19 @@ def keep_classes_warm(now: str | None = None) -> dict[str, list[int]]:
     moment = datetime.fromisoformat(now) if now else timezone.now()
     with_sessions = ClassSession.objects.values("hub_id")
     hubs = hub_queryset().filter(state__in=WARM_CHECKED_STATES, pk__in=with_sessions)
+    # Only hubs with room held within the hour around now: that makes it and frees it after
+    # the session. Reconcile renders the same spec, so placeholders a missed pass left behind
+    # go with its next pass.
+    window = timedelta(hours=1)
     done: dict[str, list[int]] = {"warm": [], "cold": [], "failed": []}
     settings_ = render_settings(preview=True)  # placeholders need no login endpoints
     with api_client() as api:
         for hub in hubs:
+            held = classes.occurrences(
+                hub.class_sessions.all(), hub, moment - window, moment + window
+            )
+            if next(held, None) is None:
+                continue
             spec = from_hub(hub, now=moment)
             try:
                 room = keep_room(api, spec, settings_)

@@ -178,6 +178,18 @@ def mig_gpu_type() -> GpuType:
     )
 
 
+def mig_node_holds_only(kube_api, names: list[str]) -> None:
+    """Wait until the MIG node runs just these pods: the two tests that use it (this module's
+    and test_warm_classes.py) leave theirs with their namespaces, which go in the background."""
+    core = kubernetes.CoreV1Api(kube_api)
+
+    def alone():
+        pods = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=kwok-gpu-a100-mig")
+        return sorted(p.metadata.name for p in pods.items) == sorted(names)
+
+    eventually(alone, timeout=180)
+
+
 @pytest.fixture
 def mig_type(db) -> GpuType:
     return mig_gpu_type()
@@ -238,6 +250,8 @@ def test_a_mig_type_is_counted_shown_and_charged_at_its_own_price(
         return pod if pod.status.phase == "Running" else None
 
     assert eventually(running, timeout=120).spec.node_name == "kwok-gpu-a100-mig"
+
+    mig_node_holds_only(kube_api, ["jupyter-alice"])
 
     base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
     for step in range(13):  # an hour of passes, five minutes apart

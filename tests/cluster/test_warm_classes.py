@@ -23,7 +23,7 @@ from portal.hubs.hubspec import from_hub
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import ClassSession
 from provisioning.render import GPU_PLACEHOLDERS, PLACEHOLDER_PRIORITY_CLASS
-from tests.cluster.test_gpu_seats import MIG_PRODUCT, mig_gpu_type
+from tests.cluster.test_gpu_seats import MIG_PRODUCT, mig_gpu_type, mig_node_holds_only
 from tests.cluster.test_jupyterhub import prepare_namespace
 from tests.factories import HubFactory
 from tests.support import delete_namespaces, eventually
@@ -53,6 +53,7 @@ def mig_hub(alice, kube_api, kubeconfig_path, settings, request):
         end_date=timezone.localdate() + datetime.timedelta(days=30),
     )
     spec = from_hub(hub)
+    mig_node_holds_only(kube_api, [])
     prepare_namespace(kube_api, spec)
     request.addfinalizer(lambda: delete_namespaces(kube_api, spec))
     return hub
@@ -114,6 +115,8 @@ def test_placeholders_hold_room_ahead_of_a_class_yield_to_a_server_and_go_after_
         gpu_attendees=7,
         created_by=alice,
     )
+    far = tasks.keep_classes_warm((starts - datetime.timedelta(hours=3)).isoformat())
+    assert far == {"warm": [], "cold": [], "failed": []}  # nothing held near then: not looked at
     before = tasks.keep_classes_warm((starts - datetime.timedelta(minutes=30)).isoformat())
     assert before["cold"] == [mig_hub.pk]  # before the lead time: no placeholders
     assert _pods(kube_api, namespace, "app.kubernetes.io/component=placeholder") == []
