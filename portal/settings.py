@@ -282,6 +282,11 @@ for _cidr in (*HUB_DENIED_EGRESS, *HUB_API_SERVER_CIDRS):
         raise ImproperlyConfigured(f"{_cidr!r} is not an address range (CIDR): {_error}") from None
 # Priority classes pods in users' namespaces may name (none by default).
 HUB_PRIORITY_CLASSES = tuple(env_list("HUB_PRIORITY_CLASSES"))
+# Classes that start warm: how long before a class session its room is held with placeholder
+# pods, how often the portal checks, and the image placeholders run (it only sleeps).
+WARM_LEAD_MINUTES = env_int("WARM_LEAD_MINUTES", 15)
+WARM_INTERVAL_SECONDS = env_int("WARM_INTERVAL_SECONDS", 60)
+WARM_PLACEHOLDER_IMAGE = os.environ.get("WARM_PLACEHOLDER_IMAGE", "registry.k8s.io/pause:3.10")
 # Least privilege (the Helm chart sets both): the ClusterRole the portal acts with inside hub
 # namespaces, bound in each of them to the portal's ServiceAccount ("namespace/name"). Unset,
 # the portal's credentials must reach every namespace already (the local cluster's admin).
@@ -533,6 +538,11 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-identities": {
         "task": "portal.accounts.tasks.refresh_identities",
         "schedule": OIDC_REFRESH_INTERVAL_SECONDS,
+    },
+    # Placeholders ahead of class sessions, and gone after them (portal/hubs/classes.py).
+    "keep-classes-warm": {
+        "task": "portal.hubs.tasks.keep_classes_warm",
+        "schedule": WARM_INTERVAL_SECONDS,
     },
     # Sends again the e-mails the mail server did not take (portal/notifications/mail.py).
     "retry-notices": {

@@ -215,6 +215,8 @@ def hub_values(spec: HubSpec, oauth: HubOAuthClient) -> dict[str, Any]:
             "node_label_key": spec.gpu.node_label_key,
             "product": spec.gpu.product,
             "display_name": spec.gpu.display_name or spec.gpu.product,
+            # GPU seats: the hub refuses a GPU server when its GPUs would exceed them.
+            "max_gpus": spec.gpu_seats,
         }
     return {
         "hub_id": spec.hub_id,

@@ -42,6 +42,7 @@ KINDS: dict[str, Kind] = {
     "Role": Kind("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": Kind("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "Job": Kind("/apis/batch/v1", "jobs", True),
+    "PriorityClass": Kind("/apis/scheduling.k8s.io/v1", "priorityclasses", False),
     "ValidatingAdmissionPolicy": Kind(
         "/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicies", False
     ),

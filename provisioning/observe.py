@@ -34,9 +34,15 @@ from kubernetes import client
 from kubernetes.utils.quantity import parse_quantity
 
 from provisioning import k8s
-from provisioning.render import ANNOTATION_MEMBER, LABEL_HUB_ID, MANAGED_BY
+from provisioning.render import (
+    ANNOTATION_MEMBER,
+    COMPONENT_PLACEHOLDER,
+    LABEL_HUB_ID,
+    MANAGED_BY,
+)
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+COMPONENT_LABEL = "app.kubernetes.io/component"
 USERNAME_KEY = "hub.jupyter.org/username"
 HUB_NAMESPACES = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 MIB = Decimal(1024 * 1024)
@@ -243,16 +249,33 @@ def _requests(pod: Pod, gpu_resources: tuple[str, ...]) -> tuple[int, Decimal, i
     return int((cpu * 1000).to_integral_value()), memory / MIB, gpus
 
 
+def _gpu_requests(pod: Pod, gpu_resources: tuple[str, ...]) -> dict[str, int]:
+    """The pod's requests of each GPU resource it asks for."""
+    found: dict[str, int] = {}
+    for container in pod.spec.containers:
+        for name in gpu_resources:
+            amount = int(_quantity(container.resources.requests.get(name)))
+            if amount:
+                found[name] = found.get(name, 0) + amount
+    return found
+
+
 def observe(
     api: client.ApiClient,
     gpu_resources: tuple[str, ...] = ("nvidia.com/gpu",),
     gpu_labels: tuple[str, ...] = (GPU_PRODUCT_LABEL,),
+    gpu_kinds: tuple[tuple[str, str], ...] | None = None,
 ) -> Observation:
     """One look at the cluster: hub namespaces, running pods, bound claims, GPU nodes.
 
-    `gpu_resources` are the extended resources that count as GPUs, `gpu_labels` the node label
-    keys that name a node's GPU product (one node list per key; the catalogue's GPU types
-    usually share the default key)."""
+    `gpu_kinds` pairs a node label key with the extended resource it names the product of:
+    the catalogue's GPU types, e.g. ("nvidia.com/gpu.product", "nvidia.com/gpu") and, for a
+    MIG profile, ("nvidia.com/mig-1g.10gb.product", "nvidia.com/mig-1g.10gb"), so that a node
+    offering whole GPUs and MIG slices counts each under its own product. Without it, every
+    key in `gpu_labels` pairs with every resource in `gpu_resources`. One node list per key;
+    a node's resource labelled under two keys counts once, by the first."""
+    kinds = gpu_kinds or tuple((key, name) for key in gpu_labels for name in gpu_resources)
+    resources = tuple(dict.fromkeys(name for _, name in kinds))
     started = time.monotonic()
     report = Observation()
     hubs: dict[str, int] = {}
@@ -268,27 +291,31 @@ def observe(
                 owners[namespace.metadata.name] = member
     report.namespaces = len(hubs)
 
-    products: dict[str, str] = {}  # node name -> GPU product
-    for key in gpu_labels:
+    products: dict[tuple[str, str], str] = {}  # (node name, resource) -> GPU product
+    for key in dict.fromkeys(key for key, _ in kinds):
+        named = [name for kind_key, name in kinds if kind_key == key]
         for node in _paged(api, Node, "/api/v1/nodes", report, labelSelector=key):
-            if node.metadata.name in products:
-                continue  # labelled under two keys: counted once, by the first
             product = node.metadata.labels[key]
-            products[node.metadata.name] = product
-            offered = node.status.allocatable
-            count = report.gpus.setdefault(product, GpuCount())
-            count.allocatable += sum(int(_quantity(offered.get(name))) for name in gpu_resources)
+            for name in named:
+                if (node.metadata.name, name) in products:
+                    continue  # labelled under two keys: counted once, by the first
+                products[node.metadata.name, name] = product
+                count = report.gpus.setdefault(product, GpuCount())
+                count.allocatable += int(_quantity(node.status.allocatable.get(name)))
 
     running = _paged(api, Pod, "/api/v1/pods", report, fieldSelector="status.phase=Running")
     for pod in running:
         meta = pod.metadata
-        cpu, memory, gpus = _requests(pod, gpu_resources)
-        product = products.get(pod.spec.node_name, "")
-        if gpus and product:
-            report.gpus[product].in_use += gpus
+        cpu, memory, gpus = _requests(pod, resources)
+        product = ""
+        for name, count in _gpu_requests(pod, resources).items():
+            named = products.get((pod.spec.node_name, name), "")
+            if named:
+                report.gpus[named].in_use += count
+                product = product or named
         hub_id = hubs.get(meta.namespace)
-        if hub_id is None:
-            continue
+        if hub_id is None or (meta.labels or {}).get(COMPONENT_LABEL) == COMPONENT_PLACEHOLDER:
+            continue  # placeholders hold room for a class: nobody's usage (GPUs counted above)
         report.pods_seen += 1
         report.holdings.append(
             Holding(

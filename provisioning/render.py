@@ -112,6 +112,8 @@ class RenderSettings:
     api_server_cidrs: tuple[str, ...] = ()
     # Priority classes that pods in users' namespaces may name (none by default).
     priority_classes: tuple[str, ...] = ()
+    # The image placeholder pods run (they only sleep).
+    placeholder_image: str = "registry.k8s.io/pause:3.10"
     # Installation-wide ceilings on any hub's quota, e.g. {"requests.nvidia.com/gpu": "16"}.
     quota_caps: dict[str, str] = field(default_factory=dict)
     # The portal's OpenID Connect provider, which every hub logs its users in with.
@@ -293,11 +295,19 @@ def quota_totals(spec: HubSpec) -> dict[str, str]:
     external_claims = [v for v in spec.external_volumes if v.kind == "pvc"]
     external_gib = sum(v.size_gib or 1 for v in external_claims)
     storage_gib = servers * spec.home_size_gib + spec.shared_size_gib + external_gib
+    # Placeholders of a class held now come on top: a Deployment keeps them (running, or
+    # pending once a server preempted one), so servers still get at most their own share.
+    warm = spec.warm_servers + spec.warm_gpu_servers
+    compute = _compute(spec, servers + warm, servers + warm)
+    if spec.gpu:
+        # GPU seats: what the users hold at once, however many of them there are.
+        seats = spec.gpu_seats + spec.warm_gpu_servers * spec.gpu.count
+        compute[f"requests.{spec.gpu.resource_name}"] = str(seats)
     return {
-        "pods": str(servers),
+        "pods": str(servers + warm),
         "count/jobs.batch": "0",
         "services": "0",
-        **_compute(spec, servers, servers),
+        **compute,
         # A home volume per user, the shared volume and external claims. Homes are counted per
         # server: a user's named servers share one home, but KubeSpawner asks to create it at
         # every start and quota admission charges that request before the API server answers
@@ -373,6 +383,31 @@ def quota_amounts(spec: HubSpec, caps: dict[str, str] | None = None) -> dict[str
     for key, value in jobs.items():
         amounts[key] = amounts.get(key, Decimal(0)) + parse_quantity(value) * len(spec.jobs_users)
     return amounts
+
+
+# Classes that start warm: placeholder pods run at this PriorityClass, below every server, so
+# that the scheduler preempts them for a real server; they never preempt anything themselves.
+PLACEHOLDER_PRIORITY_CLASS = "hub-on-demand-placeholder"
+PLACEHOLDER_PRIORITY = -100
+PLACEHOLDERS = "warm-servers"
+GPU_PLACEHOLDERS = "warm-gpu-servers"
+COMPONENT_PLACEHOLDER = "placeholder"
+
+
+def placeholder_priority_class() -> Manifest:
+    """The PriorityClass of placeholders: cluster-wide, the same for every hub."""
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {
+            "name": PLACEHOLDER_PRIORITY_CLASS,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+        },
+        "value": PLACEHOLDER_PRIORITY,
+        "preemptionPolicy": "Never",
+        "globalDefault": False,
+        "description": "Hub on Demand: room held for a class; any real server preempts it.",
+    }
 
 
 def resource_quotas(spec: HubSpec, settings: RenderSettings | None = None) -> list[Manifest]:
@@ -649,6 +684,8 @@ def admission_params(
             data[f"nfs.{name}"] = f"{mode}:{volume.server}:{volume.path}"
     for name in settings.priority_classes:
         data[f"priority.{name}"] = "yes"
+    if jobs_user is None:
+        data[f"priority.{PLACEHOLDER_PRIORITY_CLASS}"] = "yes"
     where = spec.users_namespace if jobs_user is None else spec.jobs_namespace(jobs_user)
     return {
         "apiVersion": "v1",
@@ -1046,6 +1083,70 @@ def ingress(spec: HubSpec, settings: RenderSettings) -> Manifest:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": body}
 
 
+def _placeholder(spec: HubSpec, settings: RenderSettings, name: str, count: int, gpu: bool):
+    """Sleeping pods sized like the hub's largest server (with its GPUs and node placement
+    when `gpu`), at the placeholder PriorityClass."""
+    cpu_request, _, mem_request, _ = _largest_request(spec)
+    requests = {"cpu": _cpu(cpu_request), "memory": _mem(mem_request)}
+    limits = dict(requests)
+    pod: dict[str, Any] = {
+        "priorityClassName": PLACEHOLDER_PRIORITY_CLASS,
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 0,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [
+            {
+                "name": "pause",
+                "image": settings.placeholder_image,
+                "resources": {"requests": requests, "limits": limits},
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 65535,
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "readOnlyRootFilesystem": True,
+                },
+            }
+        ],
+    }
+    if gpu and spec.gpu:
+        amount = str(spec.gpu.count)
+        requests[spec.gpu.resource_name] = limits[spec.gpu.resource_name] = amount
+        pod["nodeSelector"] = {spec.gpu.node_label_key: spec.gpu.product}
+        pod["tolerations"] = [
+            {"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    labels = {**hub_labels(spec), "app.kubernetes.io/component": COMPONENT_PLACEHOLDER}
+    meta = _meta(
+        spec, name, spec.users_namespace, **{"app.kubernetes.io/component": COMPONENT_PLACEHOLDER}
+    )
+    match = {LABEL_HUB_ID: str(spec.hub_id), "hub-on-demand.io/placeholder": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": count,
+            "selector": {"matchLabels": match},
+            "template": {"metadata": {"labels": {**labels, **match}}, "spec": pod},
+        },
+    }
+
+
+def placeholders(spec: HubSpec, settings: RenderSettings | None = None) -> list[Manifest]:
+    """The placeholder servers that hold room for the hub's classes now (none between them)."""
+    settings = settings or RenderSettings()
+    found = []
+    if spec.warm_servers:
+        found.append(_placeholder(spec, settings, PLACEHOLDERS, spec.warm_servers, gpu=False))
+    if spec.warm_gpu_servers and spec.gpu:
+        found.append(
+            _placeholder(spec, settings, GPU_PLACEHOLDERS, spec.warm_gpu_servers, gpu=True)
+        )
+    return found
+
+
 def render_hub(
     spec: HubSpec, settings: RenderSettings | None = None, hub_secrets: HubSecrets | None = None
 ) -> list[Manifest]:
@@ -1077,4 +1178,5 @@ def render_hub(
         hub_deployment(spec, settings, config),
         proxy_deployment(spec, settings),
         ingress(spec, settings),
+        *placeholders(spec, settings),
     ]

@@ -34,6 +34,8 @@ class GpuRequest:
     display_name: str = ""
     # The GPU type's name in the portal's catalogue (capacity is counted per type).
     type_name: str = ""
+    # GPU seats: the GPUs all the hub's servers hold at once (0: one set per server).
+    max_gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,24 @@ class HubSpec:
     # (subject at the issuer, username) of the people above who sign in with the issuer: the
     # hub names a user by the portal's account of their subject, never by a name claim.
     identities: tuple[tuple[str, str], ...] = ()
+    # Classes that start warm: placeholder servers holding room now, without and with the
+    # hub's GPUs (sized and placed like its largest server; real servers preempt them).
+    warm_servers: int = 0
+    warm_gpu_servers: int = 0
+
+    @property
+    def gpu_seats(self) -> int:
+        """The GPUs the hub's users hold at once: its seats, else one set per server (never
+        more than every server of every expected user can hold); 0 without GPUs."""
+        if self.gpu is None:
+            return 0
+        every_server = self.expected_users * self.notebooks_per_user * self.gpu.count
+        return min(self.gpu.max_gpus, every_server) if self.gpu.max_gpus else every_server
+
+    @property
+    def gpu_servers(self) -> int:
+        """How many GPU servers may run at once (seats / GPUs per server)."""
+        return self.gpu_seats // self.gpu.count if self.gpu else 0
 
     @property
     def period_days(self) -> int:

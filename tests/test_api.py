@@ -51,7 +51,10 @@ def test_create_beyond_policy_then_admin_approves(
     assert response.status_code == 201
     body = response.json()
     assert body["state"] == "pending"
-    assert body["policy_violations"] == ["4 GPUs per user exceeds the self-service limit of 0"]
+    assert body["policy_violations"] == [
+        "4 GPUs per user exceeds the self-service limit of 0",
+        "160 GPU seats exceeds the self-service limit of 8",
+    ]
 
     api.force_authenticate(charlie)
     with django_capture_on_commit_callbacks(execute=True):

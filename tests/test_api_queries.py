@@ -29,8 +29,8 @@ pytestmark = pytest.mark.django_db
 # The token's lookup, the hubs, their catalogue entries (3 relations), events and members.
 REPRESENTATION = 7
 # For the pending hubs among them: the policy, and these hubs with their owners' other hubs
-# as specs (the hubs and 8 relations, tiers' own included).
-POLICY = 10
+# as specs (the hubs and 9 relations, tiers' own and class sessions included).
+POLICY = 11
 
 
 def seed(count: int, owner, member, group: str) -> list:

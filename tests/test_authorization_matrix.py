@@ -31,7 +31,7 @@ from rest_framework.test import APIClient
 
 from portal.hubs import revisions
 from portal.hubs.lifecycle import HubState
-from portal.hubs.models import Member, ServerRun
+from portal.hubs.models import ClassSession, Member, ServerRun
 from portal.hubs.services import changes
 from tests.factories import AdminFactory, HubFactory, UserFactory, api_token
 
@@ -162,6 +162,22 @@ def ACCEPT(w):
 # Request bodies.
 REASON = body(reason="Not now.")
 ADD_BOB = body(username="bob", role="member")
+RENAME = body(title="Lab 2")
+
+
+def CLASS(w):
+    return {
+        "title": "Lab",
+        "first_day": w.hub.start_date.isoformat(),
+        "start_time": "09:00",
+        "attendees": 1,
+    }
+
+
+def api_class(w):
+    return {"hub_pk": w.hub.pk, "pk": w.class_session.pk}
+
+
 AS_MEMBER = body(role="member")
 INVITE = body(email="yan@example.org", role="member")
 GROUP = body(group="chem", role="member")
@@ -266,6 +282,12 @@ ROWS = [
     row("hub-group-grant-detail", "delete", api_grant, "204 204 403 404 204 401 403"),
     row("hub-tier-list", "get", api_hub, "200 200 200 404 200 401 200"),
     row("hub-tier-detail", "get", api_tier, "200 200 200 404 200 401 200"),
+    # --- API: class sessions (managers only; the owner's cap is an admin's: see its tests) ---
+    row("hub-class-session-list", "get", api_hub, "200 200 403 404 200 401 200"),
+    row("hub-class-session-list", "post", api_hub, "201 201 403 404 201 401 403", CLASS),
+    row("hub-class-session-detail", "get", api_class, "200 200 403 404 200 401 200"),
+    row("hub-class-session-detail", "patch", api_class, "200 200 403 404 200 401 403", RENAME),
+    row("hub-class-session-detail", "delete", api_class, "204 204 403 404 204 401 403"),
     # --- API: usage and capacity ---
     row("hub-usage", "get", hub, "200 200 200 404 200 401 200"),
     row("hub-usage-csv", "get", hub, "200 200 403 404 200 401 200"),
@@ -397,6 +419,13 @@ def world(db, queued):
             started=timezone.now(),
             last_activity=timezone.now(),
             observed=timezone.now(),
+        ),
+        class_session=ClassSession.objects.create(
+            hub=running,
+            title="Lab",
+            first_day=running.start_date,
+            start_time=datetime.time(9),
+            attendees=1,
         ),
     )
 

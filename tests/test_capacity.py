@@ -206,12 +206,14 @@ def test_a_change_asking_for_gpus_that_do_not_fit_waits_for_an_admin(a100, alice
     def change(**fields):
         return {**form_data(spec_of_hub(hub)), **fields}
 
-    grown = changes.request_change(hub, alice, change(expected_users="4"))  # 2 more, 1 free
+    grown = changes.request_change(
+        hub, alice, change(expected_users="4", max_gpus="4")
+    )  # 2 more, 1 free
     assert grown.state == RevisionState.PENDING
     assert "GPUs do not fit (4 wanted, 3 free" in grown.reason
     changes.reject_change(grown, AdminFactory(), "No GPUs left")
 
-    shrunk = changes.request_change(hub, alice, change(expected_users="1"))
+    shrunk = changes.request_change(hub, alice, change(expected_users="1", max_gpus="1"))
     assert shrunk.state == RevisionState.APPLIED
 
 
@@ -245,7 +247,7 @@ def test_gpus_nobody_has_counted_yet_wait_for_an_admin(alice, queued):
     hub = gpu_hub(a100, start, end, users=2, owner=alice)
 
     grown = changes.request_change(
-        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "3"}
+        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "3", "max_gpus": "3"}
     )
     assert grown.state == RevisionState.PENDING
     assert grown.reason == uncounted
@@ -260,7 +262,7 @@ def test_gpus_nobody_has_counted_yet_wait_for_an_admin(alice, queued):
     hub.refresh_from_db()
     lifecycle.mark_running(hub.pk)
     grown_again = changes.request_change(
-        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "3"}
+        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "3", "max_gpus": "3"}
     )
     assert grown_again.state == RevisionState.APPLIED
 
@@ -279,7 +281,7 @@ class TestApproveChange:
         start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
         gpu_hub(a100, start, end, users=5)
         hub = gpu_hub(a100, start, end, users=2, owner=alice)
-        change = {**form_data(spec_of_hub(hub)), "expected_users": "4"}
+        change = {**form_data(spec_of_hub(hub)), "expected_users": "4", "max_gpus": "4"}
         return changes.request_change(hub, alice, change)
 
     def test_over_capacity_is_refused_and_nothing_changes(self, pending_change, charlie, queued):
@@ -319,7 +321,11 @@ class TestApproveChange:
         SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_expected_users": 3})
         start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
         hub = gpu_hub(a100, start, end, users=2, owner=alice)
-        change = {**form_data(spec_of_hub(hub)), "expected_users": "6"}  # 6 of 8 free: fits
+        change = {
+            **form_data(spec_of_hub(hub)),
+            "expected_users": "6",
+            "max_gpus": "6",
+        }  # 6 of 8 free: fits
         revision = changes.request_change(hub, alice, change)
         assert "GPUs do not fit" not in revision.reason and "users" in revision.reason
         gpu_hub(a100, start, end, users=3, state=HubState.APPROVED)  # now 5 free for its 6
@@ -339,7 +345,12 @@ def test_approving_a_change_and_a_request_for_the_last_gpus_at_once_lets_one_thr
     start, end = timezone.localdate(), timezone.localdate() + datetime.timedelta(days=30)
     owner = AdminFactory(username="owner")
     hub = gpu_hub(a100, start, end, users=2, owner=owner)  # 2 of 4; 2 left
-    change = {**form_data(spec_of_hub(hub)), "expected_users": "4", "description": "grow"}
+    change = {
+        **form_data(spec_of_hub(hub)),
+        "expected_users": "4",
+        "max_gpus": "4",
+        "description": "grow",
+    }
     SelfServicePolicy.objects.update_or_create(pk=1, defaults={"max_expected_users": 3})
     revision = changes.request_change(hub, owner, change)  # 2 more: fits, waits for users
     assert revision.state == RevisionState.PENDING

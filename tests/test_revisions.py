@@ -172,8 +172,10 @@ class TestBeyondPolicy:
             running_hub, alice, change(running_hub, gpu_type="a100", gpus_per_user=1)
         )
         assert revision.state == RevisionState.PENDING
-        # Beyond the policy, and no collection pass has counted the cluster's A100s yet.
-        assert [v["field"] for v in revision.violations] == ["gpus_per_user", "gpu_type"]
+        # Beyond the policy (a GPU per user, and 10 seats), and no collection pass has counted
+        # the cluster's A100s yet.
+        fields = [v["field"] for v in revision.violations]
+        assert fields == ["gpus_per_user", "max_gpus", "gpu_type"]
 
     def test_turning_on_jobs_access_waits_for_an_admin(self, running_hub, alice, queued):
         revision = changes.request_change(
@@ -370,7 +372,8 @@ class TestDiffs:
             if line.startswith("+") and "nvidia.com/gpu" in line
         ]
         assert added, [o.diff for o in diff.objects]
-        assert {f.field for f in diff.fields} == {"gpu_type", "gpus_per_user"}
+        # Seats not given: one set of GPUs per server.
+        assert {f.field for f in diff.fields} == {"gpu_type", "gpus_per_user", "max_gpus"}
 
     def test_jobs_access_adds_objects(self, running_hub):
         _, diff = changes.preview_change(running_hub, change(running_hub, jobs_access="true"))

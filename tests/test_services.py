@@ -151,6 +151,7 @@ class TestPolicy:
     def test_policy_is_read_from_the_database(self, alice, spec, queued):
         policy = SelfServicePolicy.current()
         policy.max_gpus_per_user = 2
+        policy.max_gpus_per_hub = 80
         policy.max_cpu_limit = Decimal("1")
         policy.save()
         h100 = GpuType.objects.get(name="h100")  # 40 users x 2 GPUs, all counted and free

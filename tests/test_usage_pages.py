@@ -433,7 +433,7 @@ def test_a_change_over_capacity_is_shown_and_approved_with_a_reason(
         busy_a100, today, "growing-lab", start=0, days=10, owner=alice, state=HubState.RUNNING
     )
     revision = changes.request_change(
-        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "2"}
+        hub, alice, {**form_data(spec_of_hub(hub)), "expected_users": "2", "max_gpus": "2"}
     )
     assert revision.state == RevisionState.PENDING
 

@@ -11,6 +11,7 @@ from portal.audit.log import record
 from portal.hubs import queue
 from portal.hubs.lifecycle import SYNCED_STATES, LifecycleError
 from portal.hubs.models import (
+    ClassSession,
     GpuType,
     GroupGrant,
     HardwareOption,
@@ -68,7 +69,13 @@ class StorageOptionAdmin(admin.ModelAdmin):
 
 @admin.register(SelfServicePolicy)
 class SelfServicePolicyAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "max_expected_users", "max_cpu_limit", "max_gpus_per_user"]
+    list_display = [
+        "__str__",
+        "max_expected_users",
+        "max_cpu_limit",
+        "max_gpus_per_user",
+        "max_gpus_per_hub",
+    ]
 
     def has_add_permission(self, request) -> bool:
         # Only the first row is used; edit it rather than adding another.
@@ -253,3 +260,32 @@ class HubAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{hub.slug}: {error}", messages.WARNING)
             else:
                 self.message_user(request, f"{hub.slug}: {hub.get_state_display()}.")
+
+
+@admin.register(ClassSession)
+class ClassSessionAdmin(admin.ModelAdmin):
+    """Rooms held for classes: an admin caps a session's placeholders or refuses them."""
+
+    list_display = [
+        "__str__",
+        "first_day",
+        "start_time",
+        "time_zone",
+        "weekly",
+        "attendees",
+        "gpu_attendees",
+        "max_placeholders",
+        "refused",
+    ]
+    list_editable = ["max_placeholders", "refused"]
+    list_filter = ["refused", "weekly"]
+    search_fields = ["title", "hub__slug"]
+    raw_id_fields = ["hub", "created_by"]
+    actions = ["refuse"]
+
+    @admin.action(description="Refuse the room of the selected sessions")
+    def refuse(self, request, queryset) -> None:
+        changed = queryset.update(refused=True)
+        for session in queryset.select_related("hub"):
+            record("class_session.refused", session.hub, actor=request.user, session=session.pk)
+        self.message_user(request, f"Refused {changed} session(s).", messages.SUCCESS)

@@ -45,6 +45,7 @@ def render_settings(preview: bool = False) -> RenderSettings:
         denied_egress=settings.HUB_DENIED_EGRESS,
         api_server_cidrs=settings.HUB_API_SERVER_CIDRS,
         priority_classes=settings.HUB_PRIORITY_CLASSES,
+        placeholder_image=settings.WARM_PLACEHOLDER_IMAGE,
         quota_caps=settings.HUB_QUOTA_CAPS,
         identity_provider=_hub_login_settings(preview),
         portal_role=settings.HUB_PORTAL_ROLE,

@@ -16,6 +16,7 @@ from portal.hubs.models import (
     Member,
     SelfServicePolicy,
     StorageOption,
+    all_servers_gpus,
 )
 from portal.hubs.validators import image_registry
 
@@ -102,6 +103,7 @@ class HubRequestForm(forms.ModelForm):
         self.fields["end_date"].initial = today + datetime.timedelta(days=30)
         if not self.fields["storage_options"].queryset.exists():
             self.fields["storage_options"].help_text = "None is offered yet."
+        self.fields["max_gpus"].required = False
         self.fields["hardware_options"].label_from_instance = (
             lambda o: f"{o} ({o.describe()}; {o.describe_limits()})"
         )
@@ -184,6 +186,7 @@ class HubRequestForm(forms.ModelForm):
             self.add_error("gpus_per_user", "Choose how many GPUs each user gets, or no GPU type.")
         elif gpus and "gpu_type" in data and not gpu_type:
             self.add_error("gpu_type", "Choose a GPU type for the GPUs.")
+        self._clean_gpu_seats(data)
 
         size, mode = data.get("shared_volume_gib"), data.get("shared_volume_mode")
         if mode == Hub.SharedVolumeMode.NONE and size:
@@ -200,6 +203,32 @@ class HubRequestForm(forms.ModelForm):
         if {u.pk for u in co_owners} & {u.pk for u in members}:
             self.add_error("members", "A user cannot be both co-owner and member.")
         return data
+
+    def _clean_gpu_seats(self, data: dict) -> None:
+        """GPU seats: at least one GPU server's worth, at most every server's (more are held
+        to that); none without GPUs. Left empty, one set of GPUs per server (users x servers x
+        GPUs per server)."""
+        if "max_gpus" not in data or "gpus_per_user" not in data:
+            return
+        seats, gpus = data["max_gpus"] or 0, data["gpus_per_user"] or 0
+        if not gpus or not data.get("gpu_type"):
+            if seats:
+                self.add_error("max_gpus", "GPU seats need a GPU type and GPUs per server.")
+            data["max_gpus"] = 0
+            return
+        every = all_servers_gpus(
+            data.get("expected_users") or 0, data.get("notebooks_per_user") or 1, gpus
+        )
+        if not seats:
+            data["max_gpus"] = every
+        elif seats < gpus:
+            self.add_error(
+                "max_gpus",
+                f"{seats} GPU seats cannot hold one server with {gpus} GPUs; give at least {gpus}.",
+            )
+        else:
+            # More seats than every server of every user can hold are never used.
+            data["max_gpus"] = min(seats, every)
 
     def people(self) -> list[tuple]:
         """(user, role) pairs from the cleaned co_owners and members."""

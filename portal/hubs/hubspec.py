@@ -21,6 +21,7 @@ from social_django.models import UserSocialAuth
 
 from portal.accounts import oidc
 from portal.accounts.auth import subject_of
+from portal.hubs.classes import placeholders_at
 from portal.hubs.members import default_tier_fields
 from portal.hubs.models import (
     GpuType,
@@ -57,6 +58,7 @@ def hub_queryset(*, identities: bool = True) -> QuerySet[Hub]:
         "tiers__hardware_options",
         "tiers__images",
         "group_grants",
+        "class_sessions",
     )
     if identities:
         hubs = hubs.prefetch_related("owner__social_auth", "members__user__social_auth")
@@ -69,6 +71,7 @@ def from_hub(
     registries: tuple[str, ...] | None = None,
     *,
     identities: bool = True,
+    now: datetime.datetime | None = None,
 ) -> HubSpec:
     """The spec of a hub as its row, catalogue links and people say now.
 
@@ -76,6 +79,7 @@ def from_hub(
     not given); load hubs with `hub_queryset()` to build many specs without a query per hub.
     `identities=False` gives a spec without the people's identities (no members file can be
     rendered from it that lets anyone in), for weighing its quotas and policy.
+    `now` is the moment its classes' placeholders are counted at (default: now).
     """
     people = list(hub.members.all())
     tier_names = {tier.pk: tier.name for tier in hub.tiers.all()}
@@ -96,6 +100,7 @@ def from_hub(
             if identities
             else ()
         ),
+        now=now,
     )
 
 
@@ -191,6 +196,7 @@ _SCALARS = (
     "expected_users",
     "notebooks_per_user",
     "gpus_per_user",
+    "max_gpus",
     "custom_image",
     "home_size_gib",
     "wipe_home_allowed",
@@ -220,6 +226,7 @@ def _spec(
     hubs_domain: str | None,
     registries: tuple[str, ...] | None,
     identities: tuple[tuple[str, str], ...] = (),
+    now: datetime.datetime | None = None,
 ) -> HubSpec:
     gpu = None
     if gpu_type is not None and values["gpus_per_user"]:
@@ -230,8 +237,10 @@ def _spec(
             node_label_key=gpu_type.node_label_key,
             display_name=gpu_type.display_name,
             type_name=gpu_type.name,
+            max_gpus=values.get("max_gpus") or 0,
         )
     shared_mode = values["shared_volume_mode"] if values["shared_volume_gib"] else "none"
+    warm_servers, warm_gpu_servers = placeholders_at(hub, now)
     return HubSpec(
         identities=identities,
         hub_id=hub.pk,
@@ -293,6 +302,8 @@ def _spec(
         suspended=hub.state == "suspended",
         login_client_id=_login_client_id(hub),
         open_egress=hub.open_egress,
+        warm_servers=warm_servers,
+        warm_gpu_servers=warm_gpu_servers if gpu is not None else 0,
     )
 
 

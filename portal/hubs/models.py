@@ -245,6 +245,9 @@ class SelfServicePolicy(models.Model):
     max_gpus_per_user = models.PositiveSmallIntegerField(
         default=0, help_text="0 means any GPU request needs an admin."
     )
+    max_gpus_per_hub = models.PositiveIntegerField(
+        default=8, help_text="GPU seats of one hub: the GPUs its users hold at once."
+    )
     max_period_days = models.PositiveIntegerField(default=120)
     max_home_gib = models.PositiveIntegerField(default=20)
     max_shared_gib = models.PositiveIntegerField(default=100)
@@ -304,6 +307,19 @@ def idp_groups(user: "AbstractBaseUser | AnonymousUser") -> list[str]:
     from portal.accounts.rights import current_groups
 
     return current_groups(user)
+
+
+def all_servers_gpus(users: int, servers_per_user: int, gpus_per_server: int) -> int:
+    """GPUs for every server of every user at once: the most GPU seats a hub can use."""
+    return (users or 0) * (servers_per_user or 1) * (gpus_per_server or 0)
+
+
+def gpu_seats(max_gpus: int | None, users: int, servers_per_user: int, gpus: int) -> int:
+    """The seats a hub row holds: none without GPUs; when not given, one set of GPUs per
+    server (what every hub had before seats existed)."""
+    if not gpus:
+        return 0
+    return max_gpus or all_servers_gpus(users, servers_per_user, gpus)
 
 
 class HubQuerySet(models.QuerySet):
@@ -376,6 +392,17 @@ class Hub(models.Model):
     gpus_per_user = models.PositiveSmallIntegerField(
         default=0, validators=[MaxValueValidator(8)], verbose_name="GPUs per user"
     )
+    # GPU seats: the hub's users hold at most this many GPUs at once, however many they are;
+    # the quota, the capacity calendar and the cost estimate count these, not users x GPUs.
+    max_gpus = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10000)],
+        verbose_name="GPU seats",
+        help_text=(
+            "How many GPUs the hub's users hold at once, whatever their number "
+            "(empty: one set per server, users x servers x GPUs per server)."
+        ),
+    )
     images = models.ManyToManyField(Image, blank=True, related_name="hubs")
     custom_image = models.CharField(
         max_length=255,
@@ -444,6 +471,7 @@ class Hub(models.Model):
         "hardware_options",
         "gpu_type",
         "gpus_per_user",
+        "max_gpus",
         "images",
         "custom_image",
         "home_size_gib",
@@ -471,11 +499,24 @@ class Hub(models.Model):
             models.CheckConstraint(
                 condition=Q(end_date__gte=models.F("start_date")), name="hub_period_ordered"
             ),
+            # A GPU server needs a seat for each of its GPUs; no GPUs, no seats.
+            models.CheckConstraint(
+                condition=(Q(gpus_per_user=0) & Q(max_gpus=0))
+                | (Q(gpus_per_user__gt=0) & Q(max_gpus__gte=models.F("gpus_per_user"))),
+                name="hub_gpu_seats_hold_a_server",
+                violation_error_message="GPU seats must hold at least one GPU server.",
+            ),
         ]
         indexes = [models.Index(fields=["state", "created"])]
 
     def __str__(self) -> str:
         return f"{self.display_name} ({self.slug})"
+
+    def save(self, *args, **kwargs) -> None:
+        self.max_gpus = gpu_seats(
+            self.max_gpus, self.expected_users, self.notebooks_per_user, self.gpus_per_user
+        )
+        super().save(*args, **kwargs)
 
     @property
     def namespace(self) -> str:
@@ -857,3 +898,72 @@ class ServerRun(models.Model):
     def __str__(self) -> str:
         name = f"{self.username}/{self.server_name}" if self.server_name else self.username
         return f"{name} on {self.hub_id} since {self.started:%Y-%m-%d %H:%M}"
+
+
+# --- Classes that start warm ---------------------------------------------------------------------
+
+
+def validate_time_zone(name: str) -> None:
+    """An IANA time zone name, e.g. Europe/Amsterdam."""
+    import zoneinfo
+
+    from django.core.exceptions import ValidationError
+
+    if name not in zoneinfo.available_timezones():
+        raise ValidationError(f"{name!r} is not a time zone name such as Europe/Amsterdam.")
+
+
+class ClassSession(models.Model):
+    """A class the hub's owner declares: one-off or weekly, at a time in a time zone, with how
+    many users attend (and how many of them on GPU servers). Ahead of each occurrence the
+    portal keeps room for them with placeholder pods, which real servers preempt; an admin may
+    cap the placeholders or refuse them."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="class_sessions")
+    title = models.CharField(max_length=100)
+    first_day = models.DateField(help_text="The day of the (first) session.")
+    start_time = models.TimeField(help_text="Local time in the session's time zone.")
+    duration_minutes = models.PositiveIntegerField(
+        default=90, validators=[MinValueValidator(15), MaxValueValidator(12 * 60)]
+    )
+    time_zone = models.CharField(
+        max_length=64, default="UTC", validators=[validate_time_zone], help_text="e.g. Europe/Oslo"
+    )
+    weekly = models.BooleanField(default=False, help_text="Repeats every week on that weekday.")
+    last_day = models.DateField(
+        null=True, blank=True, help_text="Weekly sessions: the last day (default: the hub's end)."
+    )
+    attendees = models.PositiveIntegerField(
+        validators=[MinValueValidator(1)], help_text="How many users attend, GPU users included."
+    )
+    gpu_attendees = models.PositiveIntegerField(
+        default=0, help_text="How many of them start GPU servers."
+    )
+    # An admin's decision: at most this many placeholders (empty: as asked), or none at all.
+    max_placeholders = models.PositiveIntegerField(
+        null=True, blank=True, help_text="An admin's cap on the placeholders (empty: as asked)."
+    )
+    refused = models.BooleanField(default=False, help_text="An admin refused the reservation.")
+    admin_reason = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["hub", "first_day", "start_time"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(gpu_attendees__lte=models.F("attendees")),
+                name="class_session_gpu_attendees_attend",
+                violation_error_message="GPU attendees are among the attendees.",
+            ),
+            models.CheckConstraint(
+                condition=Q(last_day__isnull=True) | Q(last_day__gte=models.F("first_day")),
+                name="class_session_days_ordered",
+                violation_error_message="The last day is on or after the first.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.hub.slug})"

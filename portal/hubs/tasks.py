@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager, suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from celery import shared_task
@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from portal.accounts import hub_clients
 from portal.audit.log import record
-from portal.hubs import expiry, lifecycle, server_policy
+from portal.hubs import classes, expiry, lifecycle, server_policy
 from portal.hubs.cluster import api_client, hub_api_url, hub_servers, render_settings
 from portal.hubs.hubspec import from_hub, hub_queryset
 from portal.hubs.lifecycle import (
@@ -574,3 +574,46 @@ def run_expiry() -> dict[str, list[int]]:
     transition is conditional, so a duplicate delivery does nothing new.
     """
     return expiry.run(timezone.now()).as_dict()
+
+
+# Hubs whose namespaces exist and may hold placeholders (a suspended hub's go).
+WARM_CHECKED_STATES = (
+    HubState.RUNNING,
+    HubState.UPDATING,
+    HubState.EXPIRING,
+    HubState.SUSPENDED,
+)
+
+
+@shared_task
+def keep_classes_warm(now: str | None = None) -> dict[str, list[int]]:
+    """Hold room ahead of every class session and free it afterwards: each hub with class
+    sessions gets the placeholders its spec says now (`now`: an ISO time, for tests)."""
+    from portal.hubs.models import ClassSession
+    from provisioning.placeholders import keep_room
+
+    moment = datetime.fromisoformat(now) if now else timezone.now()
+    with_sessions = ClassSession.objects.values("hub_id")
+    hubs = hub_queryset().filter(state__in=WARM_CHECKED_STATES, pk__in=with_sessions)
+    # Only hubs with room held within the hour around now: that makes it and frees it after
+    # the session. Reconcile renders the same spec, so placeholders a missed pass left behind
+    # go with its next pass.
+    window = timedelta(hours=1)
+    done: dict[str, list[int]] = {"warm": [], "cold": [], "failed": []}
+    settings_ = render_settings(preview=True)  # placeholders need no login endpoints
+    with api_client() as api:
+        for hub in hubs:
+            held = classes.occurrences(
+                hub.class_sessions.all(), hub, moment - window, moment + window
+            )
+            if next(held, None) is None:
+                continue
+            spec = from_hub(hub, now=moment)
+            try:
+                room = keep_room(api, spec, settings_)
+            except ServiceError as error:
+                log.warning("warm_class_failed", hub_id=hub.pk, error=str(error))
+                done["failed"].append(hub.pk)
+                continue
+            done["warm" if room.servers or room.gpu_servers else "cold"].append(hub.pk)
+    return done

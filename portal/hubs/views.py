@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
@@ -11,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.hubs import expiry, hubspec, lifecycle, revisions, server_views
+from portal.hubs import classes, expiry, hubspec, lifecycle, revisions, server_views
 from portal.hubs.forms import HubChangeForm, HubRequestForm, RejectForm
 from portal.hubs.lifecycle import HubState, LifecycleError, RevisionState, sources
 from portal.hubs.models import Hub, HubRevision
@@ -106,7 +107,18 @@ def _detail_context(request: HttpRequest, hub: Hub) -> dict:
         "collaborators": hub.members.select_related("user"),
         "data_kept_until": hub.data_kept_until(),
         "server_policy": server_views.policy_context(request, hub),
+        "class_sessions": _class_sessions(hub),
+        "warm_lead_minutes": settings.WARM_LEAD_MINUTES,
     }
+
+
+def _class_sessions(hub: Hub) -> list[dict]:
+    """The hub's class sessions with the room each gets (see portal/hubs/classes.py)."""
+    found = []
+    for session in hub.class_sessions.all():
+        servers, gpu_servers = classes.room(session, hub)
+        found.append({"session": session, "servers": servers, "gpu_servers": gpu_servers})
+    return found
 
 
 @login_required

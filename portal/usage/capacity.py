@@ -4,10 +4,10 @@ the estimated cost of a request.
 - Allocatable and in use now come from the nodes and pods, as the last collection pass saw
   them (GpuInventory, written by portal/usage/recording.py); "unknown" only until the first
   pass: after it, a GPU type no node offers (any more) has zero.
-- A hub reserves its GPU quota (expected users x servers per user x GPUs per server, held to
-  HUB_QUOTA_CAPS, exactly the ResourceQuota's `requests.<gpu resource>`) on every day from its
-  start to its end date, both included, while it is approved, provisioning, running, updating
-  or expiring.
+- A hub reserves its GPU quota (its GPU seats `max_gpus`, which hubs from before seats have
+  as expected users x servers per user x GPUs per server; held to HUB_QUOTA_CAPS, exactly the
+  ResourceQuota's `requests.<gpu resource>`) on every day from its start to its end date, both
+  included, while it is approved, provisioning, running, updating or expiring.
 - Free over a period = allocatable - the most reserved on any day of the period.
 """
 
@@ -101,9 +101,13 @@ class TimelineDay:
         return None if self.allocatable is None else self.allocatable - self.reserved
 
 
-def quota_gpus(users: int, servers_per_user: int, gpus_per_server: int, resource: str) -> int:
-    """The GPUs a hub's quota holds: users x servers x GPUs per server, held to the cap."""
-    wanted = users * servers_per_user * gpus_per_server
+def quota_gpus(
+    users: int, servers_per_user: int, gpus_per_server: int, resource: str, max_gpus: int = 0
+) -> int:
+    """The GPUs a hub's quota holds: its GPU seats `max_gpus` (0: users x servers x GPUs per
+    server, which is also the most seats can hold), held to the cap."""
+    every = users * servers_per_user * gpus_per_server
+    wanted = min(max_gpus, every) if max_gpus else every
     cap = settings.HUB_QUOTA_CAPS.get(f"requests.{resource}")
     try:
         return min(wanted, int(cap)) if cap is not None else wanted
@@ -112,11 +116,15 @@ def quota_gpus(users: int, servers_per_user: int, gpus_per_server: int, resource
 
 
 def reserved_gpus(spec: HubSpec) -> int:
-    """The GPUs a hub's spec reserves (its GPU quota); 0 without GPUs."""
+    """The GPUs a hub's spec reserves (its GPU quota: its GPU seats); 0 without GPUs."""
     if spec.gpu is None:
         return 0
     return quota_gpus(
-        spec.expected_users, spec.notebooks_per_user, spec.gpu.count, spec.gpu.resource_name
+        spec.expected_users,
+        spec.notebooks_per_user,
+        spec.gpu.count,
+        spec.gpu.resource_name,
+        spec.gpu.max_gpus,
     )
 
 
@@ -125,7 +133,11 @@ def _row_gpus(hub: Hub) -> int:
     if not hub.gpu_type_id or not hub.gpus_per_user:
         return 0
     return quota_gpus(
-        hub.expected_users, hub.notebooks_per_user, hub.gpus_per_user, hub.gpu_type.resource_name
+        hub.expected_users,
+        hub.notebooks_per_user,
+        hub.gpus_per_user,
+        hub.gpu_type.resource_name,
+        hub.max_gpus,
     )
 
 
@@ -250,16 +262,19 @@ def estimate_cost(
     hardware_options: Iterable[HardwareOption] = (),
     gpu_type: GpuType | None = None,
     gpus_per_user: int = 0,
+    max_gpus: int = 0,
     home_size_gib: int = 0,
     shared_volume_gib: int = 0,
 ) -> CostEstimate:
     """Estimate a request's cost: expected users x servers x the largest chosen option (its
-    guarantee, which is what usage charges) x the period, plus GPUs and storage."""
+    guarantee, which is what usage charges) x the period, plus its GPU seats (all held all the
+    time; `max_gpus` 0: one set per server) and storage."""
     options = list(hardware_options)
     servers = max(expected_users, 0) * max(notebooks_per_user, 1)
     cpu = max((option.cpu_guarantee for option in options), default=ZERO)
     mem_gib = max((option.mem_guarantee_gib for option in options), default=ZERO)
-    gpus = gpus_per_user if gpu_type else 0
+    every = servers * gpus_per_user if gpu_type else 0
+    gpus = min(max_gpus, every) if max_gpus else every
     storage_gib = servers * home_size_gib + shared_volume_gib
     day_seconds = 86400
     book = PriceBook.load()
@@ -271,7 +286,7 @@ def estimate_cost(
             day,
             cpu_millicore_seconds=int(servers * cpu * 1000 * day_seconds),
             memory_mib_seconds=int(servers * mem_gib * 1024 * day_seconds),
-            gpu_seconds=servers * gpus * day_seconds,
+            gpu_seconds=gpus * day_seconds,
             gpu_product=gpu_type.node_label_value if gpu_type else "",
             storage_mib_seconds=int(Decimal(storage_gib) * 1024 * day_seconds),
         )

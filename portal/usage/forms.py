@@ -38,6 +38,7 @@ class EstimateForm(forms.Form):
         queryset=GpuType.objects.all(), to_field_name="name", required=False
     )
     gpus_per_user = forms.IntegerField(min_value=0, max_value=8, required=False)
+    max_gpus = forms.IntegerField(min_value=0, max_value=10000, required=False, label="GPU seats")
     home_size_gib = forms.IntegerField(min_value=0, max_value=1000, required=False)
     shared_volume_gib = forms.IntegerField(min_value=0, max_value=10000, required=False)
 
@@ -131,7 +132,8 @@ def estimate_request(data: Mapping, hub: Hub | None = None) -> RequestEstimate:
     gpu_type, gpus = cleaned.get("gpu_type"), cleaned.get("gpus_per_user") or 0
     users, servers = cleaned["expected_users"], cleaned.get("notebooks_per_user") or 1
     gpus = gpus if gpu_type else 0
-    wanted = capacity.quota_gpus(users, servers, gpus, gpu_type.resource_name) if gpus else 0
+    seats = cleaned.get("max_gpus") or 0
+    wanted = capacity.quota_gpus(users, servers, gpus, gpu_type.resource_name, seats) if gpus else 0
     exclude = [hub.pk] if hub is not None else []
     free = chart = None
     if gpu_type is not None:
@@ -152,6 +154,7 @@ def estimate_request(data: Mapping, hub: Hub | None = None) -> RequestEstimate:
         hardware_options=cleaned.get("hardware_options") or [],
         gpu_type=gpu_type,
         gpus_per_user=gpus,
+        max_gpus=seats,
         home_size_gib=cleaned.get("home_size_gib") or 0,
         shared_volume_gib=cleaned.get("shared_volume_gib") or 0,
     )

@@ -129,12 +129,14 @@ def collect(now: datetime | None = None, api: client.ApiClient | None = None):
     """One collection pass at `now` (the clock is injectable for tests): observe the cluster
     (provisioning/observe.py), then record usage, gaps and GPU inventory (`record_pass`)."""
     now = now or timezone.now()
-    types = GpuType.objects.all()
-    resources = sorted({*types.values_list("resource_name", flat=True), "nvidia.com/gpu"})
-    # The default key first: a node carrying several keys counts as the product it names.
-    others = set(types.values_list("node_label_key", flat=True)) - {GPU_PRODUCT_LABEL}
-    labels = (GPU_PRODUCT_LABEL, *sorted(others))
-    observation = observe(api or cluster.api_client(), tuple(resources), labels)
+    # Each GPU type's label key names the product of its own resource (whole GPUs, MIG
+    # slices); the default pair first: a resource labelled under two keys counts as the first.
+    pairs = set(GpuType.objects.values_list("node_label_key", "resource_name"))
+    kinds = (
+        (GPU_PRODUCT_LABEL, "nvidia.com/gpu"),
+        *sorted(pairs - {(GPU_PRODUCT_LABEL, "nvidia.com/gpu")}),
+    )
+    observation = observe(api or cluster.api_client(), gpu_kinds=kinds)
     return record_pass(observation, now)
 
 

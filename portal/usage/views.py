@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
-from portal.hubs import server_policy
+from portal.hubs import classes, server_policy
 from portal.hubs.models import GpuType, Hub
 from portal.hubs.views import staff_required
 from portal.usage import capacity, charts, queries
@@ -242,8 +244,18 @@ def usage_admin(request: HttpRequest) -> HttpResponse:
         currency=currency(),
         gaps=queries.gaps_in(period),
         capacity=capacity_panels(),
+        **class_reservations(),
     )
     return render(request, "usage/admin.html", context)
+
+
+def class_reservations(weeks: int = TIMELINE_WEEKS) -> dict:
+    """Every room held for a class over the coming weeks (admins' capacity view)."""
+    now = timezone.now()
+    return {
+        "class_reservations": classes.reservations(now, now + timedelta(weeks=weeks)),
+        "warm_lead_minutes": settings.WARM_LEAD_MINUTES,
+    }
 
 
 @cache_control(max_age=24 * 3600, public=True)

@@ -484,3 +484,65 @@ def profiles_for(spawner):
 
 
 c.KubeSpawner.profile_list = profiles_for
+
+
+# --- GPU seats: the hub's users hold at most values["gpu"]["max_gpus"] GPUs at once ---------
+
+GPU_PROFILES = {profile["slug"] for profile in values["profiles"] if profile.get("gpu")}
+
+
+def chosen_profile(spawner):
+    """The profile a spawn starts: the one asked for, else KubeSpawner's default (the first
+    the user's tier allows)."""
+    slug = (getattr(spawner, "user_options", None) or {}).get("profile")
+    if slug:
+        return slug
+    offered = profiles_for(spawner)
+    return offered[0]["slug"] if offered else None
+
+
+def gpus_held(spawner):
+    """GPUs of a server that is starting, running or stopping (its pod may hold them)."""
+    if not spawner.active or chosen_profile(spawner) not in GPU_PROFILES:
+        return 0
+    return int(gpu["count"])
+
+
+class GpuSeatsTaken(web.HTTPError):
+    """Every GPU seat of the hub is held; shown on the spawn page as it is."""
+
+    def __init__(self, message):
+        super().__init__(409, message)
+        self.jupyterhub_message = message
+
+
+def hold_gpu_seat(spawner):
+    """Refuse a GPU server when its GPUs and those of the hub's other starting, running or
+    stopping servers would exceed the hub's GPU seats. The hub runs in one process and this
+    check does not wait on anything, so two spawns cannot both take the last seat."""
+    if not gpu or chosen_profile(spawner) not in GPU_PROFILES:
+        return
+    seats, wanted = int(gpu.get("max_gpus") or 0), int(gpu["count"])
+    if not seats:
+        return
+    held = sum(
+        gpus_held(other)
+        for user in getattr(spawner.user, "settings", {}).get("users", {}).values()
+        for other in user.spawners.values()
+        if other is not spawner
+    )
+    if held + wanted > seats:
+        raise GpuSeatsTaken(
+            f"All {seats} GPU seats of this hub are taken ({held} GPUs are held by other "
+            f"servers, this server needs {wanted}). Start a server without a GPU, or try "
+            "again when a GPU server stops."
+        )
+
+
+def before_spawn(spawner):
+    """The pre-spawn hook: the user's tier, then the hub's GPU seats."""
+    apply_tier(spawner)
+    hold_gpu_seat(spawner)
+
+
+c.KubeSpawner.pre_spawn_hook = before_spawn

@@ -7,7 +7,7 @@
   if (!form || !body.dataset.url || !window.fetch) return;
   var FIELDS = [
     "start_date", "end_date", "expected_users", "notebooks_per_user", "hardware_options",
-    "gpu_type", "gpus_per_user", "home_size_gib", "shared_volume_gib",
+    "gpu_type", "gpus_per_user", "max_gpus", "home_size_gib", "shared_volume_gib",
   ];
   var timer = null;
   var latest = 0;

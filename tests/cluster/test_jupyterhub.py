@@ -626,8 +626,9 @@ def test_named_servers_are_off_for_one_notebook_per_user(gpu_hub):
 def test_a_server_beyond_the_quota_fails_with_the_quota_message(kube_api, gpu_hub):
     """Two users are expected, with a GPU each: a third user's server does not fit the users'
     namespace's quota (its home claim, the first thing KubeSpawner asks for, is already beyond
-    the claims the quota counts; its GPU would be too), and the spawn fails with the quota's
-    message."""
+    the claims the quota counts), and the spawn fails with the quota's message. It asks for no
+    GPU: a third GPU server would not get that far, the hub refuses it for its GPU seats (see
+    test_gpu_seats.py)."""
     start_server(gpu_hub, OWNER, {"profile": "h100"})
     start_server(gpu_hub, CO_OWNER, {"profile": "h100"})
     try:
@@ -635,7 +636,7 @@ def test_a_server_beyond_the_quota_fails_with_the_quota_message(kube_api, gpu_hu
         scheduled_pod(kube_api, gpu_hub, CO_OWNER)
 
         # The pod is refused at once, so the hub answers the start request with the failure.
-        refused = gpu_hub.api("POST", server_path(MEMBER), json={"profile": "h100"})
+        refused = gpu_hub.api("POST", server_path(MEMBER), json={"profile": "h100-no-gpu"})
         assert refused.status_code == 500, refused.text
         progress = gpu_hub.api("GET", f"/users/{MEMBER}/server/progress", stream=True)
         events = [

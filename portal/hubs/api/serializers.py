@@ -241,7 +241,15 @@ class HubRequestSerializer(serializers.Serializer):
     notebooks_per_user = serializers.IntegerField(required=False)
     hardware_options = serializers.ListField(child=serializers.CharField(), required=False)
     gpu_type = serializers.CharField(required=False, allow_blank=True, allow_null=True)
-    gpus_per_user = serializers.IntegerField(required=False)
+    gpus_per_user = serializers.IntegerField(required=False, help_text="GPUs per server.")
+    max_gpus = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "GPU seats: how many GPUs the hub's users hold at once, whatever their number. "
+            "Omitted or 0: users x servers per user x GPUs per server."
+        ),
+    )
     images = serializers.ListField(child=serializers.CharField(), required=False)
     custom_image = serializers.CharField(required=False, allow_blank=True)
     home_size_gib = serializers.IntegerField(required=False)

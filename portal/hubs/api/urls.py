@@ -8,6 +8,7 @@ from portal.accounts.token_views import ApiTokenViewSet
 from portal.audit.api import AuditEventViewSet
 from portal.hubs.api import members as members_api
 from portal.hubs.api import views
+from portal.hubs.api.classes import ClassSessionViewSet
 
 router = DefaultRouter()
 router.register("hubs", views.HubViewSet, basename="hub")
@@ -16,6 +17,9 @@ router.register(
 )
 for prefix, viewset, name in members_api.ROUTES:
     router.register(rf"hubs/(?P<hub_pk>[0-9]+)/{prefix}", viewset, basename=name)
+router.register(
+    r"hubs/(?P<hub_pk>[0-9]+)/class-sessions", ClassSessionViewSet, basename="hub-class-session"
+)
 router.register("hardware-options", views.HardwareOptionViewSet, basename="hardware-option")
 router.register("gpu-types", views.GpuTypeViewSet, basename="gpu-type")
 router.register("images", views.ImageViewSet, basename="image")

@@ -31,7 +31,7 @@ from portal.hubs.lifecycle import (
     StateConflict,
     transition,
 )
-from portal.hubs.models import GpuType, Hub, HubRevision, Member
+from portal.hubs.models import GpuType, Hub, HubRevision, Member, gpu_seats
 from portal.hubs.services import policy
 from portal.hubs.services.decisions import InvalidSpec, ReasonRequired
 from portal.hubs.services.policy import Violation
@@ -249,6 +249,13 @@ def _write_spec(hub: Hub, spec: Mapping[str, Any]) -> None:
         for name in Hub.SPEC_FIELDS
         if name not in revisions.M2M_FIELDS and name != "gpu_type"
     }
+    # A revision from before GPU seats: one set of GPUs per server, as the hub had then.
+    scalars["max_gpus"] = gpu_seats(
+        spec.get("max_gpus"),
+        scalars["expected_users"],
+        scalars["notebooks_per_user"],
+        scalars["gpus_per_user"],
+    )
     gpu = spec.get("gpu_type")
     Hub.objects.filter(pk=hub.pk).update(
         **scalars,

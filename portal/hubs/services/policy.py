@@ -66,6 +66,7 @@ def _spec_checks(spec: HubSpec, policy: SelfServicePolicy) -> list[Violation]:
         check("hardware_options", option.mem_limit_gib, mem, f"{name}: memory {{}} GiB", " GiB")
     if spec.gpu is not None:
         check("gpus_per_user", spec.gpu.count, policy.max_gpus_per_user, "{} GPUs per user")
+        check("max_gpus", spec.gpu_seats, policy.max_gpus_per_hub, "{} GPU seats")
     check("end_date", spec.period_days, policy.max_period_days, "a period of {} days", " days")
     check("home_size_gib", spec.home_size_gib, policy.max_home_gib, "{} GiB home", " GiB")
     shared = spec.shared_size_gib

@@ -1,0 +1,112 @@
+"""Classes that start warm: when a hub's class sessions take place, and how many placeholder
+servers hold room for them at a moment.
+
+A session's room is held from WARM_LEAD_MINUTES before it starts until it ends. Placeholders
+are as many as attend (those on GPU servers with the hub's GPUs), never more than the hub's
+quota holds (servers, GPU seats), held to an admin's cap; a refused session has none.
+"""
+
+from __future__ import annotations
+
+import datetime
+import zoneinfo
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import ClassSession, Hub
+
+# Hubs whose users may start servers: only they get placeholders.
+WARM_STATES = frozenset({HubState.RUNNING, HubState.UPDATING, HubState.EXPIRING})
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One time a session takes place, and the room kept for it."""
+
+    session: ClassSession
+    starts: datetime.datetime
+    ends: datetime.datetime
+    servers: int  # placeholders without a GPU
+    gpu_servers: int  # placeholders with the hub's GPUs
+
+    @property
+    def held_from(self) -> datetime.datetime:
+        """When its placeholders are made: the lead time before it starts."""
+        return self.starts - lead_time()
+
+    @property
+    def placeholders(self) -> int:
+        return self.servers + self.gpu_servers
+
+
+def lead_time() -> datetime.timedelta:
+    """How long before a session its room is held (WARM_LEAD_MINUTES)."""
+    return datetime.timedelta(minutes=settings.WARM_LEAD_MINUTES)
+
+
+def room(session: ClassSession, hub: Hub) -> tuple[int, int]:
+    """Placeholders (without, with a GPU) a session gets: its attendees within the hub's
+    quota and the admin's cap (GPU servers first); none when refused."""
+    if session.refused:
+        return 0, 0
+    servers = hub.expected_users * hub.notebooks_per_user
+    gpu_servers = 0
+    if hub.gpu_type_id and hub.gpus_per_user:
+        gpu_servers = min(session.gpu_attendees, hub.max_gpus // hub.gpus_per_user)
+    cap = servers if session.max_placeholders is None else min(servers, session.max_placeholders)
+    gpu_servers = min(gpu_servers, cap)
+    plain = min(session.attendees - session.gpu_attendees, cap - gpu_servers)
+    return max(plain, 0), gpu_servers
+
+
+def occurrences(
+    sessions: Iterable[ClassSession], hub: Hub, start: datetime.datetime, end: datetime.datetime
+) -> Iterator[Occurrence]:
+    """Occurrences of the sessions whose held time (lead time included) overlaps start-end,
+    in order; weekly sessions repeat until their last day or the hub's end date."""
+    found = []
+    for session in sessions:
+        zone = zoneinfo.ZoneInfo(session.time_zone)
+        last = (session.last_day or hub.end_date) if session.weekly else session.first_day
+        day = session.first_day
+        servers, gpu_servers = room(session, hub)
+        while day <= last:
+            starts = datetime.datetime.combine(day, session.start_time, tzinfo=zone)
+            ends = starts + datetime.timedelta(minutes=session.duration_minutes)
+            if ends > start and starts - lead_time() < end:
+                found.append(Occurrence(session, starts, ends, servers, gpu_servers))
+            if starts - lead_time() >= end:
+                break
+            day += datetime.timedelta(days=7)
+    return iter(sorted(found, key=lambda o: (o.starts, o.session.pk)))
+
+
+def placeholders_at(hub: Hub, now: datetime.datetime | None = None) -> tuple[int, int]:
+    """Placeholders (without, with a GPU) that hold room for the hub's classes at `now`:
+    the sum over sessions held then, within the hub's servers and GPU seats."""
+    if not hub.pk or hub.state not in WARM_STATES:
+        return 0, 0
+    now = now or timezone.now()
+    held = list(occurrences(hub.class_sessions.all(), hub, now, now))
+    servers = hub.expected_users * hub.notebooks_per_user
+    gpu_cap = hub.max_gpus // hub.gpus_per_user if hub.gpus_per_user else 0
+    gpu_servers = min(sum(o.gpu_servers for o in held), gpu_cap, servers)
+    plain = min(sum(o.servers for o in held), servers - gpu_servers)
+    return plain, gpu_servers
+
+
+def reservations(
+    start: datetime.datetime, end: datetime.datetime, hubs: Iterable[Hub] | None = None
+) -> list[Occurrence]:
+    """Every occurrence of live hubs' sessions held between start and end (admins' view)."""
+    if hubs is None:
+        hubs = Hub.objects.live().filter(class_sessions__isnull=False).distinct()
+        hubs = hubs.select_related("gpu_type").prefetch_related("class_sessions")
+    found: list[Occurrence] = []
+    for hub in hubs:
+        found += occurrences(hub.class_sessions.all(), hub, start, end)
+    return sorted(found, key=lambda o: (o.starts, o.session.hub_id))

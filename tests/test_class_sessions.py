@@ -1,0 +1,205 @@
+"""Classes that start warm, in the portal: sessions declared through the API by who manages
+the hub, their occurrences in the session's time zone, the room held for each (within the
+hub's quota, capped or refused by an admin), and what the hub's spec renders while one is held.
+
+The placeholders on a real control plane: tests/cluster/test_warm_classes.py."""
+
+from __future__ import annotations
+
+import datetime
+import zoneinfo
+
+import pytest
+from django.urls import reverse
+
+from portal.hubs import classes
+from portal.hubs.hubspec import from_hub
+from portal.hubs.lifecycle import HubState
+from portal.hubs.models import ClassSession, GpuType
+from provisioning import render
+from tests.factories import HubFactory
+
+pytestmark = pytest.mark.django_db
+
+CHICAGO = zoneinfo.ZoneInfo("America/Chicago")
+
+
+@pytest.fixture
+def course(alice):
+    """The 40 + 2 course: 42 users, one H100 per GPU server, two seats, running this autumn."""
+    return HubFactory(
+        owner=alice,
+        slug="stats-101",
+        state=HubState.RUNNING,
+        expected_users=42,
+        gpu_type=GpuType.objects.get(name="h100"),
+        gpus_per_user=1,
+        max_gpus=2,
+        start_date=datetime.date(2026, 9, 1),
+        end_date=datetime.date(2026, 12, 18),
+    )
+
+
+def weekly_lab(hub, **fields) -> ClassSession:
+    values = dict(
+        hub=hub,
+        title="Lab",
+        first_day=datetime.date(2026, 10, 20),  # a Tuesday, before the clocks go back
+        start_time=datetime.time(9, 0),
+        duration_minutes=90,
+        time_zone="America/Chicago",
+        weekly=True,
+        last_day=datetime.date(2026, 11, 10),
+        attendees=42,
+        gpu_attendees=2,
+    )
+    return ClassSession.objects.create(**{**values, **fields})
+
+
+def test_weekly_sessions_stay_at_local_time_across_the_change_of_clocks(course):
+    lab = weekly_lab(course)
+    start = datetime.datetime(2026, 10, 1, tzinfo=datetime.UTC)
+    found = list(classes.occurrences([lab], course, start, start + datetime.timedelta(days=60)))
+    assert [o.starts.astimezone(CHICAGO).strftime("%m-%d %H:%M") for o in found] == [
+        "10-20 09:00",
+        "10-27 09:00",
+        "11-03 09:00",
+        "11-10 09:00",
+    ]
+    # CDT, then CST: the same local time is an hour later in UTC after 1 November.
+    assert [o.starts.astimezone(datetime.UTC).hour for o in found] == [14, 14, 15, 15]
+    assert {(o.servers, o.gpu_servers) for o in found} == {(40, 2)}
+
+
+def test_room_is_held_from_the_lead_time_until_the_end(course, settings):
+    settings.WARM_LEAD_MINUTES = 20
+    weekly_lab(course)
+    starts = datetime.datetime(2026, 10, 27, 9, 0, tzinfo=CHICAGO)
+
+    def at(minutes: int) -> tuple[int, int]:
+        return classes.placeholders_at(course, starts + datetime.timedelta(minutes=minutes))
+
+    assert at(-21) == (0, 0)
+    assert at(-19) == (40, 2)
+    assert at(89) == (40, 2)
+    assert at(90) == (0, 0)
+
+
+def test_an_admins_cap_and_refusal_hold_less_or_nothing(course):
+    lab = weekly_lab(course, max_placeholders=10)
+    starts = datetime.datetime(2026, 10, 27, 9, 0, tzinfo=CHICAGO)
+    assert classes.placeholders_at(course, starts) == (8, 2)  # GPU servers first
+    lab.refused = True
+    lab.save()
+    assert classes.placeholders_at(course, starts) == (0, 0)
+
+
+def test_a_suspended_hub_holds_no_room(course):
+    weekly_lab(course)
+    course.state = HubState.SUSPENDED
+    course.save()
+    starts = datetime.datetime(2026, 10, 27, 9, 0, tzinfo=CHICAGO)
+    assert classes.placeholders_at(course, starts) == (0, 0)
+
+
+def test_while_a_class_is_held_the_quota_grows_by_exactly_its_placeholders(course):
+    weekly_lab(course)
+    during = datetime.datetime(2026, 10, 27, 9, 30, tzinfo=CHICAGO)
+    spec = from_hub(course, now=during)
+    assert (spec.warm_servers, spec.warm_gpu_servers) == (40, 2)
+    quota = render.quota_totals(spec)
+    assert quota["pods"] == "84"  # 42 servers and 42 placeholders
+    assert quota["requests.nvidia.com/gpu"] == "4"  # 2 seats and 2 GPU placeholders
+    objects = {(m["kind"], m["metadata"]["name"]): m for m in render.render_hub(spec)}
+    gpu = objects["Deployment", render.GPU_PLACEHOLDERS]["spec"]
+    pod = gpu["template"]["spec"]
+    assert gpu["replicas"] == 2
+    assert pod["priorityClassName"] == render.PLACEHOLDER_PRIORITY_CLASS
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert objects["Deployment", render.PLACEHOLDERS]["spec"]["replicas"] == 40
+    # Between classes: no placeholders, the quota as always.
+    after = from_hub(course, now=during + datetime.timedelta(hours=2))
+    assert render.placeholders(after) == []
+    assert render.quota_totals(after)["pods"] == "42"
+
+
+def _url(hub) -> str:
+    return f"/api/v1/hubs/{hub.pk}/class-sessions/"
+
+
+LAB = {
+    "title": "Lab",
+    "first_day": "2026-10-20",
+    "start_time": "09:00",
+    "time_zone": "America/Chicago",
+    "weekly": True,
+    "attendees": 42,
+    "gpu_attendees": 2,
+}
+
+
+def test_the_owner_declares_a_session_others_cannot_see_or_add_one(api, course, alice, bob):
+    api.force_authenticate(alice)
+    made = api.post(_url(course), LAB, format="json")
+    assert made.status_code == 201, made.json()
+    assert made.json()["placeholders"] == {"servers": 40, "gpu_servers": 2}
+
+    api.force_authenticate(bob)
+    assert api.get(_url(course)).status_code == 404
+    assert api.post(_url(course), LAB, format="json").status_code == 404
+    api.force_authenticate(None)
+    assert api.get(_url(course)).status_code in (401, 403)
+    assert ClassSession.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"attendees": 43}, "attendees"),  # beyond the hub's 42 servers
+        ({"gpu_attendees": 3}, "gpu_attendees"),  # beyond its two GPU seats
+        ({"first_day": "2027-01-05"}, "first_day"),  # after the hub's end
+        ({"time_zone": "Mars/Olympus"}, "time_zone"),
+    ],
+)
+def test_room_beyond_the_hub_is_refused_with_the_field(api, course, alice, fields, field):
+    api.force_authenticate(alice)
+    response = api.post(_url(course), {**LAB, **fields}, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not ClassSession.objects.exists()
+
+
+def test_only_an_admin_caps_or_refuses_and_sees_every_reservation(
+    api, client, course, alice, charlie
+):
+    lab = weekly_lab(course, first_day=datetime.date.today(), last_day=None)
+    course.end_date = datetime.date.today() + datetime.timedelta(days=30)
+    course.save()
+    api.force_authenticate(alice)
+    refused = api.patch(f"{_url(course)}{lab.pk}/", {"refused": True}, format="json")
+    assert refused.status_code == 403
+    lab.refresh_from_db()
+    assert lab.refused is False
+
+    api.force_authenticate(charlie)
+    capped = api.patch(f"{_url(course)}{lab.pk}/", {"max_placeholders": 12}, format="json")
+    assert capped.status_code == 200, capped.json()
+    assert capped.json()["placeholders"] == {"servers": 10, "gpu_servers": 2}
+
+    client.force_login(charlie)
+    page = client.get(reverse("usage:admin")).content.decode()
+    table = page[page.index('id="class-reservation-list"') :]
+    assert "stats-101" in table and "capped at 12" in table
+    assert "2 \N{MULTIPLICATION SIGN} 1 NVIDIA H100" in table
+
+
+def test_the_hubs_page_shows_its_sessions_and_their_room(client, course, alice, bob):
+    weekly_lab(course, max_placeholders=12)
+    client.force_login(alice)
+    page = client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
+    section = page[page.index('id="class-sessions"') :]
+    assert "weekly from 2026-10-20 to 2026-11-10, 09:00 (America/Chicago)" in section
+    assert "10 placeholders and 2 with GPUs (capped by an admin)" in section
+    client.force_login(bob)
+    assert client.get(reverse("hubs:detail", args=[course.pk])).status_code == 404
