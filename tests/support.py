@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +22,26 @@ from urllib.parse import quote
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Ports handed out by free_port(), held until this test process exits.
+_held_ports: list[socket.socket] = []
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port for a service a test starts, or one where nothing answers; held for the rest
+    of this test process so that no other process on the machine is given it.
+
+    Binding port 0 and closing the probe lets another xdist worker, or another clone's run,
+    be given the same port before the service binds it. The probe is kept open instead, bound
+    with SO_REUSEADDR and never listening: no other bind to port 0 gets that port, a service
+    that binds it with SO_REUSEADDR (tornado, Node, asyncio, Go, redis-server and Python's
+    http.server all do) still can, and while nothing listens a connection is refused.
+    """
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    probe.bind((host, 0))
+    _held_ports.append(probe)
+    return probe.getsockname()[1]
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.25) -> Any:

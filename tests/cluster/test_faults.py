@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from kubernetes import client
 from portal.hubs import tasks
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
-from tests.support import eventually
+from tests.support import eventually, free_port
 
 pytestmark = [
     pytest.mark.cluster,
@@ -37,9 +36,7 @@ class RedisServer:
     """A redis-server of this test's own, which the test may stop and start again."""
 
     def __init__(self, directory: Path):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen | None = None
 

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,7 +49,7 @@ from provisioning.spec import (
 )
 from tests.oidc_provider import harness
 from tests.sso_support import PASSWORD as SSO_PASSWORD
-from tests.support import delete_namespaces, eventually
+from tests.support import delete_namespaces, eventually, free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -70,12 +69,6 @@ LAB = ImageChoice("scipy", "SciPy", "quay.io/jupyter/scipy-notebook:2025-01-06")
 RSTUDIO = ImageChoice(
     "rstudio", "RStudio", "ghcr.io/rocker/binder:4.4", interface="rstudio", default_url="/rstudio"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 OVERRIDE = """\

@@ -23,8 +23,7 @@ from provisioning import hubconfig, k8s
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME
 from provisioning.spec import HubSpec
 from tests.factories import HubFactory
-from tests.oidc_provider.harness import free_port
-from tests.support import delete_namespaces, eventually
+from tests.support import delete_namespaces, eventually, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 
