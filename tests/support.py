@@ -172,6 +172,65 @@ def delete_namespaces(api, hub) -> None:
         k8s.delete_namespace(api, name)
 
 
+def unschedulable(api, hub) -> None:
+    """Give the hub's Deployment a node selector no node has, as when a cluster is full, and
+    wait until the Deployment controller has replaced its pod with one nothing can place."""
+    from kubernetes import client
+
+    from portal.hubs import tasks
+    from provisioning import k8s
+
+    client.AppsV1Api(api).patch_namespaced_deployment(
+        "hub",
+        hub.namespace,
+        {"spec": {"template": {"spec": {"nodeSelector": {"example.org/no-such-node": "x"}}}}},
+    )
+
+    # Its status may lag behind the pods.
+    def replaced():
+        deployment = k8s.get(api, "Deployment", "hub", hub.namespace)
+        status = deployment.get("status", {})
+        current = status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+        pods = k8s.list_objects(api, "Pod", hub.namespace, "app.kubernetes.io/component=hub")
+        return current and not status.get("availableReplicas") and tasks.waiting_for_room(pods)
+
+    eventually(replaced, timeout=60)
+
+
+HOLD_FINALIZER = "hub-on-demand.test/hold"
+
+
+@contextmanager
+def namespace_held(api, namespace: str) -> Iterator[None]:
+    """A ConfigMap with a finalizer in `namespace`: a deleted namespace stays Terminating (its
+    content cannot all go) until the block ends and the finalizer is removed."""
+    from provisioning import k8s
+
+    k8s.apply(
+        api,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "held", "namespace": namespace, "finalizers": [HOLD_FINALIZER]},
+        },
+    )
+    try:
+        yield
+    finally:
+        k8s.merge_patch(api, "ConfigMap", "held", namespace, {"metadata": {"finalizers": None}})
+
+
+def waited(hub, seconds: float) -> None:
+    """Move the hub's last transition `seconds` into the past: it has waited that long."""
+    from datetime import timedelta
+
+    from django.db.models import F
+
+    type(hub).objects.filter(pk=hub.pk).update(
+        state_changed=F("state_changed") - timedelta(seconds=seconds)
+    )
+
+
 # --- Real background processes: Celery workers and hub watchers --------------------------------
 
 
