@@ -189,8 +189,16 @@ def test_token_calls_need_no_csrf_token(alice):
 # --- Rate limits --------------------------------------------------------------------------------
 
 
+def keys_in_redis(redis_client, pattern: str) -> dict[bytes, int]:
+    """The keys of this test's cache prefix matching `pattern`, with their time to live."""
+    from django.conf import settings as live
+
+    prefix = live.CACHES["default"]["KEY_PREFIX"]
+    return {key: redis_client.ttl(key) for key in redis_client.keys(f"{prefix}:*{pattern}*")}
+
+
 @pytest.mark.django_db
-def test_login_is_rate_limited_per_ip_and_username(client, alice, settings):
+def test_login_is_rate_limited_per_ip_and_username(client, alice, settings, rate_limit_cache):
     settings.LOGIN_RATE_LIMIT_ATTEMPTS = 3
     url = reverse("login")
     wrong = {"username": "alice", "password": "wrong"}
@@ -207,6 +215,13 @@ def test_login_is_rate_limited_per_ip_and_username(client, alice, settings):
     assert client.post(url, right, REMOTE_ADDR="192.0.2.2").status_code == 302
     other = {"username": "bob", "password": "wrong"}
     assert client.post(url, other, REMOTE_ADDR="192.0.2.1").status_code == 200
+    if rate_limit_cache is not None:
+        # Counted in Redis, where every web process sees them, for the window and no longer;
+        # the username is hashed into the key, never stored in clear.
+        counted = keys_in_redis(rate_limit_cache, "login-fail:")
+        assert len(counted) == 2, counted  # alice and bob from 192.0.2.1
+        assert all(0 < ttl <= settings.LOGIN_RATE_LIMIT_WINDOW for ttl in counted.values())
+        assert not any(b"alice" in key or b"bob" in key for key in counted)
 
 
 @pytest.mark.django_db
@@ -219,7 +234,7 @@ def test_successful_logins_do_not_count(client, alice, settings):
 
 
 @pytest.mark.django_db
-def test_api_writes_are_throttled_reads_are_not(alice, settings):
+def test_api_writes_are_throttled_reads_are_not(alice, settings, rate_limit_cache):
     settings.API_WRITE_RATE = "2/min"
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(alice)}")
@@ -231,6 +246,10 @@ def test_api_writes_are_throttled_reads_are_not(alice, settings):
     assert not alice.api_tokens.filter(name="c").exists()
     for _ in range(5):
         assert api.get("/api/v1/tokens/").status_code == 200
+    if rate_limit_cache is not None:
+        # DRF's history of alice's writes, in Redis for the rate's minute.
+        (ttl,) = keys_in_redis(rate_limit_cache, f"throttle_api-write_{alice.pk}").values()
+        assert 0 < ttl <= 60
 
 
 # --- Secrets never in logs or answers -----------------------------------------------------------
