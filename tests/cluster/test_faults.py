@@ -139,8 +139,8 @@ def identity_provider_that_holds_registration() -> Iterator[tuple[dict, threadin
             yield (
                 {
                     "OIDC_ISSUER": base,
-                "OIDC_CLIENT_ID": "portal",
-                "OIDC_CLIENT_SECRET": secrets.token_hex(16),
+                    "OIDC_CLIENT_ID": "portal",
+                    "OIDC_CLIENT_SECRET": secrets.token_hex(16),
                     "OIDC_AUTHORIZE_URL": base + "/authorize",
                     "OIDC_TOKEN_URL": base + "/token",
                     "OIDC_USERINFO_URL": base + "/userinfo",
