@@ -5,17 +5,25 @@ The cluster is resolved once per test run, in this order: the cluster named by t
 (``make cluster``); otherwise the local control plane is started for the run and stopped
 at its end (set ``KEEP_CLUSTER=1`` to leave it running for the next run).
 
-Under pytest-xdist every worker resolves the cluster itself; a file lock makes sure only
-one of them starts it, and the controlling process stops it after all workers finished.
+Under pytest-xdist the controlling process starts (or reaches) the cluster before the workers
+start when the run selects tests that need it, so that a cluster that cannot start stops the
+run with one line instead of crashing every worker; each worker resolves the cluster itself
+too (a file lock makes sure only one starts it), and the controlling process stops it after
+all workers finished.
+
+Every run ends with one line per reason tests were skipped: what this run did not prove. With
+``REQUIRE_ALL_TESTS=1`` (CI sets it) a skipped test fails the run.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import secrets
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +40,11 @@ LOCAL_KUBECONFIG = DEVCLUSTER_STATE / "kubeconfig"
 STARTED_BY_TESTS = REPO_ROOT / ".devcluster-started-by-tests"
 RUN_ID_VARIABLE = "HUB_ON_DEMAND_TEST_RUN"
 START_LOCK = REPO_ROOT / ".devcluster-start.lock"
+START_LOG = REPO_ROOT / ".devcluster-start.log"
+# Test folders whose tests need the control plane.
+CLUSTER_TESTS = (REPO_ROOT / "tests/cluster", REPO_ROOT / "tests/chart")
+# Set by CI: a skipped test is one that CI's environment should have run, so it fails the run.
+REQUIRE_ALL_TESTS = "REQUIRE_ALL_TESTS"
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -74,22 +87,65 @@ def _start_local_cluster() -> None:
             check=False,
         )
         if result.returncode != 0:
+            START_LOG.write_text(result.stdout + result.stderr)
+            reason = _first_error(result.stdout + result.stderr)
             pytest.exit(
-                "could not start the local control plane:\n" + result.stdout + result.stderr,
+                f"could not start the local control plane: {reason} (output in {START_LOG})",
                 returncode=3,
             )
         if not was_running:
             STARTED_BY_TESTS.write_text(os.environ[RUN_ID_VARIABLE])
 
 
-@pytest.fixture(scope="session")
-def kubeconfig_path() -> Path:
-    """Path of the kubeconfig of the cluster this test run uses (started if needed)."""
+def _first_error(output: str) -> str:
+    """The line of the start script's output that says what went wrong."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"\b(error|taken|failed|cannot|not found)\b", line, re.IGNORECASE):
+            return line
+    return lines[-1] if lines else "the start script printed nothing"
+
+
+def _resolve_cluster() -> Path:
+    """The kubeconfig of the cluster this run uses: the one KUBECONFIG names, which must
+    answer, or the local control plane, started if needed; exits the run with the reason."""
     if os.environ.get("KUBECONFIG"):
-        return Path(os.environ["KUBECONFIG"])
+        named = Path(os.environ["KUBECONFIG"])
+        if not _cluster_answers(named):
+            pytest.exit(f"cannot reach the cluster KUBECONFIG names ({named})", returncode=3)
+        return named
     if not _local_cluster_complete():
         _start_local_cluster()
     return LOCAL_KUBECONFIG
+
+
+def _selects_cluster_tests(config: pytest.Config) -> bool:
+    """Whether the run's paths and marker expression can select tests that need a cluster."""
+    if re.search(r"\bnot\s+cluster\b", config.getoption("markexpr") or ""):
+        return False
+    paths = [Path(arg.split("::")[0]).resolve() for arg in config.args] or [REPO_ROOT / "tests"]
+    return any(
+        path == folder or path in folder.parents or folder in path.parents
+        for path in paths
+        for folder in CLUSTER_TESTS
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist, start or reach the cluster in the controlling process, before any worker:
+    a failure there ends the run with its reason, where a worker's would crash it."""
+    config = session.config
+    if _is_xdist_worker(config) or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if config.getoption("numprocesses", None) and _selects_cluster_tests(config):
+        _resolve_cluster()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig_path() -> Path:
+    """Path of the kubeconfig of the cluster this test run uses (started if needed)."""
+    return _resolve_cluster()
 
 
 @pytest.fixture(scope="session")
@@ -130,9 +186,44 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[RUN_ID_VARIABLE] = secrets.token_hex(8)
 
 
+_skip_reasons: Counter[str] = Counter()
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count skipped tests by reason (in the controlling process, workers' reports too)."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skip_reasons[_skip_reason(report)] += 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """One line per reason tests were skipped: what this run did not prove."""
+    if _is_xdist_worker(config) or not _skip_reasons:
+        return
+    terminalreporter.write_sep("=", "not proven in this run")
+    for reason, count in sorted(_skip_reasons.items(), key=lambda item: (-item[1], item[0])):
+        terminalreporter.write_line(f"{count} skipped: {reason}")
+    if os.environ.get(REQUIRE_ALL_TESTS) == "1":
+        terminalreporter.write_line(
+            f"{REQUIRE_ALL_TESTS}=1: this environment should run every test, so the run fails",
+            red=True,
+        )
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop the local control plane if this test run started it (controller process only)."""
-    if _is_xdist_worker(session.config) or not STARTED_BY_TESTS.exists():
+    """Fail a run that skipped tests where all should run; stop the local control plane if
+    this test run started it (controller process only)."""
+    if _is_xdist_worker(session.config):
+        return
+    passed = session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+    if os.environ.get(REQUIRE_ALL_TESTS) == "1" and _skip_reasons and passed:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if not STARTED_BY_TESTS.exists():
         return
     if STARTED_BY_TESTS.read_text() != os.environ.get(RUN_ID_VARIABLE):
         return  # another test run started it and will stop it

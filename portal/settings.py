@@ -445,6 +445,8 @@ SWEEP_MAX_REQUEUES = env_int("SWEEP_MAX_REQUEUES", 3)
 # deleted as the cluster reports them; off, one check task per hub polls instead.
 HUB_STATUS_WATCH = env_bool("HUB_STATUS_WATCH", True)
 HUB_WATCH_RESYNC_SECONDS = env_int("HUB_WATCH_RESYNC_SECONDS", 30)
+# How long a hub may take to become ready, or its namespaces to go, before it fails.
+HUB_READY_TIMEOUT_SECONDS = env_int("HUB_READY_TIMEOUT_SECONDS", 600)
 # The Lease that lets one watcher act at a time (in the portal's namespace).
 HUB_WATCH_LEASE = env_str("HUB_WATCH_LEASE", "hub-on-demand-watcher")
 HUB_WATCH_LEASE_NAMESPACE = env_str("HUB_WATCH_LEASE_NAMESPACE", "default")

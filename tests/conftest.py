@@ -38,16 +38,42 @@ def fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
-def fresh_rate_limits():
-    """Rate-limit counts (sign-in, API writes) live in the cache; with the memory cache each
-    test starts with none. A Redis cache is shared by the workers of a run and keeps counts
-    for the window across runs: tests that count sign-in failures use `client_address`."""
+def fresh_rate_limits(settings):
+    """Rate-limit counts (sign-in, API writes) live in the cache; each test starts with none.
+
+    A shared Redis (REDIS_URL set) is never flushed: the test gets a key prefix of its own,
+    so neither another worker's counts nor an earlier run's (they last the window) reach it.
+    """
     from django.core.cache import caches
     from django.core.cache.backends.locmem import LocMemCache
 
-    # Never flush a shared Redis: only the process's own memory cache is cleared.
     if isinstance(caches["default"], LocMemCache):
         caches["default"].clear()
+    else:
+        settings.CACHES = own_cache_prefix(settings.CACHES)
+
+
+def own_cache_prefix(caches: dict) -> dict:
+    default = caches["default"]
+    prefix = f"{default.get('KEY_PREFIX', '')}-test-{secrets.token_hex(6)}"
+    return {**caches, "default": {**default, "KEY_PREFIX": prefix}}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def rate_limit_cache(request, settings):
+    """Where rate limits count: the process's memory, or Redis (this worker's own database),
+    as in production, where every web process shares the counts. Returns the Redis client of
+    the Redis one (None for memory)."""
+    if request.param == "memory":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+        return None
+    import redis
+
+    url = redis_url_for_this_worker()
+    settings.CACHES = own_cache_prefix(
+        {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    )
+    return redis.Redis.from_url(url)
 
 
 @pytest.fixture

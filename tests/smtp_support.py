@@ -3,10 +3,11 @@ pointed at it (the `smtp_server` fixture, registered for every test by the root 
 
 import email
 import email.policy
-import socket
 
 import pytest
 from aiosmtpd.controller import Controller
+
+from tests.support import free_port
 
 
 class Inbox:
@@ -24,12 +25,6 @@ class Inbox:
             (env.rcpt_tos, email.message_from_bytes(env.content, policy=email.policy.default))
             for env in self.envelopes
         ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

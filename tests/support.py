@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +22,26 @@ from urllib.parse import quote
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Ports handed out by free_port(), held until this test process exits.
+_held_ports: list[socket.socket] = []
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port for a service a test starts, or one where nothing answers; held for the rest
+    of this test process so that no other process on the machine is given it.
+
+    Binding port 0 and closing the probe lets another xdist worker, or another clone's run,
+    be given the same port before the service binds it. The probe is kept open instead, bound
+    with SO_REUSEADDR and never listening: no other bind to port 0 gets that port, a service
+    that binds it with SO_REUSEADDR (tornado, Node, asyncio, Go, redis-server and Python's
+    http.server all do) still can, and while nothing listens a connection is refused.
+    """
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    probe.bind((host, 0))
+    _held_ports.append(probe)
+    return probe.getsockname()[1]
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.25) -> Any:
@@ -149,6 +170,65 @@ def delete_namespaces(api, hub) -> None:
     found = {item["metadata"]["name"] for item in own_namespaces(api, hub.slug, hub_id)}
     for name in {hub.namespace, hub.users_namespace} | found:
         k8s.delete_namespace(api, name)
+
+
+def unschedulable(api, hub) -> None:
+    """Give the hub's Deployment a node selector no node has, as when a cluster is full, and
+    wait until the Deployment controller has replaced its pod with one nothing can place."""
+    from kubernetes import client
+
+    from portal.hubs import tasks
+    from provisioning import k8s
+
+    client.AppsV1Api(api).patch_namespaced_deployment(
+        "hub",
+        hub.namespace,
+        {"spec": {"template": {"spec": {"nodeSelector": {"example.org/no-such-node": "x"}}}}},
+    )
+
+    # Its status may lag behind the pods.
+    def replaced():
+        deployment = k8s.get(api, "Deployment", "hub", hub.namespace)
+        status = deployment.get("status", {})
+        current = status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+        pods = k8s.list_objects(api, "Pod", hub.namespace, "app.kubernetes.io/component=hub")
+        return current and not status.get("availableReplicas") and tasks.waiting_for_room(pods)
+
+    eventually(replaced, timeout=60)
+
+
+HOLD_FINALIZER = "hub-on-demand.test/hold"
+
+
+@contextmanager
+def namespace_held(api, namespace: str) -> Iterator[None]:
+    """A ConfigMap with a finalizer in `namespace`: a deleted namespace stays Terminating (its
+    content cannot all go) until the block ends and the finalizer is removed."""
+    from provisioning import k8s
+
+    k8s.apply(
+        api,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "held", "namespace": namespace, "finalizers": [HOLD_FINALIZER]},
+        },
+    )
+    try:
+        yield
+    finally:
+        k8s.merge_patch(api, "ConfigMap", "held", namespace, {"metadata": {"finalizers": None}})
+
+
+def waited(hub, seconds: float) -> None:
+    """Move the hub's last transition `seconds` into the past: it has waited that long."""
+    from datetime import timedelta
+
+    from django.db.models import F
+
+    type(hub).objects.filter(pk=hub.pk).update(
+        state_changed=F("state_changed") - timedelta(seconds=seconds)
+    )
 
 
 # --- Real background processes: Celery workers and hub watchers --------------------------------

@@ -97,15 +97,25 @@ def test_capacity_of_a_gpu_type_never_observed_is_unknown_and_not_enforced():
 
 
 class TestApprove:
-    def test_gpus_that_fit_are_approved(self, a100, charlie, queued):
+    def test_gpus_that_fit_are_approved(
+        self, a100, charlie, queued, django_capture_on_commit_callbacks
+    ):
         gpu_hub(a100, day(0), day(9), users=5)
         hub = gpu_hub(a100, day(5), day(20), users=3, state=HubState.PENDING)
-        assert decisions.approve(hub, charlie).state == HubState.APPROVED
+        with django_capture_on_commit_callbacks(execute=True):
+            assert decisions.approve(hub, charlie).state == HubState.APPROVED
+        assert queued == [("provision", (hub.pk,), {"queue": "provisioning"})]
 
-    def test_gpus_over_capacity_are_refused_and_nothing_changes(self, a100, charlie, queued):
+    def test_gpus_over_capacity_are_refused_and_nothing_changes(
+        self, a100, charlie, queued, django_capture_on_commit_callbacks
+    ):
         gpu_hub(a100, day(0), day(9), users=6)
         hub = gpu_hub(a100, day(9), day(20), users=3, state=HubState.PENDING)
-        with pytest.raises(OverCapacity, match="only 2 of 8 are free"):
+        # The on-commit callbacks run, so a provisioning task queued anyway would be seen.
+        with (
+            django_capture_on_commit_callbacks(execute=True),
+            pytest.raises(OverCapacity, match="only 2 of 8 are free"),
+        ):
             decisions.approve(hub, charlie)
         hub.refresh_from_db()
         assert hub.state == HubState.PENDING and queued == []
@@ -284,8 +294,13 @@ class TestApproveChange:
         change = {**form_data(spec_of_hub(hub)), "expected_users": "4", "max_gpus": "4"}
         return changes.request_change(hub, alice, change)
 
-    def test_over_capacity_is_refused_and_nothing_changes(self, pending_change, charlie, queued):
-        with pytest.raises(OverCapacity, match="the hub needs 4, but only 3 of 8 are free"):
+    def test_over_capacity_is_refused_and_nothing_changes(
+        self, pending_change, charlie, queued, django_capture_on_commit_callbacks
+    ):
+        with (
+            django_capture_on_commit_callbacks(execute=True),
+            pytest.raises(OverCapacity, match="the hub needs 4, but only 3 of 8 are free"),
+        ):
             changes.approve_change(pending_change, charlie)
         pending_change.refresh_from_db()
         hub = Hub.objects.get(pk=pending_change.hub_id)

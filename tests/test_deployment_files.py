@@ -15,7 +15,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from urllib.request import Request, urlopen
 
 import pytest
 import yaml
+
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -447,14 +448,8 @@ def test_deploy_check_passes_with_the_web_environment(image_app, secrets_dir, tm
     assert "ERRORS:" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_cmd_serves_the_portal_and_the_healthcheck_sees_it(image_app, secrets_dir, tmp_path):
-    port = _free_port()
+    port = free_port()
     command = exec_form(instructions_named("CMD")[0])
     command[0] = str(VENV_BIN / "gunicorn")
     command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
@@ -533,7 +528,7 @@ def test_gunicorn_adds_up_its_workers_metrics_and_logs_json_lines(image_app, sec
     request id of the answer; probes and scrapes stay out of it."""
     from tests.support import database_url, redis_url_for_this_worker
 
-    port, token = _free_port(), "scrape-" + "t" * 30
+    port, token = free_port(), "scrape-" + "t" * 30
     command = exec_form(instructions_named("CMD")[0])
     command[0] = str(VENV_BIN / "gunicorn")
     command[command.index("--bind") + 1] = f"127.0.0.1:{port}"

@@ -15,6 +15,8 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from portal.hubs import members
+from portal.hubs.models import Hub
 from tests.factories import api_token
 from tests.support import delete_namespaces
 
@@ -187,8 +189,18 @@ def test_token_calls_need_no_csrf_token(alice):
 # --- Rate limits --------------------------------------------------------------------------------
 
 
+def keys_in_redis(redis_client, pattern: str) -> dict[bytes, int]:
+    """The keys of this test's cache prefix matching `pattern`, with their time to live."""
+    from django.conf import settings as live
+
+    prefix = live.CACHES["default"]["KEY_PREFIX"]
+    return {key: redis_client.ttl(key) for key in redis_client.keys(f"{prefix}:*{pattern}*")}
+
+
 @pytest.mark.django_db
-def test_login_is_rate_limited_per_ip_and_username(client, alice, settings, client_address):
+def test_login_is_rate_limited_per_ip_and_username(
+    client, alice, settings, client_address, rate_limit_cache
+):
     settings.LOGIN_RATE_LIMIT_ATTEMPTS = 3
     url = reverse("login")
     guesser, other_address = client_address(), client_address()
@@ -206,6 +218,13 @@ def test_login_is_rate_limited_per_ip_and_username(client, alice, settings, clie
     assert client.post(url, right, REMOTE_ADDR=other_address).status_code == 302
     other = {"username": "bob", "password": "wrong"}
     assert client.post(url, other, REMOTE_ADDR=guesser).status_code == 200
+    if rate_limit_cache is not None:
+        # Counted in Redis, where every web process sees them, for the window and no longer;
+        # the username is hashed into the key, never stored in clear.
+        counted = keys_in_redis(rate_limit_cache, "login-fail:")
+        assert len(counted) == 2, counted  # alice and bob from the guesser's address
+        assert all(0 < ttl <= settings.LOGIN_RATE_LIMIT_WINDOW for ttl in counted.values())
+        assert not any(b"alice" in key or b"bob" in key for key in counted)
 
 
 @pytest.mark.django_db
@@ -219,7 +238,7 @@ def test_successful_logins_do_not_count(client, alice, settings, client_address)
 
 
 @pytest.mark.django_db
-def test_api_writes_are_throttled_reads_are_not(alice, settings):
+def test_api_writes_are_throttled_reads_are_not(alice, settings, rate_limit_cache):
     settings.API_WRITE_RATE = "2/min"
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(alice)}")
@@ -231,6 +250,10 @@ def test_api_writes_are_throttled_reads_are_not(alice, settings):
     assert not alice.api_tokens.filter(name="c").exists()
     for _ in range(5):
         assert api.get("/api/v1/tokens/").status_code == 200
+    if rate_limit_cache is not None:
+        # DRF's history of alice's writes, in Redis for the rate's minute.
+        (ttl,) = keys_in_redis(rate_limit_cache, f"throttle_api-write_{alice.pk}").values()
+        assert 0 < ttl <= 60
 
 
 # --- Secrets never in logs or answers -----------------------------------------------------------
@@ -280,18 +303,12 @@ def test_secrets_stay_out_of_logs_and_answers(
     keep(client.get(reverse("hubs:queue")))
     keep(client.get(reverse("admin:index")))
 
-    # Invitations, where the members feature is present.
-    try:
-        from portal.hubs import members
-        from portal.hubs.models import Hub
-    except ImportError:
-        members = None
-    if members is not None and hasattr(members, "invite"):
-        hub = Hub.objects.get(pk=hub_id)
-        invited = members.invite(hub, alice, {"email": "dana@example.org", "role": "member"})
-        shown_once.append(invited.token)
-        keep(client.get(reverse("hubs:detail", args=[hub_id])))
-        keep(admin.get("/api/v1/audit/"))
+    # An invitation: its token is shown once, to the inviter, and never again.
+    hub = Hub.objects.get(pk=hub_id)
+    invited = members.invite(hub, alice, {"email": "dana@example.org", "role": "member"})
+    shown_once.append(invited.token)
+    keep(client.get(reverse("hubs:detail", args=[hub_id])))
+    keep(admin.get("/api/v1/audit/"))
 
     # Bad calls log too: a wrong token and a failed sign-in.
     keep(APIClient(HTTP_AUTHORIZATION=f"Token {page_token}x").get("/api/v1/hubs/"))

@@ -21,7 +21,7 @@ from portal.hubs.models import Hub, LoginClient
 from tests.factories import HubFactory
 from tests.oidc_provider import harness
 from tests.sso_support import INITIAL_TOKEN, PASSWORD
-from tests.support import http_server, needs_postgresql, race
+from tests.support import free_port, http_server, needs_postgresql, race
 
 pytestmark = pytest.mark.django_db
 
@@ -142,7 +142,7 @@ def test_a_hub_at_a_new_address_keeps_its_client_with_the_new_redirect_uri(regis
 
 
 def test_without_contact_the_provider_is_not_called(registering, hub, settings):
-    settings.OIDC_REGISTRATION_URL = f"http://127.0.0.1:{harness.free_port()}/o/register/"
+    settings.OIDC_REGISTRATION_URL = f"http://127.0.0.1:{free_port()}/o/register/"
 
     assert hub_clients.ensure(hub, CALLBACK, contact=False) is None
 
@@ -180,7 +180,7 @@ def test_a_client_the_provider_will_not_delete_is_reported_and_forgotten(registe
 def test_a_provider_that_does_not_answer_is_tried_again_later(registering, hub, settings):
     login = hub_clients.ensure(hub, CALLBACK)
     LoginClient.objects.filter(hub=hub).update(
-        registration_client_uri=f"http://127.0.0.1:{harness.free_port()}/o/register/x/"
+        registration_client_uri=f"http://127.0.0.1:{free_port()}/o/register/x/"
     )
     with pytest.raises(hub_clients.RegistrationError) as raised:
         hub_clients.remove(hub)
@@ -192,7 +192,7 @@ def test_a_provider_that_does_not_answer_is_tried_again_later(registering, hub, 
     assert not LoginClient.objects.filter(hub=hub).exists()
     assert AuditEvent.objects.get(action="hub.login_client_left").details["why"] == why
 
-    settings.OIDC_REGISTRATION_URL = f"http://127.0.0.1:{harness.free_port()}/o/register/"
+    settings.OIDC_REGISTRATION_URL = f"http://127.0.0.1:{free_port()}/o/register/"
     with pytest.raises(hub_clients.RegistrationError) as raised:
         hub_clients.ensure(HubFactory(slug="other-course"), CALLBACK)
     assert raised.value.transient

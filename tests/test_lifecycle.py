@@ -18,8 +18,52 @@ from portal.hubs.models import Hub, HubEvent
 from tests.factories import HubFactory
 from tests.support import needs_postgresql, race, won_or_lost
 
-ALLOWED = [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)]
-FORBIDDEN = [(a, b) for a in HubState for b in HubState if b not in TRANSITIONS[a]]
+# The lifecycle as the README promises it, written out by hand and not derived from the
+# product's table: a new edge (pending -> running, say) or a dropped one fails these tests.
+PROMISED = {
+    # pending -> approved, or the request ends: rejected by an admin, cancelled by its owner.
+    ("pending", "approved"),
+    ("pending", "rejected"),
+    ("pending", "cancelled"),
+    # approved -> provisioning; a request saved as approved may fail or be deleted at once.
+    ("approved", "provisioning"),
+    ("approved", "failed"),
+    ("approved", "deprovisioning"),
+    # provisioning -> running once its Deployments are available (or failed, or deleted).
+    ("provisioning", "running"),
+    ("provisioning", "failed"),
+    ("provisioning", "deprovisioning"),
+    # running -> (updating -> running) -> expiring -> suspended; an admin may suspend at once.
+    ("running", "updating"),
+    ("running", "expiring"),
+    ("running", "suspended"),
+    ("running", "failed"),
+    ("running", "deprovisioning"),
+    ("updating", "running"),
+    ("updating", "failed"),
+    ("updating", "deprovisioning"),
+    # An extension brings an expiring hub back to running; otherwise its end suspends it.
+    ("expiring", "running"),
+    ("expiring", "suspended"),
+    ("expiring", "deprovisioning"),
+    # A suspended hub is resumed (re-applied) or, after the grace period, deleted.
+    ("suspended", "provisioning"),
+    ("suspended", "deprovisioning"),
+    ("deprovisioning", "deleted"),
+    ("deprovisioning", "failed"),
+    # Failed is retryable: approve again, re-provision, or delete.
+    ("failed", "approved"),
+    ("failed", "provisioning"),
+    ("failed", "deprovisioning"),
+}
+ALLOWED = sorted((HubState(a), HubState(b)) for a, b in PROMISED)
+FORBIDDEN = [(a, b) for a in HubState for b in HubState if (a.value, b.value) not in PROMISED]
+
+
+def test_transition_table_is_the_documented_lifecycle():
+    edges = {(a.value, b.value) for a, targets in TRANSITIONS.items() for b in targets}
+    assert edges - PROMISED == set(), "transitions the README does not promise"
+    assert PROMISED - edges == set(), "promised transitions the table lacks"
 
 
 def test_every_state_has_a_row():

@@ -295,6 +295,30 @@ def test_an_expired_invitation_is_refused(running, alice):
     assert not running.members.exists()
 
 
+@pytest.mark.parametrize("days", [None, 3], ids=["default-14", "configured-3"])
+def test_an_invitation_is_valid_for_the_configured_days(
+    running, alice, settings, monkeypatch, days
+):
+    """Valid until HUB_INVITATION_DAYS (14 unless configured) after it was sent, not longer:
+    the clock is moved to a minute before and a minute after."""
+    if days is not None:
+        settings.HUB_INVITATION_DAYS = days
+    valid = datetime.timedelta(days=days or 14)
+    sent = timezone.now()
+    early = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
+    late = members.invite(running, alice, {"email": "frank@uni.example", "role": "member"})
+    assert abs(early.invitation.expires_at - (sent + valid)) < datetime.timedelta(seconds=30)
+
+    real_now = timezone.now
+    minute = datetime.timedelta(minutes=1)
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + valid - minute)
+    members.accept_invitation(running.pk, early.token, UserFactory(username="erin"))
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + valid + minute)
+    with pytest.raises(members.InvitationInvalid, match="expired"):
+        members.accept_invitation(running.pk, late.token, UserFactory(username="frank"))
+    assert list(running.members.values_list("user__username", flat=True)) == ["erin"]
+
+
 def test_a_revoked_invitation_is_refused(running, alice):
     new = members.invite(running, alice, {"email": "erin@uni.example", "role": "member"})
     members.revoke_invitation(new.invitation, alice)

@@ -12,7 +12,6 @@ import datetime
 import io
 import json
 import logging
-import socket
 from decimal import Decimal
 
 import pytest
@@ -31,7 +30,7 @@ from portal.hubs.lifecycle import HubState, RevisionState
 from portal.hubs.models import GpuType, HubEvent
 from portal.usage.models import CollectionPass, GpuInventory, UsageDay
 from tests.factories import HubFactory, UserFactory, api_token
-from tests.support import redis_url_for_this_worker, use_current_broker
+from tests.support import free_port, redis_url_for_this_worker, use_current_broker
 from tests.usage_support import price_list
 
 pytestmark = pytest.mark.django_db
@@ -46,12 +45,6 @@ def production_hosts(settings):
     """A portal on a real domain behind TLS: pages at the pod's address are refused."""
     settings.ALLOWED_HOSTS = ["portal.example.org"]
     settings.METRICS_TOKEN = TOKEN
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def scrape(**headers) -> dict[tuple[str, tuple], float]:
@@ -96,7 +89,7 @@ def test_readyz_is_ready_when_the_database_and_the_broker_answer(settings):
 
 def test_readyz_names_the_broker_when_it_does_not_answer(settings, monkeypatch):
     settings.READINESS_CHECKS = ["database", "broker"]
-    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://:br0ker-s3cret@127.0.0.1:{closed_port()}/0")
+    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://:br0ker-s3cret@127.0.0.1:{free_port()}/0")
     response = Client().get("/readyz", **POD)
     assert response.status_code == 503
     assert response.json() == {
@@ -118,7 +111,7 @@ def test_readyz_names_the_kubernetes_api_when_it_does_not_answer(settings, tmp_p
                 "clusters": [
                     {
                         "name": "gone",
-                        "cluster": {"server": f"https://127.0.0.1:{closed_port()}"},
+                        "cluster": {"server": f"https://127.0.0.1:{free_port()}"},
                     }
                 ],
                 "users": [{"name": "portal", "user": {"token": "kube-t0ken-s3cret"}}],
@@ -317,7 +310,7 @@ def test_queue_lengths_count_what_waits_in_redis(monkeypatch):
 
 def test_a_broker_that_is_away_leaves_its_part_out_not_the_scrape(monkeypatch):
     HubFactory(state=HubState.RUNNING)
-    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{closed_port()}/0")
+    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
     samples = scrape()
     assert value(samples, "hubondemand_metrics_section_up", section="queues") == 0
     assert value(samples, "hubondemand_metrics_section_up", section="hubs") == 1

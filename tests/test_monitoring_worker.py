@@ -17,8 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from portal.celery import app
-from tests.oidc_provider.harness import free_port
-from tests.support import REPO_ROOT, eventually
+from tests.support import REPO_ROOT, eventually, free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,7 @@ from portal.notifications import mail
 from portal.notifications.models import Notice
 from portal.notifications.tasks import retry_notices
 from tests.factories import AdminFactory, HubFactory, UserFactory
-from tests.smtp_support import free_port
-from tests.support import needs_postgresql, race
+from tests.support import free_port, needs_postgresql, race
 
 pytestmark = pytest.mark.django_db
 

@@ -41,10 +41,13 @@ class TestSubmit:
         assert hub.events.last().actor is None  # the policy approved it
         assert queued == [("provision", (hub.pk,), {"queue": "provisioning"})]
 
-    def test_jobs_access_waits_for_an_admin(self, alice, bob, spec, queued):
+    def test_jobs_access_waits_for_an_admin(
+        self, alice, bob, spec, queued, django_capture_on_commit_callbacks
+    ):
         """Batch jobs run pods of the members' own making in the hub's namespace: nobody gets
         them from the self-service policy alone, unless an admin's policy says so."""
-        hub = decisions.submit(alice, spec(jobs_access="on"))
+        with django_capture_on_commit_callbacks(execute=True):
+            hub = decisions.submit(alice, spec(jobs_access="on"))
         assert hub.state == HubState.PENDING
         assert "batch jobs needs an admin's approval" in hub.state_reason
         assert queued == []

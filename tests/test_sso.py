@@ -30,7 +30,7 @@ from tests.factories import UserFactory
 from tests.oidc_provider import harness
 from tests.provisioning.examples import EXAMPLES, FIXED_SECRETS
 from tests.sso_support import ADMIN_GROUP, OTHER_CLIENT, OTHER_REDIRECT, PASSWORD, SEED
-from tests.support import http_server
+from tests.support import free_port, http_server
 
 pytestmark = pytest.mark.django_db
 
@@ -342,7 +342,7 @@ def test_logout_of_a_local_user_stays_local(client, sso, alice):
 
 def _bind() -> int:
     """A port nothing listens on: an identity provider that is down."""
-    return harness.free_port()
+    return free_port()
 
 
 def test_a_provider_that_is_down_gives_a_clear_page(client, sso, settings):

@@ -27,6 +27,57 @@ REVISION_EDGES = {
 }
 
 
+# Written out by hand: every periodic task, and how often beat runs it by default.
+BEAT = {
+    "sweep-stuck-hubs": ("portal.hubs.tasks.sweep_stuck_hubs", 60),
+    "reconcile-hubs": ("portal.hubs.tasks.reconcile_hubs", 300),
+    "expire-hubs": ("portal.hubs.tasks.run_expiry", 3600),
+    "collect-usage": ("portal.usage.tasks.collect_usage", 300),
+    "prune-usage": ("portal.usage.tasks.prune_usage", 24 * 3600),
+    "retry-notices": ("portal.notifications.tasks.retry_notices", 60),
+}
+BEAT_SETTINGS = {
+    "sweep-stuck-hubs": "SWEEP_INTERVAL_SECONDS",
+    "reconcile-hubs": "RECONCILE_INTERVAL_SECONDS",
+    "expire-hubs": "EXPIRY_INTERVAL_SECONDS",
+    "collect-usage": "USAGE_COLLECT_INTERVAL_SECONDS",
+    "retry-notices": "NOTICE_RETRY_INTERVAL_SECONDS",
+}
+
+
+def test_beat_runs_every_periodic_task_at_its_interval():
+    schedule = {name: (e["task"], e["schedule"]) for name, e in app.conf.beat_schedule.items()}
+    assert schedule == BEAT
+    app.loader.import_default_modules()
+    assert [task for task, _ in BEAT.values() if task not in app.tasks] == []
+
+
+def test_each_interval_setting_reaches_beat():
+    """Settings are read when the process starts, so a fresh one reads them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    wanted = {name: 7 + n for n, name in enumerate(BEAT_SETTINGS)}
+    env = {**os.environ, **{BEAT_SETTINGS[name]: str(value) for name, value in wanted.items()}}
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django, json; django.setup(); from portal.celery import app; "
+            "print(json.dumps({k: v['schedule'] for k, v in app.conf.beat_schedule.items()}))",
+        ],
+        env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    schedule = json.loads(shown.stdout.strip().splitlines()[-1])
+    assert schedule == {**{name: every for name, (_, every) in BEAT.items()}, **wanted}
+
+
 def test_revision_transition_table_is_the_documented_one():
     edges = {(a.value, b.value) for a, targets in REVISION_TRANSITIONS.items() for b in targets}
     assert edges == REVISION_EDGES

@@ -11,6 +11,7 @@ by CELERY_TASK_ROUTES in portal/settings.py.
 from __future__ import annotations
 
 import dataclasses
+import math
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 
@@ -58,15 +59,31 @@ USER_SERVER_SELECTOR = "app.kubernetes.io/component=singleuser-server"
 JOB_POD_SELECTOR = "batch.kubernetes.io/job-name"
 # Transient failures (API server away, 5xx, 429) are retried with exponential backoff.
 MAX_RETRIES = 8
-# How often, and how many times, a provisioning or deleting hub is checked.
+# How often a provisioning or deleting hub is checked.
 CHECK_INTERVAL_SECONDS = 3
-MAX_CHECKS = 200
-# How long a hub may take to become ready or to go, whether tasks or the watcher check it.
-READINESS_WINDOW = timedelta(seconds=MAX_CHECKS * CHECK_INTERVAL_SECONDS)
-READINESS_WINDOW_MINUTES = int(READINESS_WINDOW.total_seconds()) // 60
-# Hubs whose task was lost (a worker died, the broker restarted) are re-queued: approved
-# ones after SWEEP_APPROVED_AFTER_SECONDS, watched ones once their checks would have ended.
-STUCK_WATCHED = READINESS_WINDOW + timedelta(seconds=120)
+
+
+def readiness_window() -> timedelta:
+    """How long a hub may take to become ready or to go, whether tasks or the watcher check it
+    (HUB_READY_TIMEOUT_SECONDS)."""
+    return timedelta(seconds=settings.HUB_READY_TIMEOUT_SECONDS)
+
+
+def readiness_window_text() -> str:
+    """The readiness window as a failed hub's reason says it: "10 minutes", "45 s"."""
+    seconds = settings.HUB_READY_TIMEOUT_SECONDS
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def max_checks() -> int:
+    """How many checks fit in the readiness window; the last one fails the hub."""
+    return max(1, math.ceil(settings.HUB_READY_TIMEOUT_SECONDS / CHECK_INTERVAL_SECONDS))
+
+
+def stuck_watched() -> timedelta:
+    """Hubs whose task was lost (a worker died, the broker restarted) are re-queued: approved
+    ones after SWEEP_APPROVED_AFTER_SECONDS, watched ones once their checks would have ended."""
+    return readiness_window() + timedelta(seconds=120)
 
 
 def _backoff(retries: int) -> int:
@@ -280,8 +297,8 @@ def check_hub_ready(hub_id: int, attempt: int = 0) -> str:
             return "running"
         lifecycle.note_waiting(hub_id, waiting)
         detail = waiting or detail
-    if attempt + 1 >= MAX_CHECKS:
-        _fail(hub_id, hub.state, f"Not ready after {READINESS_WINDOW_MINUTES} minutes: {detail}")
+    if attempt + 1 >= max_checks():
+        _fail(hub_id, hub.state, f"Not ready after {readiness_window_text()}: {detail}")
         return "failed"
     check_hub_ready.apply_async((hub_id, attempt + 1), countdown=CHECK_INTERVAL_SECONDS)
     return "waiting"
@@ -347,12 +364,12 @@ def check_hub_deleted(hub_id: int, attempt: int = 0) -> str:
             return "skipped"
         log.info("hub.deleted", hub_id=hub_id, namespace=hub.namespace)
         return "deleted"
-    if attempt + 1 >= MAX_CHECKS:
+    if attempt + 1 >= max_checks():
         phase = remaining.get("status", {}).get("phase", "unknown")
         _fail(
             hub_id,
             HubState.DEPROVISIONING,
-            f"{hub.namespace} still {phase} after {READINESS_WINDOW_MINUTES} min",
+            f"{hub.namespace} still {phase} after {readiness_window_text()}",
         )
         return "failed"
     check_hub_deleted.apply_async((hub_id, attempt + 1), countdown=CHECK_INTERVAL_SECONDS)
@@ -383,7 +400,7 @@ def sweep_stuck_hubs() -> dict[str, int]:
 
     watched = Hub.objects.filter(
         state__in=WATCHED_STATES,
-        state_changed__lt=now - STUCK_WATCHED,
+        state_changed__lt=now - stuck_watched(),
     )
     for hub in watched:
         requeues = list(
@@ -395,7 +412,7 @@ def sweep_stuck_hubs() -> dict[str, int]:
                 created__gte=hub.state_changed,
             ).values_list("created", flat=True)
         )
-        if requeues and max(requeues) > now - STUCK_WATCHED:
+        if requeues and max(requeues) > now - stuck_watched():
             continue  # the last re-queue still has time to finish
         minutes = int((now - hub.state_changed).total_seconds() // 60)
         if len(requeues) >= settings.SWEEP_MAX_REQUEUES:

@@ -197,7 +197,7 @@ class HubWatcher:
     def _waited_too_long(self, hub: Hub) -> bool:
         return (
             hub.state_changed is not None
-            and timezone.now() - hub.state_changed > tasks.READINESS_WINDOW
+            and timezone.now() - hub.state_changed > tasks.readiness_window()
         )
 
     def _readiness(self, hub: Hub, resync: bool) -> None:
@@ -223,8 +223,8 @@ class HubWatcher:
         waiting = tasks.waiting_for_room(pods)
         lifecycle.note_waiting(hub.pk, waiting)
         if self._waited_too_long(hub):
-            minutes = tasks.READINESS_WINDOW_MINUTES
-            self._fail(hub, f"Not ready after {minutes} minutes: {waiting or detail}")
+            window = tasks.readiness_window_text()
+            self._fail(hub, f"Not ready after {window}: {waiting or detail}")
 
     def _fail(self, hub: Hub, reason: str) -> None:
         with suppress(LifecycleError):
@@ -242,7 +242,7 @@ class HubWatcher:
         if self._waited_too_long(hub):
             phase = remaining[0].get("status", {}).get("phase", "unknown")
             name = remaining[0]["metadata"]["name"]
-            self._fail(hub, f"{name} still {phase} after {tasks.READINESS_WINDOW_MINUTES} min")
+            self._fail(hub, f"{name} still {phase} after {tasks.readiness_window_text()}")
 
 
 def lease_for(api) -> Lease:

@@ -10,10 +10,13 @@ These tests stop shared services, so `make test` runs them on their own, after t
 from __future__ import annotations
 
 import os
+import secrets
 import signal
-import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,8 @@ from kubernetes import client
 from portal.hubs import tasks
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
-from tests.support import eventually
+from provisioning import k8s
+from tests.support import eventually, free_port, http_server
 
 pytestmark = [
     pytest.mark.cluster,
@@ -37,9 +41,7 @@ class RedisServer:
     """A redis-server of this test's own, which the test may stop and start again."""
 
     def __init__(self, directory: Path):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen | None = None
 
@@ -112,25 +114,67 @@ def assert_one_of_each(kube_api, namespace: str) -> None:
     assert len(apps.list_namespaced_replica_set(namespace).items) == 2
 
 
+@contextmanager
+def identity_provider_that_holds_registration() -> Iterator[tuple[dict, threading.Event]]:
+    """A stand-in issuer whose client registration, the first thing provisioning does with a
+    hub, holds the first request until released: a hook the task reaches mid-way (the hub is
+    provisioning, nothing is applied yet). Yields the worker settings pointing at it, and the
+    event set once a request is held."""
+    held, release = threading.Event(), threading.Event()
+
+    def answer(method: str, path: str):
+        if method == "POST" and path == "/register" and not held.is_set():
+            held.set()
+            release.wait(120)
+            return 503, None
+        if method == "POST" and path == "/register":
+            return 201, {
+                "client_id": f"hub-{secrets.token_hex(4)}",
+                "client_secret": secrets.token_hex(16),
+            }
+        return 404, None
+
+    with http_server(answer) as (base, _):
+        try:
+            yield (
+                {
+                    "OIDC_ISSUER": base,
+                    "OIDC_CLIENT_ID": "portal",
+                    "OIDC_CLIENT_SECRET": secrets.token_hex(16),
+                    "OIDC_AUTHORIZE_URL": base + "/authorize",
+                    "OIDC_TOKEN_URL": base + "/token",
+                    "OIDC_USERINFO_URL": base + "/userinfo",
+                    "OIDC_REGISTRATION_URL": base + "/register",
+                    "OIDC_HUB_REGISTRATION_TOKEN": "initial-access-token",
+                },
+                held,
+            )
+        finally:
+            release.set()
+
+
 def test_a_worker_killed_while_provisioning_is_replaced_and_the_hub_runs(
     api, alice, charlie, payload, kube_api, workers
 ):
     workers.start_watcher()
-    first = workers.start()
     slug = f"kill-{os.getpid() % 10000}-{int(time.time()) % 100000}"
-    hub_id = request_hub(api, alice, payload, slug, gpu_type="a100", gpus_per_user=1)
-    api.force_authenticate(charlie)
-    assert api.post(f"/api/v1/hubs/{hub_id}/approve/", {}, format="json").status_code == 200
+    with identity_provider_that_holds_registration() as (idp, held):
+        first = workers.start(**idp)
+        hub_id = request_hub(api, alice, payload, slug, gpu_type="a100", gpus_per_user=1)
+        api.force_authenticate(charlie)
+        assert api.post(f"/api/v1/hubs/{hub_id}/approve/", {}, format="json").status_code == 200
 
-    eventually(lambda: state_of(hub_id) == HubState.PROVISIONING, timeout=60, interval=0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=10)
-    assert state_of(hub_id) == HubState.PROVISIONING
+        # The kill lands mid-task: the worker is inside the task, waiting for the provider.
+        assert held.wait(60), workers.log()
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        assert state_of(hub_id) == HubState.PROVISIONING
+        assert k8s.get(kube_api, "Namespace", f"hub-{slug}") is None  # nothing applied yet
 
-    # The task the killed worker held was never acknowledged: the broker hands it out again
-    # once its visibility timeout (shortened here from 600 s) has passed.
-    workers.start(CELERY_VISIBILITY_TIMEOUT="2")
-    eventually(lambda: running(hub_id), timeout=120)
+        # The task the killed worker held was never acknowledged: the broker hands it out
+        # again once its visibility timeout (shortened here from 600 s) has passed.
+        workers.start(CELERY_VISIBILITY_TIMEOUT="2", **idp)
+        eventually(lambda: running(hub_id), timeout=120)
     assert_one_of_each(kube_api, f"hub-{slug}")
 
 

@@ -22,11 +22,10 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -50,7 +49,7 @@ from provisioning.spec import (
 )
 from tests.oidc_provider import harness
 from tests.sso_support import PASSWORD as SSO_PASSWORD
-from tests.support import delete_namespaces, eventually
+from tests.support import delete_namespaces, eventually, free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -70,12 +69,6 @@ LAB = ImageChoice("scipy", "SciPy", "quay.io/jupyter/scipy-notebook:2025-01-06")
 RSTUDIO = ImageChoice(
     "rstudio", "RStudio", "ghcr.io/rocker/binder:4.4", interface="rstudio", default_url="/rstudio"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 OVERRIDE = """\
@@ -665,8 +658,8 @@ STUDENTS = TierSpec("students", gpu=False, shared="ro")
 STAFF_TIER = TierSpec("staff", shared="rw", jobs=True)
 
 
-@pytest.fixture(scope="module")
-def tier_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningHub]:
+@contextmanager
+def running_tier_hub(kube_api, kubeconfig_path, workdir: Path) -> Iterator[RunningHub]:
     """A course with one size on an H100 (and the same size without a GPU), a shared volume
     and jobs access; students get no GPU and read the shared volume, staff get everything."""
     spec = HubSpec(
@@ -687,10 +680,26 @@ def tier_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningHub
         member_tiers=((STUDENT, "students"), (STAFF, "staff")),
     )
     prepare_namespace(kube_api, spec)
-    hub = start_hub(spec, tmp_path_factory.mktemp("tier-hub"), kubeconfig_path)
-    yield hub
-    stop_hub(hub)
-    delete_namespaces(kube_api, spec)
+    hub = start_hub(spec, workdir, kubeconfig_path)
+    try:
+        yield hub
+    finally:
+        stop_hub(hub)
+        delete_namespaces(kube_api, spec)
+
+
+@pytest.fixture(scope="module")
+def tier_hub(kube_api, kubeconfig_path, tmp_path_factory) -> Iterator[RunningHub]:
+    """The tier hub the read-only tier tests share: none of them changes its members."""
+    with running_tier_hub(kube_api, kubeconfig_path, tmp_path_factory.mktemp("tier-hub")) as hub:
+        yield hub
+
+
+@pytest.fixture
+def own_tier_hub(kube_api, kubeconfig_path, tmp_path) -> Iterator[RunningHub]:
+    """A tier hub of one test's own, for a test that changes its members."""
+    with running_tier_hub(kube_api, kubeconfig_path, tmp_path / "tier-hub") as hub:
+        yield hub
 
 
 def created_pod(kube_api, hub: RunningHub, user: str) -> client.V1Pod:
@@ -777,59 +786,49 @@ def test_staff_start_the_gpu_profile_with_the_shared_volume_writable(kube_api, t
         stop_server_patiently(kube_api, tier_hub, STAFF)
 
 
-def test_a_new_tier_applies_at_the_next_spawn_without_restarting_anything(kube_api, tier_hub):
-    start_server(tier_hub, STUDENT, {"profile": "standard-no-gpu"})
-    try:
-        before = created_pod(kube_api, tier_hub, STUDENT)
-        hub_pid = tier_hub.process.pid
+def test_a_new_tier_applies_at_the_next_spawn_without_restarting_anything(kube_api, own_tier_hub):
+    """The hub takes a new members file at the next spawn, in the same process, and leaves
+    the running server alone. (That applying members leaves the hub's Deployment untouched is
+    tests/cluster/test_members_apply.py's.)"""
+    hub = own_tier_hub
+    start_server(hub, STUDENT, {"profile": "standard-no-gpu"})
+    before = created_pod(kube_api, hub, STUDENT)
+    hub_pid = hub.process.pid
 
-        promoted = dataclasses.replace(
-            tier_hub.spec, member_tiers=((STUDENT, "staff"), (STAFF, "staff"))
-        )
-        # As a sync does: the student's jobs account and namespace, then the members file.
-        prepare_namespace(kube_api, promoted)
-        tier_hub.write_members(promoted)
-        # The hub takes the new file at its next login or spawn; nothing else happens: the
-        # running server and the hub stay as they were.
-        time.sleep(5)
-        after = server_pod(kube_api, tier_hub, STUDENT)
-        assert after is not None and after.metadata.uid == before.metadata.uid
-        assert mounts(after)["shared"] == ("/home/jovyan/shared", True)
-        assert tier_hub.process.poll() is None and tier_hub.process.pid == hub_pid
-        assert "" in tier_hub.api("GET", f"/users/{STUDENT}").json()["servers"]
-    except BaseException:
-        tier_hub.write_members(tier_hub.spec)
-        raise
-    finally:
-        stop_server_patiently(kube_api, tier_hub, STUDENT)
+    promoted = dataclasses.replace(hub.spec, member_tiers=((STUDENT, "staff"), (STAFF, "staff")))
+    # As a sync does: the student's jobs account and namespace, then the members file.
+    prepare_namespace(kube_api, promoted)
+    hub.write_members(promoted)
+    # The server started under the old tier is still the same pod, read-only as it was.
+    after = server_pod(kube_api, hub, STUDENT)
+    assert after is not None and after.metadata.uid == before.metadata.uid
+    assert mounts(after)["shared"] == ("/home/jovyan/shared", True)
+    stop_server_patiently(kube_api, hub, STUDENT)
 
-    # The next spawn: the spawn form now offers the GPU profile, and the server gets it.
-    assert "standard" in offered_profiles(tier_hub, STUDENT)
-    start_server(tier_hub, STUDENT, {"profile": "standard"})
+    # The next spawn: the same hub process now offers the GPU profile, and the server gets it.
+    assert "standard" in offered_profiles(hub, STUDENT)
+    start_server(hub, STUDENT, {"profile": "standard"})
     try:
-        pod = created_pod(kube_api, tier_hub, STUDENT)
+        pod = created_pod(kube_api, hub, STUDENT)
         assert quantities(container(pod).resources.limits)["nvidia.com/gpu"] == 1
         assert mounts(pod)["shared"] == ("/home/jovyan/shared", False)
-        assert pod.spec.service_account_name == tier_hub.spec.jobs_account(STUDENT)
+        assert pod.spec.service_account_name == hub.spec.jobs_account(STUDENT)
+        assert hub.process.poll() is None and hub.process.pid == hub_pid
     finally:
-        stop_server_patiently(kube_api, tier_hub, STUDENT)
-        tier_hub.write_members(tier_hub.spec)
+        stop_server_patiently(kube_api, hub, STUDENT)
 
 
-def test_only_members_log_in_and_a_new_member_needs_no_restart(tier_hub):
-    _, refused = log_in(tier_hub, NEWCOMER)
+def test_only_members_log_in_and_a_new_member_needs_no_restart(own_tier_hub):
+    hub = own_tier_hub
+    _, refused = log_in(hub, NEWCOMER)
     assert "/hub/spawn" not in refused.url and "/hub/home" not in refused.url
-    assert f"User {NEWCOMER!r} not allowed." in tier_hub.log()
+    assert f"User {NEWCOMER!r} not allowed." in hub.log()
 
-    tier_hub.write_members(
-        dataclasses.replace(tier_hub.spec, members=(*tier_hub.spec.members, NEWCOMER))
-    )
-    try:
-        # A member without a tier of their own gets the default tier: everything.
-        assert "standard" in offered_profiles(tier_hub, NEWCOMER)
-    finally:
-        tier_hub.write_members(tier_hub.spec)
-    _, refused_again = log_in(tier_hub, NEWCOMER)
+    hub.write_members(dataclasses.replace(hub.spec, members=(*hub.spec.members, NEWCOMER)))
+    # A member without a tier of their own gets the default tier: everything.
+    assert "standard" in offered_profiles(hub, NEWCOMER)
+    hub.write_members(hub.spec)
+    _, refused_again = log_in(hub, NEWCOMER)
     assert "/hub/spawn" not in refused_again.url
 
 
@@ -924,7 +923,7 @@ def test_members_log_in_through_the_identity_provider_with_the_hubs_own_client(
 
 
 @pytest.mark.django_db
-def test_a_removed_members_session_ends_at_once(kube_api, kubeconfig_path, tier_hub, settings):
+def test_a_removed_members_session_ends_at_once(kube_api, kubeconfig_path, own_tier_hub, settings):
     """The portal's task deletes, through the hub's API with the portal's service token, the
     users its members no longer include; members keep their access."""
     from portal.audit.models import AuditEvent
@@ -932,6 +931,8 @@ def test_a_removed_members_session_ends_at_once(kube_api, kubeconfig_path, tier_
     from portal.hubs.lifecycle import HubState
     from portal.hubs.models import Member
     from tests.factories import HubFactory, UserFactory
+
+    tier_hub = own_tier_hub
 
     # The portal's record of the same hub, and its Secret with the portal's token.
     portal_hub = HubFactory(
@@ -966,5 +967,4 @@ def test_a_removed_members_session_ends_at_once(kube_api, kubeconfig_path, tier_
         # Nothing more to do at the second run (after the kubelet's refresh).
         assert tasks.end_removed_access.apply((portal_hub.pk,)).get() == "ended 0"
     finally:
-        tier_hub.write_members(tier_hub.spec)
         k8s.delete(kube_api, "Secret", render.SECRET_NAME, tier_hub.spec.namespace)

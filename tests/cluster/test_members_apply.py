@@ -19,8 +19,7 @@ from provisioning import k8s
 from provisioning.render import selector
 from provisioning.sync import sync_hub
 from tests.factories import HubFactory, UserFactory
-from tests.oidc_provider.harness import free_port
-from tests.support import delete_namespaces
+from tests.support import delete_namespaces, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 

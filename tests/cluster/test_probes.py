@@ -11,8 +11,7 @@ from django.test import Client
 
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import Hub
-from tests.oidc_provider.harness import free_port
-from tests.support import eventually
+from tests.support import eventually, free_port
 from tests.test_monitoring import POD, TOKEN, scrape, value
 from tests.test_monitoring_worker import healthcheck
 from tests.test_monitoring_worker import scrape as scrape_port

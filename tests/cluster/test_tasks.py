@@ -23,8 +23,13 @@ from provisioning import hubconfig, k8s
 from provisioning.render import CONFIG_MAP_NAME, SECRET_NAME
 from provisioning.spec import HubSpec
 from tests.factories import HubFactory
-from tests.oidc_provider.harness import free_port
-from tests.support import delete_namespaces, eventually
+from tests.support import (
+    delete_namespaces,
+    eventually,
+    free_port,
+    namespace_held,
+    unschedulable,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 
@@ -370,30 +375,13 @@ def test_a_login_client_the_provider_refuses_fails_the_hub_before_anything_is_ap
 
 
 def test_a_hub_waiting_for_room_says_so_and_fails_with_the_schedulers_reason(
-    approved_hub, kube_api, scheduled, monkeypatch
+    approved_hub, kube_api, scheduled, settings
 ):
     """The scheduler finds no node for the hub's pod (here: a node selector no node has, as
     when a cluster is full): the hub stays provisioning and says why, in its state reason (on
-    its page and in the API); once the checks give up it fails with that reason."""
+    its page and in the API); once the readiness window has passed it fails with that reason."""
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
-    client.AppsV1Api(kube_api).patch_namespaced_deployment(
-        "hub",
-        approved_hub.namespace,
-        {"spec": {"template": {"spec": {"nodeSelector": {"example.org/no-such-node": "x"}}}}},
-    )
-
-    # The Deployment controller replaces the hub's pod (Recreate) with one nothing can place,
-    # and then reports the Deployment unavailable (its status may lag behind the pods).
-    def replaced():
-        deployment = k8s.get(kube_api, "Deployment", "hub", approved_hub.namespace)
-        status = deployment.get("status", {})
-        current = status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
-        pods = k8s.list_objects(
-            kube_api, "Pod", approved_hub.namespace, "app.kubernetes.io/component=hub"
-        )
-        return current and not status.get("availableReplicas") and tasks.waiting_for_room(pods)
-
-    eventually(replaced, timeout=60)
+    unschedulable(kube_api, approved_hub)
 
     def reason():
         assert tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "waiting"
@@ -406,9 +394,31 @@ def test_a_hub_waiting_for_room_says_so_and_fails_with_the_schedulers_reason(
     # No event per check: the reason is noted, not a transition.
     events = list(waiting.events.values_list("to_state", flat=True))
     assert events.count(HubState.PROVISIONING) == 1
+    # Within the default window (10 minutes, 200 checks) the 199th check still waits.
+    assert tasks.check_hub_ready.apply((approved_hub.pk, 198)).get() == "waiting"
+    assert state(approved_hub) == HubState.PROVISIONING
 
-    monkeypatch.setattr(tasks, "MAX_CHECKS", 1)
-    assert tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "failed"
+    settings.HUB_READY_TIMEOUT_SECONDS = 6  # two checks 3 s apart: the second is the last
+    assert tasks.check_hub_ready.apply((approved_hub.pk, 0)).get() == "waiting"
+    assert tasks.check_hub_ready.apply((approved_hub.pk, 1)).get() == "failed"
     approved_hub.refresh_from_db()
     assert approved_hub.state == HubState.FAILED
-    assert tasks.WAITING_FOR_ROOM in approved_hub.state_reason
+    assert approved_hub.state_reason.startswith(f"Not ready after 6 s: {tasks.WAITING_FOR_ROOM}"), (
+        approved_hub.state_reason
+    )
+
+
+def test_a_namespace_that_never_goes_fails_the_hub_once_the_window_has_passed(
+    approved_hub, kube_api, scheduled, settings
+):
+    assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
+    Hub.objects.filter(pk=approved_hub.pk).update(state=HubState.DEPROVISIONING)
+    with namespace_held(kube_api, approved_hub.namespace):
+        assert tasks.deprovision_hub.apply((approved_hub.pk,)).get() == "deleting"
+        # The default window: the 199th check of 200 still waits.
+        assert tasks.check_hub_deleted.apply((approved_hub.pk, 198)).get() == "waiting"
+        settings.HUB_READY_TIMEOUT_SECONDS = 3  # one check: the first is the last
+        assert tasks.check_hub_deleted.apply((approved_hub.pk, 0)).get() == "failed"
+    approved_hub.refresh_from_db()
+    assert approved_hub.state == HubState.FAILED
+    assert approved_hub.state_reason == f"{approved_hub.namespace} still Terminating after 3 s"

@@ -4,6 +4,7 @@ of the lease acts. (Its survival of an API-server restart is in test_faults.py.)
 
 from __future__ import annotations
 
+import re
 import secrets
 from unittest import mock
 
@@ -18,7 +19,7 @@ from provisioning import k8s
 from provisioning.render import selector
 from provisioning.watch import Lease
 from tests.factories import HubFactory
-from tests.support import delete_namespaces, eventually
+from tests.support import delete_namespaces, eventually, namespace_held, unschedulable, waited
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
 
@@ -116,6 +117,9 @@ def test_only_the_holder_of_the_lease_acts_and_another_takes_over(kube_api, hub,
         timeout=90,
     )
     follower.relist()
+    # Renewed just before the follower looks: waiting for the Deployments on a busy machine
+    # can take longer than the 2-second lease.
+    assert first.hold()
     follower.step(timeout=0)
     assert not follower.leading and state(hub) == HubState.PROVISIONING
 
@@ -129,3 +133,50 @@ def test_only_the_holder_of_the_lease_acts_and_another_takes_over(kube_api, hub,
     assert state(hub) == HubState.RUNNING
     assert not first.hold()
     client.CoordinationV1Api(kube_api).delete_namespaced_lease(name, "default")
+
+
+def test_a_hub_that_never_becomes_ready_fails_once_the_window_has_passed(
+    kube_api, hub, no_checks, settings
+):
+    watcher = HubWatcher(kube_api, resync_seconds=0)  # every step looks at every hub
+    assert tasks.provision_hub.apply((hub.pk,)).get() == "applied"
+    unschedulable(kube_api, hub)
+    watcher.relist()
+    watcher.step(timeout=0)
+    hub.refresh_from_db()
+    assert hub.state == HubState.PROVISIONING
+    assert hub.state_reason.startswith(tasks.WAITING_FOR_ROOM), hub.state_reason
+
+    # 9 minutes of a 10-minute window: still waiting.
+    waited(hub, 9 * 60)
+    watcher.step(timeout=0)
+    assert state(hub) == HubState.PROVISIONING
+
+    settings.HUB_READY_TIMEOUT_SECONDS = 120
+    watcher.step(timeout=0)
+    hub.refresh_from_db()
+    assert hub.state == HubState.FAILED
+    assert hub.state_reason.startswith(f"Not ready after 2 minutes: {tasks.WAITING_FOR_ROOM}")
+    assert watcher.moved == [(hub.pk, HubState.FAILED)] and no_checks == []
+
+
+def test_namespaces_that_never_go_fail_the_hub_once_the_window_has_passed(
+    kube_api, hub, no_checks, settings
+):
+    watcher = HubWatcher(kube_api, resync_seconds=0)
+    assert tasks.provision_hub.apply((hub.pk,)).get() == "applied"
+    Hub.objects.filter(pk=hub.pk).update(state=HubState.DEPROVISIONING)
+    with namespace_held(kube_api, hub.namespace):
+        assert tasks.deprovision_hub.apply((hub.pk,)).get() == "deleting"
+        waited(hub, 9 * 60)
+        watcher.relist()
+        watcher.step(timeout=0)
+        assert state(hub) == HubState.DEPROVISIONING
+
+        settings.HUB_READY_TIMEOUT_SECONDS = 120
+        watcher.step(timeout=0)
+    hub.refresh_from_db()
+    assert hub.state == HubState.FAILED
+    # The first of its namespaces still there: the held one, or its users' if that is slower.
+    names = f"({hub.namespace}|{hub.users_namespace})"
+    assert re.fullmatch(f"{names} still Terminating after 2 minutes", hub.state_reason)

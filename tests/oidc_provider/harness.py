@@ -188,12 +188,3 @@ class Browser:
         if not response.is_redirect:
             raise RuntimeError(f"the provider did not accept the form at {target}")
         return urljoin(target, response.headers["Location"])
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]

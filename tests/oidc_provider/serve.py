@@ -20,11 +20,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port(host: str) -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def reserve_port(host: str) -> socket.socket:
+    """A socket holding a free port until runserver binds it: bound with SO_REUSEADDR and
+    never listening, so no other process is given the port in the meantime (migrations take
+    seconds), while runserver, which binds with SO_REUSEADDR too, still can."""
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    probe.bind((host, 0))
+    return probe
 
 
 def prepare(data_dir: Path) -> None:
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="oidc-provider-"))
-    port = args.port or free_port(args.host)
+    held = None if args.port else reserve_port(args.host)
+    port = args.port or held.getsockname()[1]
     prepare(data_dir)
     os.environ["OIDC_PROVIDER_DATA_DIR"] = str(data_dir)
     os.environ["OIDC_PROVIDER_ISSUER"] = f"http://{args.host}:{port}/o"
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"ISSUER={os.environ['OIDC_PROVIDER_ISSUER']}", flush=True)
     call_command("runserver", f"{args.host}:{port}", use_reloader=False, skip_checks=True)
+    if held is not None:
+        held.close()
 
 
 if __name__ == "__main__":
