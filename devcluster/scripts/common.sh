@@ -49,3 +49,7 @@ kubernetes_bin_dir() { bin_dir_for kubernetes "$KUBERNETES_VERSION"; }
 etcd_bin_dir() { bin_dir_for etcd "$ETCD_VERSION"; }
 kwok_bin_dir() { bin_dir_for kwok "$KWOK_VERSION"; }
 helm_bin_dir() { bin_dir_for helm "$HELM_VERSION"; }
+kubelet_bin_dir() { bin_dir_for kubelet "$KUBERNETES_VERSION"; }
+containerd_bin_dir() { bin_dir_for containerd "$CONTAINERD_VERSION"; }
+cni_plugins_bin_dir() { bin_dir_for cni-plugins "$CNI_PLUGINS_VERSION"; }
+kube_router_bin_dir() { bin_dir_for kube-router "$KUBE_ROUTER_VERSION"; }
