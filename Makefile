@@ -59,8 +59,10 @@ format: $(BIN)/.python-installed ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-cluster: ## Build (once) and start the local Kubernetes control plane
-	bash devcluster/scripts/up.sh
+# NODE=real adds a real node (kubelet, containerd, runc) beside the simulated ones; see README.
+NODE ?= $(DEVCLUSTER_NODE)
+cluster: ## Build (once) and start the local Kubernetes control plane (NODE=real: and a real node)
+	DEVCLUSTER_NODE=$(NODE) bash devcluster/scripts/up.sh
 
 cluster-down: ## Stop the local control plane and remove its state
 	bash devcluster/scripts/down.sh

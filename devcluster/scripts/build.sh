@@ -40,10 +40,10 @@ done
 
 # Which to build: all (the default: the control plane and helm), cluster (the control plane
 # only: what up.sh needs), node (the optional real node: kubelet, kube-proxy, containerd, the CNI
-# plugins and kube-router), or one component (etcd, kwok, kubernetes, helm, kubelet, containerd,
-# cni-plugins, kube-router).
+# plugins, kube-router and CoreDNS), or one component (etcd, kwok, kubernetes, helm, kubelet,
+# containerd, cni-plugins, kube-router, coredns).
 only=${1:-all}
-node_components=" kubelet containerd cni-plugins kube-router "
+node_components=" kubelet containerd cni-plugins kube-router coredns "
 wanted() {
   case $only in
     all) [ "$1" = helm ] || [[ $node_components != *" $1 "* ]] ;;
@@ -53,8 +53,8 @@ wanted() {
   esac
 }
 case $only in
-  all | cluster | node | etcd | kwok | kubernetes | helm | kubelet | containerd | cni-plugins | kube-router) ;;
-  *) die "build.sh: unknown component '$only' (all, cluster, node, etcd, kwok, kubernetes, helm, kubelet, containerd, cni-plugins or kube-router)" ;;
+  all | cluster | node | etcd | kwok | kubernetes | helm | kubelet | containerd | cni-plugins | kube-router | coredns) ;;
+  *) die "build.sh: unknown component '$only' (all, cluster, node, etcd, kwok, kubernetes, helm, kubelet, containerd, cni-plugins, kube-router or coredns)" ;;
 esac
 
 # A module's go.mod must pin the version that versions.env names (a bump edits both).
@@ -138,4 +138,10 @@ if wanted kube-router; then
   build kube-router "$(kube_router_bin_dir)" \
     -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
     github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+fi
+if wanted coredns; then
+  check_pinned coredns github.com/coredns/coredns "$COREDNS_VERSION"
+  build coredns "$(coredns_bin_dir)" \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+    github.com/coredns/coredns
 fi
