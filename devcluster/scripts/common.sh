@@ -162,7 +162,7 @@ KUBE_ROUTER_HEALTH_PORT=${DEVCLUSTER_KUBE_ROUTER_HEALTH_PORT:-20244}
 # really run ask for this one.
 NODE_TAINT_KEY=hub-on-demand.dev/real-node
 NODE_LABEL=hub-on-demand.dev/node=real
-NODE_COMPONENTS=(node-apiserver-link containerd kubelet kube-proxy kube-router)
+NODE_COMPONENTS=(node-apiserver-link containerd kubelet kube-proxy kube-router volume-permissions)
 # Images of the real node, built here (images.sh) and imported into its containerd: no pod pulls.
 IMAGE_REGISTRY=hub-on-demand.local
 PAUSE_IMAGE=$IMAGE_REGISTRY/pause:1

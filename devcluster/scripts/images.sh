@@ -101,7 +101,7 @@ venv() {
 }
 singleuser_layer() {
   venv /opt/notebook "$images/singleuser/requirements.txt" || return 1
-  chroot "$merged" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin useradd --create-home --uid 1000 --user-group --shell /bin/bash jovyan
+  add_jovyan
 }
 proxy_layer() {
   mkdir -p "$merged/opt/chp" || return 1
@@ -109,7 +109,16 @@ proxy_layer() {
   # npm of the machine; the packages are plain JavaScript that the image's Node.js runs.
   (cd "$merged/opt/chp" && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts)
 }
-hub_layer() { venv /opt/hub "$images/hub/requirements.txt"; }
+# jovyan (uid 1000), as in the upstream hub and notebook images: JupyterHub looks its user up.
+add_jovyan() {
+  chroot "$merged" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    useradd --create-home --uid 1000 --user-group --shell /bin/bash jovyan
+}
+hub_layer() {
+  venv /opt/hub "$images/hub/requirements.txt" || return 1
+  add_jovyan || return 1
+  install -d -o 1000 -g 1000 "$merged/srv/jupyterhub"
+}
 
 if [ ! -s "$out/base.tar" ]; then
   # For pods that only need a shell and Python (the node's own checks, jobs in tests).

@@ -48,7 +48,7 @@ start() {
     for controller in /sys/fs/cgroup/*/; do
       [ -e "$controller$cgroup/system/cgroup.procs" ] && echo $$ > "$controller$cgroup/system/cgroup.procs"
     done
-    exec "$@"' node-component "$NODE_CGROUP" "$NODE_NETNS" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+    exec "$@"' node-component "$NODE_CGROUP" "$NODE_NETNS" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! > "$PIDS/$name.pid"
   echo "devcluster: started $name (pid $!, log $LOGS/$name.log)"
 }
@@ -325,6 +325,20 @@ YAML
     --service-cluster-ip-range "$SERVICE_CIDR" --health-port "$KUBE_ROUTER_HEALTH_PORT" \
     --metrics-port 0
   cluster_dns
+  # The controller manager's development-only hostPath provisioner makes each volume's folder
+  # root's and 0750, and the kubelet applies no fsGroup to hostPath volumes, so no pod that
+  # runs as a user (as every hub's pods do) could write to its claim. Real storage drivers
+  # honour fsGroup; here the folders of this cluster's volumes are opened to the pods instead
+  # (development only: the folders are on this machine, under /tmp/hostpath_pv).
+  start volume-permissions bash -c "
+    while true; do
+      '$KUBECTL' --kubeconfig '$STATE_DIR/admin.kubeconfig' get pv \
+        -o jsonpath='{range .items[*]}{.spec.hostPath.path}{\"\\n\"}{end}' 2>/dev/null |
+        while read -r path; do
+          case \$path in /tmp/hostpath_pv/*) [ -d \"\$path\" ] && chmod 0777 \"\$path\" ;; esac
+        done
+      sleep 2
+    done"
   node_ready() {
     [ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
   }
