@@ -19,6 +19,7 @@ from kubernetes import client, utils
 
 from provisioning.render import (
     RenderSettings,
+    admission_params,
     egress_policies,
     hub_labels,
     namespace,
@@ -48,6 +49,9 @@ def _hub(kube_api, core, settings: RenderSettings, hub_id: int):
     objects = [
         namespace(spec),
         users_namespace(spec),
+        # What the users' namespace admits (read by the cluster-wide admission policies, once
+        # a sync has installed them).
+        admission_params(spec, settings),
         *network_policies(spec, settings),
         *egress_policies(spec, settings),
         *service_objects(spec),
