@@ -40,7 +40,7 @@ up: $(BIN)/.python-installed ## Quick start: portal, worker, beat, Redis and the
 test: export SECRET_KEY ?= $(throwaway_key)
 test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
 test: system-packages $(BIN)/.installed services ## Run the whole test suite (starts the local cluster if none runs)
-	$(BIN)/pytest -n $(TEST_WORKERS) -m "not faults" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not faults$(if $(filter real,$(NODE)),, and not realnode)" $(PYTEST_ARGS)
 	@# Fault injection stops shared services (kube-apiserver, workers): alone, afterwards.
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
@@ -59,8 +59,10 @@ format: $(BIN)/.python-installed ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-cluster: ## Build (once) and start the local Kubernetes control plane
-	bash devcluster/scripts/up.sh
+# NODE=real adds a real node (kubelet, containerd, runc) beside the simulated ones; see README.
+NODE ?= $(DEVCLUSTER_NODE)
+cluster: ## Build (once) and start the local Kubernetes control plane (NODE=real: and a real node)
+	DEVCLUSTER_NODE=$(NODE) bash devcluster/scripts/up.sh
 
 cluster-down: ## Stop the local control plane and remove its state
 	bash devcluster/scripts/down.sh

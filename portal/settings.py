@@ -261,6 +261,33 @@ HUB_IMAGE = env_str("HUB_IMAGE", "quay.io/jupyterhub/k8s-hub:4.3.1")
 PROXY_IMAGE = env_str("PROXY_IMAGE", "quay.io/jupyterhub/configurable-http-proxy:5.0.1")
 INGRESS_CLASS = env_str("INGRESS_CLASS", "")
 INGRESS_ANNOTATIONS = _env_annotations("INGRESS_ANNOTATIONS")
+# Where every hub's pods run (hub, proxy, user servers): a node selector, e.g.
+# {"hub-on-demand.dev/node": "real"} for the local cluster's real node, and the tolerations
+# for that node's taints, a JSON list of objects of strings.
+HUB_NODE_SELECTOR = _env_annotations("HUB_NODE_SELECTOR")
+
+
+def _env_tolerations(name: str) -> tuple[dict[str, str], ...]:
+    """A JSON list of Kubernetes tolerations, e.g. [{"key": "k", "operator": "Exists"}]."""
+    allowed = {"key", "operator", "value", "effect"}
+    try:
+        value = json.loads(env_str(name, "[]") or "[]")
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON list: {exc}") from exc
+    if not isinstance(value, list) or not all(
+        isinstance(item, dict)
+        and item
+        and set(item) <= allowed
+        and all(isinstance(v, str) for v in item.values())
+        for item in value
+    ):
+        raise ImproperlyConfigured(
+            f"{name} must be a JSON list of objects with string key, operator, value, effect"
+        )
+    return tuple(value)
+
+
+HUB_TOLERATIONS = _env_tolerations("HUB_TOLERATIONS")
 # Namespace of the ingress controller, the only one allowed to reach a hub's proxy.
 INGRESS_NAMESPACE = env_str("INGRESS_NAMESPACE", "ingress-nginx")
 # Storage class for each hub's own volumes (hub state, shared volume); empty = the default.

@@ -196,8 +196,14 @@ def _unique(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def hub_values(spec: HubSpec, oauth: HubOAuthClient) -> dict[str, Any]:
-    """The JSON-serialisable values `jupyterhub_config.py` configures this hub from."""
+def hub_values(
+    spec: HubSpec, oauth: HubOAuthClient, placement: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON-serialisable values `jupyterhub_config.py` configures this hub from.
+
+    `placement` (RenderSettings.placement) puts user servers where the hub runs; it is left
+    out when empty, so that hubs rendered without it keep their configuration byte for byte.
+    """
     shared = None
     if spec.shared_mode in ("ro", "rw"):
         shared = {
@@ -254,6 +260,7 @@ def hub_values(spec: HubSpec, oauth: HubOAuthClient) -> dict[str, Any]:
         "external_volumes": [_external(volume) for volume in spec.external_volumes],
         "notebooks_per_user": spec.notebooks_per_user,
         "jobs_access": spec.jobs_access,
+        **({"placement": placement} if placement else {}),
     }
 
 

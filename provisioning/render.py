@@ -124,6 +124,20 @@ class RenderSettings:
     # the namespace. Empty: the portal's credentials reach every namespace already.
     portal_role: str = ""
     portal_account: str = ""
+    # Where a hub's pods run (the hub, the proxy, user servers): a node selector and the
+    # tolerations to go with it, e.g. the local cluster's real node (README: a real node).
+    # Empty: wherever the scheduler puts them.
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, str], ...] = ()
+
+    def placement(self) -> dict[str, Any]:
+        """The pod spec fields that place a hub's pods; none when unset."""
+        fields: dict[str, Any] = {}
+        if self.node_selector:
+            fields["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            fields["tolerations"] = [dict(t) for t in self.tolerations]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -812,7 +826,9 @@ def hub_secret(spec: HubSpec, hub_secrets: HubSecrets) -> Manifest:
 
 def hub_config_map(spec: HubSpec, settings: RenderSettings) -> Manifest:
     """The static jupyterhub_config.py and the hub's values it reads."""
-    values = hubconfig.hub_values(spec, settings.identity_provider.for_hub(spec))
+    values = hubconfig.hub_values(
+        spec, settings.identity_provider.for_hub(spec), placement=settings.placement()
+    )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -982,6 +998,7 @@ def hub_deployment(spec: HubSpec, settings: RenderSettings, config: Manifest) ->
         },
         {
             "annotations": {ANNOTATION_CONFIG_CHECKSUM: checksum},
+            **settings.placement(),
             "serviceAccountName": HUB_SERVICE_ACCOUNT,
             "volumes": [
                 {"name": "config", "configMap": {"name": CONFIG_MAP_NAME}},
@@ -1023,7 +1040,7 @@ def proxy_deployment(spec: HubSpec, settings: RenderSettings) -> Manifest:
             },
             "readinessProbe": {"httpGet": {"path": "/_chp_healthz", "port": "http"}},
         },
-        {"automountServiceAccountToken": False},
+        {**settings.placement(), "automountServiceAccountToken": False},
     )
 
 

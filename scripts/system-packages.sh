@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The Debian packages the quick start and the tests need, installed when missing: by `make up`
 # (`up`: PostgreSQL and Redis), by `make test` and `.ci/run` (`test`: also Chromium for the
-# browser tests, and Node.js for configurable-http-proxy). Run as root it installs them with apt-get;
+# browser tests, and Node.js for configurable-http-proxy), and `node` for the local cluster's
+# optional real node (runc, netfilter tools, debootstrap for its images; DEVCLUSTER_NODE=real
+# adds these to `test`). Run as root it installs them with apt-get;
 # otherwise it prints the one command that does and stops.
 set -euo pipefail
 what=${1:-test}
 packages=(postgresql redis-server openssl curl iproute2)
 if [ "$what" = test ]; then
   packages+=(chromium fonts-dejavu-core)
+fi
+if [ "$what" = node ] || { [ "$what" = test ] && [ "${DEVCLUSTER_NODE:-}" = real ]; }; then
+  packages+=(runc iptables ipset conntrack socat debootstrap util-linux)
 fi
 missing=()
 for p in "${packages[@]}"; do

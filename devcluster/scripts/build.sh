@@ -38,20 +38,32 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_version_flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-# Which to build: all (the default), cluster (the control plane only: what up.sh needs), or one
-# component (etcd, kwok, kubernetes, helm).
+# Which to build: all (the default: the control plane and helm), cluster (the control plane
+# only: what up.sh needs), node (the optional real node: kubelet, kube-proxy, containerd, the CNI
+# plugins, kube-router and CoreDNS), or one component (etcd, kwok, kubernetes, helm, kubelet,
+# containerd, cni-plugins, kube-router, coredns).
 only=${1:-all}
+node_components=" kubelet containerd cni-plugins kube-router coredns "
 wanted() {
   case $only in
-    all) return 0 ;;
-    cluster) [ "$1" != helm ] ;;
+    all) [ "$1" = helm ] || [[ $node_components != *" $1 "* ]] ;;
+    cluster) [ "$1" != helm ] && [[ $node_components != *" $1 "* ]] ;;
+    node) [[ $node_components == *" $1 "* ]] ;;
     *) [ "$only" = "$1" ] ;;
   esac
 }
 case $only in
-  all | cluster | etcd | kwok | kubernetes | helm) ;;
-  *) die "build.sh: unknown component '$only' (all, cluster, etcd, kwok, kubernetes or helm)" ;;
+  all | cluster | node | etcd | kwok | kubernetes | helm | kubelet | containerd | cni-plugins | kube-router | coredns) ;;
+  *) die "build.sh: unknown component '$only' (all, cluster, node, etcd, kwok, kubernetes, helm, kubelet, containerd, cni-plugins, kube-router or coredns)" ;;
 esac
+
+# A module's go.mod must pin the version that versions.env names (a bump edits both).
+check_pinned() {
+  local component=$1 module=$2 version=$3 pinned
+  pinned=$(cd "$DEVCLUSTER_DIR/$component" && go list -m -f '{{.Version}}' "$module")
+  [ "$pinned" = "$version" ] ||
+    die "devcluster/$component/go.mod pins $module $pinned but versions.env says $version"
+}
 
 if wanted etcd; then
   build etcd "$(etcd_bin_dir)" -ldflags "-s -w" .
@@ -96,4 +108,40 @@ if wanted helm && [ ! -d "$(helm_bin_dir)" ]; then
   build helm "$(helm_bin_dir)" -ldflags "$helm_flags" helm.sh/helm/v3/cmd/helm
 elif wanted helm; then
   echo "devcluster: helm: cached in $(helm_bin_dir)"
+fi
+
+# The optional real node (make cluster NODE=real). Static binaries (CGO off) like the rest.
+if wanted kubelet; then
+  check_pinned kubelet k8s.io/kubernetes "$KUBERNETES_VERSION"
+  build kubelet "$(kubelet_bin_dir)" -ldflags "-s -w$k8s_version_flags" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+fi
+if wanted containerd; then
+  check_pinned containerd github.com/containerd/containerd/v2 "$CONTAINERD_VERSION"
+  build containerd "$(containerd_bin_dir)" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+    github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+    github.com/containerd/containerd/v2/cmd/ctr
+fi
+if wanted cni-plugins; then
+  check_pinned cni-plugins github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION"
+  build cni-plugins "$(cni_plugins_bin_dir)" \
+    -ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
+    github.com/containernetworking/plugins/plugins/main/bridge \
+    github.com/containernetworking/plugins/plugins/ipam/host-local \
+    github.com/containernetworking/plugins/plugins/main/loopback \
+    github.com/containernetworking/plugins/plugins/meta/portmap
+fi
+if wanted kube-router; then
+  check_pinned kube-router github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION"
+  build kube-router "$(kube_router_bin_dir)" \
+    -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+    github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+fi
+if wanted coredns; then
+  check_pinned coredns github.com/coredns/coredns "$COREDNS_VERSION"
+  build coredns "$(coredns_bin_dir)" \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+    github.com/coredns/coredns
 fi

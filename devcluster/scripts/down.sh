@@ -6,24 +6,12 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 PIDS="$STATE_DIR/pids"
+# The real node first (if one was started): its processes, mounts, cgroups and network.
+if [ -d "$STATE_DIR/node" ] || [ -e "/run/netns/$NODE_NETNS" ]; then
+  "$DEVCLUSTER_DIR/scripts/node.sh" down
+fi
 for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-  name=${COMPONENTS[i]}
-  pidfile="$PIDS/$name.pid"
-  [ -s "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    # Each component runs in its own process group (setsid); stop the whole group.
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-    echo "devcluster: stopped $name (pid $pid)"
-  fi
-  rm -f "$pidfile"
+  stop_component "${COMPONENTS[i]}"
 done
 if [ "${1:-}" = "--keep-state" ]; then
   echo "devcluster: stopped; state kept in $STATE_DIR"

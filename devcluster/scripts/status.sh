@@ -17,6 +17,18 @@ for name in "${COMPONENTS[@]}"; do
     all=0
   fi
 done
+# The real node's components, when one was started (make cluster NODE=real).
+if [ -d "$STATE_DIR/node" ]; then
+  for name in "${NODE_COMPONENTS[@]}"; do
+    pidfile="$PIDS/$name.pid"
+    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      printf '%-24s running (pid %s, real node)\n' "$name" "$(cat "$pidfile")"
+    else
+      printf '%-24s not running (real node)\n' "$name"
+      all=0
+    fi
+  done
+fi
 if [ "$any" = 1 ] && [ -s "$PKI/admin.crt" ] &&
   curl -fsS --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
     "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null 2>&1; then

@@ -25,36 +25,8 @@ port_of() {
   esac
 }
 
-running() {
-  local pidfile="$PIDS/$1.pid"
-  [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
-}
-
 port_taken() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-write_kubeconfig() {
-  local file=$1 user=$2
-  cat > "$file" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters:
-- name: hub-on-demand-dev
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority: $PKI/ca.crt
-users:
-- name: $user
-  user:
-    client-certificate: $PKI/$user.crt
-    client-key: $PKI/$user.key
-contexts:
-- name: hub-on-demand-dev
-  context: {cluster: hub-on-demand-dev, user: $user}
-current-context: hub-on-demand-dev
-KUBECONFIG
-  chmod 600 "$file"
 }
 
 readyz() {
@@ -81,24 +53,6 @@ Stop that process, or choose another port with DEVCLUSTER_*_PORT (see devcluster
   setsid "$binary" "$@" >"$LOGS/$name.log" 2>&1 < /dev/null &
   echo $! > "$PIDS/$name.pid"
   echo "devcluster: started $name (pid $!, log $LOGS/$name.log)"
-}
-
-# Wait until a check passes; fail with the log's tail if the process dies or time runs out.
-wait_for() {
-  local name=$1 timeout=$2
-  shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@"; do
-    if ! running "$name"; then
-      log_tail "$LOGS/$name.log"
-      die "$name exited during start-up; see $LOGS/$name.log"
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      log_tail "$LOGS/$name.log"
-      die "$name was not ready after ${timeout}s; see $LOGS/$name.log"
-    fi
-    sleep 0.5
-  done
 }
 
 # Fail before a long build if a port we need is taken by something else.
@@ -134,7 +88,10 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --client-ca-file "$PKI/ca.crt" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-  --service-cluster-ip-range 10.96.0.0/16 \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
+  --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types InternalIP \
   --authorization-mode Node,RBAC \
   --enable-admission-plugins NodeRestriction,ExtendedResourceToleration \
   --allow-privileged=true \
@@ -196,6 +153,11 @@ nodes_ready() {
 wait_for kwok 60 nodes_ready
 default_service_account() { kubectl -n default get serviceaccount default >/dev/null 2>&1; }
 wait_for kube-controller-manager 60 default_service_account
+
+# The optional real node (make cluster NODE=real): pods that must really run land there.
+if [ "${DEVCLUSTER_NODE:-}" = real ]; then
+  "$DEVCLUSTER_DIR/scripts/node.sh" up
+fi
 
 cat <<USAGE
 devcluster: Kubernetes $KUBERNETES_VERSION is ready on https://127.0.0.1:$APISERVER_PORT ($((SECONDS - started_at))s)

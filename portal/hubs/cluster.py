@@ -50,6 +50,8 @@ def render_settings(preview: bool = False) -> RenderSettings:
         identity_provider=_hub_login_settings(preview),
         portal_role=settings.HUB_PORTAL_ROLE,
         portal_account=settings.HUB_PORTAL_ACCOUNT,
+        node_selector=settings.HUB_NODE_SELECTOR,
+        tolerations=settings.HUB_TOLERATIONS,
     )
 
 

@@ -230,6 +230,10 @@ c.KubeSpawner.start_timeout = 600  # big images on a node that has not pulled th
 c.KubeSpawner.http_timeout = 120
 c.KubeSpawner.image = values["images"][0]["image"] if values["images"] else ""
 c.KubeSpawner.default_url = "/lab"
+# Installation-wide placement (RenderSettings.node_selector and tolerations), if any.
+placement = values.get("placement") or {}
+c.KubeSpawner.node_selector = placement.get("nodeSelector", {})
+c.KubeSpawner.tolerations = placement.get("tolerations", [])
 
 # Security context: Pod Security "restricted" passes, so "baseline" certainly does.
 c.KubeSpawner.uid = 1000
