@@ -32,6 +32,7 @@ from tests.factories import AdminFactory, HubFactory, UserFactory
 from tests.oidc_provider import harness
 from tests.provisioning.examples import FIXED_SECRETS
 from tests.sso_support import ADMIN_GROUP, PASSWORD
+from tests.support import free_port
 from tests.test_sso import callback_path, load_hub_config, sign_in, signed_in_as
 
 pytestmark = pytest.mark.django_db
@@ -327,7 +328,7 @@ def test_admin_rights_lapse_when_the_provider_cannot_confirm_them(client, sso, s
     name = person(sso, groups=[ADMIN_GROUP])
     sign_in(client, sso, name)
     user = get_user_model().objects.get(username=name.lower())
-    settings.OIDC_TOKEN_URL = f"http://127.0.0.1:{harness.free_port()}/o/token/"  # down
+    settings.OIDC_TOKEN_URL = f"http://127.0.0.1:{free_port()}/o/token/"  # down
     social = UserSocialAuth.objects.get(user=user)
 
     assert rights.refresh(social) == "unavailable"  # within the maximum age: kept

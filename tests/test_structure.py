@@ -34,6 +34,9 @@ BEAT = {
     "expire-hubs": ("portal.hubs.tasks.run_expiry", 3600),
     "collect-usage": ("portal.usage.tasks.collect_usage", 300),
     "prune-usage": ("portal.usage.tasks.prune_usage", 24 * 3600),
+    "keep-classes-warm": ("portal.hubs.tasks.keep_classes_warm", 60),
+    "enforce-server-policy": ("portal.hubs.tasks.enforce_server_policies", 60),
+    "refresh-identities": ("portal.accounts.tasks.refresh_identities", 900),
     "retry-notices": ("portal.notifications.tasks.retry_notices", 60),
 }
 BEAT_SETTINGS = {
@@ -41,6 +44,9 @@ BEAT_SETTINGS = {
     "reconcile-hubs": "RECONCILE_INTERVAL_SECONDS",
     "expire-hubs": "EXPIRY_INTERVAL_SECONDS",
     "collect-usage": "USAGE_COLLECT_INTERVAL_SECONDS",
+    "keep-classes-warm": "WARM_INTERVAL_SECONDS",
+    "enforce-server-policy": "SERVER_POLICY_INTERVAL_SECONDS",
+    "refresh-identities": "OIDC_REFRESH_INTERVAL_SECONDS",
     "retry-notices": "NOTICE_RETRY_INTERVAL_SECONDS",
 }
 
@@ -59,7 +65,8 @@ def test_each_interval_setting_reaches_beat():
     import subprocess
     import sys
 
-    wanted = {name: 7 + n for n, name in enumerate(BEAT_SETTINGS)}
+    # Above every setting's lower bound (the identity refresh runs at most once a minute).
+    wanted = {name: 61 + n for n, name in enumerate(BEAT_SETTINGS)}
     env = {**os.environ, **{BEAT_SETTINGS[name]: str(value) for name, value in wanted.items()}}
     shown = subprocess.run(
         [
