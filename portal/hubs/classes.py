@@ -53,10 +53,8 @@ def room(session: ClassSession, hub: Hub) -> tuple[int, int]:
     quota and the admin's cap (GPU servers first); none when refused."""
     if session.refused:
         return 0, 0
-    servers = hub.expected_users * hub.notebooks_per_user
-    gpu_servers = 0
-    if hub.gpu_type_id and hub.gpus_per_user:
-        gpu_servers = min(session.gpu_attendees, hub.max_gpus // hub.gpus_per_user)
+    servers = hub.servers
+    gpu_servers = min(session.gpu_attendees, hub.gpu_servers)
     cap = servers if session.max_placeholders is None else min(servers, session.max_placeholders)
     gpu_servers = min(gpu_servers, cap)
     plain = min(session.attendees - session.gpu_attendees, cap - gpu_servers)
@@ -92,10 +90,8 @@ def placeholders_at(hub: Hub, now: datetime.datetime | None = None) -> tuple[int
         return 0, 0
     now = now or timezone.now()
     held = list(occurrences(hub.class_sessions.all(), hub, now, now))
-    servers = hub.expected_users * hub.notebooks_per_user
-    gpu_cap = hub.max_gpus // hub.gpus_per_user if hub.gpus_per_user else 0
-    gpu_servers = min(sum(o.gpu_servers for o in held), gpu_cap, servers)
-    plain = min(sum(o.servers for o in held), servers - gpu_servers)
+    gpu_servers = min(sum(o.gpu_servers for o in held), hub.gpu_servers, hub.servers)
+    plain = min(sum(o.servers for o in held), hub.servers - gpu_servers)
     return plain, gpu_servers
 
 

@@ -519,6 +519,18 @@ class Hub(models.Model):
         super().save(*args, **kwargs)
 
     @property
+    def servers(self) -> int:
+        """How many servers the hub's users may run at once (its quota's servers)."""
+        return self.expected_users * self.notebooks_per_user
+
+    @property
+    def gpu_servers(self) -> int:
+        """How many GPU servers its GPU seats hold at once; 0 without GPUs."""
+        if not (self.gpu_type_id and self.gpus_per_user):
+            return 0
+        return self.max_gpus // self.gpus_per_user
+
+    @property
     def namespace(self) -> str:
         """The Kubernetes namespace the hub lives in (its hub, proxy and Secret)."""
         return f"hub-{self.slug}"

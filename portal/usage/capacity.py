@@ -21,7 +21,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from portal.hubs.lifecycle import RESERVING_STATES, LifecycleError
-from portal.hubs.models import GpuType, HardwareOption, Hub
+from portal.hubs.models import GpuType, HardwareOption, Hub, all_servers_gpus
 from portal.usage.models import GpuInventory
 from portal.usage.prices import (
     ZERO,
@@ -106,7 +106,7 @@ def quota_gpus(
 ) -> int:
     """The GPUs a hub's quota holds: its GPU seats `max_gpus` (0: users x servers x GPUs per
     server, which is also the most seats can hold), held to the cap."""
-    every = users * servers_per_user * gpus_per_server
+    every = all_servers_gpus(users, servers_per_user, gpus_per_server)
     wanted = min(max_gpus, every) if max_gpus else every
     cap = settings.HUB_QUOTA_CAPS.get(f"requests.{resource}")
     try:

@@ -62,7 +62,7 @@ class ClassSessionSerializer(serializers.ModelSerializer):
             errors["last_day"] = f"The hub ends on {hub.end_date}."
         if last and first and last < first:
             errors["last_day"] = "The last day is on or after the first."
-        servers = hub.expected_users * hub.notebooks_per_user
+        servers = hub.servers
         if merged.get("attendees", 0) > servers:
             errors["attendees"] = (
                 f"The hub's quota holds {servers} servers; ask for at most that many."
@@ -72,9 +72,10 @@ class ClassSessionSerializer(serializers.ModelSerializer):
             errors["gpu_attendees"] = "GPU attendees are among the attendees."
         elif gpus and not (hub.gpu_type_id and hub.gpus_per_user):
             errors["gpu_attendees"] = "The hub has no GPUs."
-        elif gpus and gpus * hub.gpus_per_user > hub.max_gpus:
-            seats = hub.max_gpus // hub.gpus_per_user
-            errors["gpu_attendees"] = f"The hub's GPU seats hold {seats} GPU servers at once."
+        elif gpus > hub.gpu_servers:
+            errors["gpu_attendees"] = (
+                f"The hub's GPU seats hold {hub.gpu_servers} GPU servers at once."
+            )
         if errors:
             raise serializers.ValidationError(errors)
         return data
