@@ -568,6 +568,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "portal.accounts.tasks.refresh_identities",
         "schedule": OIDC_REFRESH_INTERVAL_SECONDS,
     },
+    # Expired portal sessions (Django keeps them in the database until cleared).
+    "clear-expired-sessions": {
+        "task": "portal.accounts.tasks.clear_expired_sessions",
+        "schedule": 24 * 3600,
+    },
     # Placeholders ahead of class sessions, and gone after them (portal/hubs/classes.py).
     "keep-classes-warm": {
         "task": "portal.hubs.tasks.keep_classes_warm",
@@ -626,6 +631,9 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = env_str("SECURE_REFERRER_POLICY", "same-origin")
 SESSION_COOKIE_HTTPONLY = True
+# Database sessions that know their user (portal/accounts/sessions.py): ending one user's
+# sessions is one indexed DELETE.
+SESSION_ENGINE = "portal.accounts.sessions"
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 # Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is believed, e.g.

@@ -37,6 +37,7 @@ BEAT = {
     "keep-classes-warm": ("portal.hubs.tasks.keep_classes_warm", 60),
     "enforce-server-policy": ("portal.hubs.tasks.enforce_server_policies", 60),
     "refresh-identities": ("portal.accounts.tasks.refresh_identities", 900),
+    "clear-expired-sessions": ("portal.accounts.tasks.clear_expired_sessions", 24 * 3600),
     "retry-notices": ("portal.notifications.tasks.retry_notices", 60),
 }
 BEAT_SETTINGS = {

@@ -28,14 +28,13 @@ import requests
 import structlog
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.utils import timezone
 from social_django.models import UserSocialAuth
 
 from portal.accounts import oidc
 from portal.accounts.auth import subject_of
-from portal.accounts.models import IdentityProfile
+from portal.accounts.models import IdentityProfile, UserSession
 from portal.audit.log import record
 
 log = structlog.get_logger(__name__)
@@ -116,12 +115,8 @@ def current_groups(user) -> list[str]:
 
 
 def end_sessions(user_id: int) -> int:
-    """Delete every portal session of the user (database sessions); returns how many."""
-    ended = 0
-    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
-        if str(session.get_decoded().get("_auth_user_id")) == str(user_id):
-            session.delete()
-            ended += 1
+    """Delete every portal session of the user (one indexed DELETE); returns how many."""
+    ended, _ = UserSession.objects.filter(user_id=user_id).delete()
     return ended
 
 
