@@ -107,3 +107,37 @@ def test_a_stale_or_missing_heartbeat_fails_the_healthcheck(tmp_path):
     os.utime(heartbeat, (two_minutes_ago, two_minutes_ago))
     assert healthcheck(env, "worker").returncode != 0
     assert healthcheck(env, "worker", "--max-age", "300").returncode == 0
+
+
+def test_server_policy_checks_that_waited_past_the_next_pass_are_dropped(background, settings):
+    """A worker that falls behind gets no pile of checks: one left in the queue past the next
+    pass (SERVER_POLICY_INTERVAL_SECONDS) is dropped unrun and counted as expired, and the
+    next pass's checks run."""
+    from portal.hubs.lifecycle import HubState
+    from portal.hubs.tasks import enforce_server_policies
+    from tests.factories import HubFactory
+
+    HubFactory(slug="behind-a", state=HubState.RUNNING)
+    HubFactory(slug="behind-b", state=HubState.EXPIRING)
+    HubFactory(slug="behind-c", state=HubState.SUSPENDED)  # no users: no check
+    settings.SERVER_POLICY_INTERVAL_SECONDS = 1
+    queued_at = time.monotonic()
+    assert enforce_server_policies() == 2
+    # No worker took them within the interval (the next pass is due).
+    time.sleep(max(0.0, queued_at + 1.5 - time.monotonic()))
+
+    port = free_port()
+    background.start(WORKER_METRICS_PORT=str(port), METRICS_LISTEN_ADDRESS="127.0.0.1")
+    eventually(lambda: scrape(port) is not None, timeout=60)
+    settings.SERVER_POLICY_INTERVAL_SECONDS = 60
+    assert enforce_server_policies() == 2
+
+    task = "portal.hubs.tasks.enforce_server_policy"
+
+    def runs(outcome: str) -> float:
+        key = ("hubondemand_celery_tasks_total", (("outcome", outcome), ("task", task)))
+        return (scrape(port) or {}).get(key, 0)
+
+    # The worker sees the hubs' rows only in this test's transaction, so the checks it runs
+    # find no hub and skip: what counts here is that they ran and the stale ones did not.
+    eventually(lambda: (runs("expired"), runs("success")) == (2, 2), timeout=60)

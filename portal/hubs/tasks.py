@@ -559,10 +559,16 @@ def end_removed_access(self, hub_id: int) -> str:
 
 @shared_task(acks_late=True)
 def enforce_server_policies() -> int:
-    """Queue a server-policy check of every hub with users; scheduled by Celery beat."""
+    """Queue a server-policy check of every hub with users; scheduled by Celery beat.
+
+    A check still queued when the next pass comes is dropped by the worker (`expires`, counted
+    as `expired` in hubondemand_celery_tasks_total): the next pass queued a newer one, so a
+    worker that falls behind never faces more than one interval's checks."""
     hub_ids = list(Hub.objects.filter(state__in=ACCESS_STATES).values_list("pk", flat=True))
     for hub_id in hub_ids:
-        enforce_server_policy.delay(hub_id)
+        enforce_server_policy.apply_async(
+            (hub_id,), expires=settings.SERVER_POLICY_INTERVAL_SECONDS
+        )
     return len(hub_ids)
 
 

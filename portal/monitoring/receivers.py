@@ -12,7 +12,13 @@ import time
 from typing import Any
 
 import structlog
-from celery.signals import task_postrun, task_prerun, worker_init, worker_process_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    task_revoked,
+    worker_init,
+    worker_process_shutdown,
+)
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -68,6 +74,13 @@ def task_finished(task_id=None, task=None, state=None, **_) -> None:
         metrics.TASK_DURATION.labels(name).observe(time.monotonic() - started)
     if tokens:
         structlog.contextvars.reset_contextvars(**tokens)
+
+
+def task_dropped(sender=None, expired=False, **_) -> None:
+    """Count a task the worker dropped before running it: `expired` (it waited in the queue
+    past its `expires`, e.g. a server-policy check the next pass replaces) or `revoked`."""
+    name = getattr(sender, "name", None) or "unknown"
+    metrics.TASKS.labels(name, "expired" if expired else "revoked").inc()
 
 
 def _is_prefork(pool) -> bool:
@@ -140,6 +153,7 @@ def connect() -> None:
     """Connect the receivers (called from MonitoringConfig.ready)."""
     task_prerun.connect(task_started, dispatch_uid="monitoring.task_started", weak=False)
     task_postrun.connect(task_finished, dispatch_uid="monitoring.task_finished", weak=False)
+    task_revoked.connect(task_dropped, dispatch_uid="monitoring.task_dropped", weak=False)
     worker_init.connect(worker_started, dispatch_uid="monitoring.worker_started", weak=False)
     worker_process_shutdown.connect(
         pool_process_exited, dispatch_uid="monitoring.pool_process_exited", weak=False
