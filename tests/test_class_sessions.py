@@ -18,7 +18,7 @@ from portal.hubs.hubspec import from_hub
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import ClassSession, GpuType, Member
 from provisioning import render
-from tests.factories import HubFactory, UserFactory
+from tests.factories import HubFactory, UserFactory, api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -362,3 +362,69 @@ def test_a_deleted_hub_takes_no_new_sessions(client, api, course, alice):
     assert response.status_code == 400
     assert "deleted" in response.json()["non_field_errors"][0]
     assert not ClassSession.objects.exists()
+
+
+# --- The capacity API lists the room held for classes -----------------------------------------
+
+
+def _held(api, user, token_scope: str | None = None, **period) -> list[dict]:
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user, token_scope)}")
+    response = api.get("/api/v1/capacity/gpus/", period)
+    assert response.status_code == 200, response.json()
+    return response.json()["class_reservations"]
+
+
+def test_the_capacity_api_lists_the_rooms_the_capacity_page_shows(api, client, course, charlie):
+    today = datetime.date.today()
+    course.end_date = today + datetime.timedelta(days=60)
+    course.save()
+    weekly_lab(course, first_day=today + datetime.timedelta(days=1), last_day=None)
+    held = _held(api, charlie)
+    assert len(held) == 4  # the coming four weeks (the default period)
+    first = held[0]
+    assert (first["hub_slug"], first["title"], first["time_zone"]) == (
+        "stats-101",
+        "Lab",
+        "America/Chicago",
+    )
+    assert (first["servers"], first["gpu_servers"], first["gpu_type"], first["gpus"]) == (
+        40,
+        2,
+        "h100",
+        2,
+    )
+    assert first["decision"] == "as asked" and first["max_placeholders"] is None
+    starts = datetime.datetime.fromisoformat(first["starts"])
+    held_from = datetime.datetime.fromisoformat(first["held_from"])
+    assert starts - held_from == datetime.timedelta(minutes=15)
+    assert starts.astimezone(CHICAGO).time() == datetime.time(9, 0)
+
+    client.force_login(charlie)
+    page = client.get(reverse("usage:admin")).content.decode()
+    table = page[page.index('id="class-reservation-list"') :]
+    assert table.count("<tr>") - 1 >= len(held)  # the page shows eight weeks, the API four
+    # An explicit period: only its days.
+    one = _held(api, charlie, start=first["starts"][:10], end=first["starts"][:10])
+    assert [r["starts"] for r in one] == [first["starts"]]
+
+
+def test_the_capacity_api_shows_others_only_the_rooms_of_hubs_they_see(
+    api, course, alice, bob, charlie
+):
+    today = datetime.date.today()
+    for hub in (course, HubFactory(owner=bob, slug="bobs-hub", state=HubState.RUNNING)):
+        hub.end_date = today + datetime.timedelta(days=60)
+        hub.save()
+        first = today + datetime.timedelta(days=1)
+        weekly_lab(hub, first_day=first, last_day=None, attendees=1, gpu_attendees=0)
+    outsider = UserFactory(username="eve")
+    member = UserFactory(username="dora")
+    Member.objects.create(hub=course, user=member, role=Member.Role.MEMBER)
+
+    assert {r["hub_slug"] for r in _held(api, charlie)} == {"stats-101", "bobs-hub"}
+    assert {r["hub_slug"] for r in _held(api, alice)} == {"stats-101"}
+    assert {r["hub_slug"] for r in _held(api, member)} == {"stats-101"}
+    assert {r["hub_slug"] for r in _held(api, bob)} == {"bobs-hub"}
+    assert _held(api, outsider) == []
+    # A portal admin's token without the admin scope sees what its user sees as a user.
+    assert _held(api, charlie, "read") == []
