@@ -174,6 +174,14 @@ def CLASS(w):
     }
 
 
+def WEB_CLASS(w):
+    return {**CLASS(w), "duration_minutes": 90, "time_zone": "UTC"}
+
+
+def web_class(w):
+    return {"pk": w.hub.pk, "session_pk": w.class_session.pk}
+
+
 def api_class(w):
     return {"hub_pk": w.hub.pk, "pk": w.class_session.pk}
 
@@ -196,6 +204,8 @@ ROWS = [
     row("hubs:create", "get", None, "200 200 200 200 200 L L"),
     row("hubs:detail", "get", hub, "200 200 200 404 200 L L"),
     row("hubs:status", "get", hub, "200 200 200 404 200 L L"),
+    row("hubs:class_session_add", "post", hub, "R R 403 404 R L L", WEB_CLASS),
+    row("hubs:class_session_remove", "post", web_class, "R R 403 404 R L L"),
     row("hubs:cancel", "post", pending, "R R 403 404 R L L"),
     row("hubs:delete", "get", hub, "200 200 403 404 200 L L"),
     row("hubs:delete", "post", hub, "R R 403 404 R L L"),

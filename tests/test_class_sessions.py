@@ -1,6 +1,7 @@
-"""Classes that start warm, in the portal: sessions declared through the API by who manages
-the hub, their occurrences in the session's time zone, the room held for each (within the
-hub's quota, capped or refused by an admin), and what the hub's spec renders while one is held.
+"""Classes that start warm, in the portal: sessions declared on the hub's page and through the
+API by who manages the hub (one validation for both), their occurrences in the session's time
+zone, the room held for each (within the hub's quota, capped or refused by an admin), and what
+the hub's spec renders while one is held.
 
 The placeholders on a real control plane: tests/cluster/test_warm_classes.py."""
 
@@ -15,9 +16,9 @@ from django.urls import reverse
 from portal.hubs import classes
 from portal.hubs.hubspec import from_hub
 from portal.hubs.lifecycle import HubState
-from portal.hubs.models import ClassSession, GpuType
+from portal.hubs.models import ClassSession, GpuType, Member
 from provisioning import render
-from tests.factories import HubFactory
+from tests.factories import HubFactory, UserFactory, api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -199,7 +200,231 @@ def test_the_hubs_page_shows_its_sessions_and_their_room(client, course, alice, 
     client.force_login(alice)
     page = client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
     section = page[page.index('id="class-sessions"') :]
-    assert "weekly from 2026-10-20 to 2026-11-10, 09:00 (America/Chicago)" in section
+    assert "weekly on Tuesdays from 2026-10-20 to 2026-11-10, 09:00 (America/Chicago)" in section
     assert "10 placeholders and 2 with GPUs (capped by an admin)" in section
     client.force_login(bob)
     assert client.get(reverse("hubs:detail", args=[course.pk])).status_code == 404
+
+
+# --- The hub's page: declaring and removing sessions ------------------------------------------
+
+FORM = {
+    "title": "Lab",
+    "first_day": "2026-10-20",
+    "start_time": "09:00",
+    "duration_minutes": "90",
+    "time_zone": "America/Chicago",
+    "weekly": "on",
+    "last_day": "2026-11-10",
+    "attendees": "42",
+    "gpu_attendees": "2",
+}
+
+
+def _add(hub) -> str:
+    return reverse("hubs:class_session_add", args=[hub.pk])
+
+
+def _remove(hub, session) -> str:
+    return reverse("hubs:class_session_remove", args=[hub.pk, session.pk])
+
+
+def test_the_owner_adds_and_removes_a_session_on_the_hubs_page(client, course, alice):
+    client.force_login(alice)
+    page = client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
+    assert 'id="class-session-form"' in page and "No class sessions yet." in page
+
+    added = client.post(_add(course), FORM)
+    assert added.status_code == 302
+    lab = ClassSession.objects.get(hub=course)
+    assert (lab.title, lab.weekly, lab.time_zone, lab.attendees, lab.gpu_attendees) == (
+        "Lab",
+        True,
+        "America/Chicago",
+        42,
+        2,
+    )
+    assert lab.created_by == alice
+    page = client.get(added["Location"]).content.decode()
+    row = page[page.index(f'id="class-session-{lab.pk}"') :]
+    assert "weekly on Tuesdays from 2026-10-20 to 2026-11-10, 09:00 (America/Chicago)" in row
+    assert "40 placeholders and 2 with GPUs" in row and "as asked" in row
+
+    removed = client.post(_remove(course, lab))
+    assert removed.status_code == 302
+    assert not ClassSession.objects.exists()
+
+
+def test_a_co_owner_and_an_admin_declare_sessions_too(client, course, bob, charlie):
+    Member.objects.create(hub=course, user=bob, role=Member.Role.CO_OWNER)
+    for user in (bob, charlie):
+        client.force_login(user)
+        assert client.post(_add(course), {**FORM, "title": user.username}).status_code == 302
+    assert sorted(ClassSession.objects.values_list("title", flat=True)) == ["bob", "charlie"]
+
+
+def test_the_page_shows_a_cap_and_a_refusal_as_an_admin_left_them(client, course, alice):
+    weekly_lab(course, title="Capped", max_placeholders=12)
+    weekly_lab(course, title="Refused", refused=True, admin_reason="exam week")
+    client.force_login(alice)
+    page = client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
+    assert "capped at 12" in page
+    assert "refused by an admin: exam week" in page
+
+
+def test_members_outsiders_and_anonymous_callers_change_no_session(client, course, bob):
+    """A member (403 from the permission check), an outsider with a leaked URL (404, as for a
+    hub they cannot see), a session of another hub through this hub's URL (404), nobody
+    signed in (to the sign-in page): no session is added or removed."""
+    lab = weekly_lab(course)
+    elsewhere = HubFactory(owner=bob, slug="bobs-hub", expected_users=5)
+    theirs = ClassSession.objects.create(
+        hub=elsewhere, title="Theirs", first_day=elsewhere.start_date,
+        start_time=datetime.time(10, 0), attendees=5,
+    )  # fmt: skip
+    member = UserFactory(username="dora")
+    Member.objects.create(hub=course, user=member, role=Member.Role.MEMBER)
+    outsider = UserFactory(username="eve")
+
+    client.force_login(member)
+    page = client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
+    assert 'id="class-session-form"' not in page and "Remove" not in page
+    assert client.post(_add(course), FORM).status_code == 403
+    assert client.post(_remove(course, lab)).status_code == 403
+
+    client.force_login(outsider)
+    assert client.post(_add(course), FORM).status_code == 404
+    assert client.post(_remove(course, lab)).status_code == 404
+
+    client.force_login(course.owner)
+    assert client.post(_remove(course, theirs)).status_code == 404
+
+    client.logout()
+    anonymous = client.post(_add(course), FORM)
+    assert anonymous.status_code == 302 and "/login" in anonymous["Location"]
+    assert client.post(_remove(course, lab)).status_code == 302
+
+    assert set(ClassSession.objects.values_list("pk", flat=True)) == {lab.pk, theirs.pk}
+
+
+BAD_SESSIONS = [
+    ({"last_day": "2026-10-13"}, "last_day"),  # ends before it starts
+    ({"time_zone": "Mars/Olympus"}, "time_zone"),
+    ({"attendees": "43"}, "attendees"),  # beyond the hub's 42 servers
+    ({"gpu_attendees": "3"}, "gpu_attendees"),  # beyond its two GPU seats
+    ({"first_day": "2027-01-05", "last_day": ""}, "first_day"),  # after the hub's end
+    ({"weekly": "", "last_day": "2026-11-10"}, "last_day"),  # a one-off has no last day
+    ({"duration_minutes": "5"}, "duration_minutes"),
+    ({"start_time": ""}, "start_time"),
+]
+
+
+@pytest.mark.parametrize(("fields", "field"), BAD_SESSIONS)
+def test_bad_input_is_a_message_on_the_page_and_changes_nothing(
+    client, course, alice, fields, field
+):
+    client.force_login(alice)
+    response = client.post(_add(course), {**FORM, **fields})
+    assert response.status_code == 400
+    form = response.context["class_session_form"]
+    assert field in form.errors
+    assert f'id="{field}-errors"' in response.content.decode()
+    assert not ClassSession.objects.exists()
+
+
+@pytest.mark.parametrize(("fields", "field"), BAD_SESSIONS)
+def test_the_api_refuses_the_same_input_with_the_same_message(
+    api, client, course, alice, fields, field
+):
+    client.force_login(alice)
+    page = client.post(_add(course), {**FORM, **fields}).context["class_session_form"]
+    body = {name: value for name, value in {**FORM, **fields}.items() if value != ""}
+    body["weekly"] = body.get("weekly") == "on"
+    api.force_authenticate(alice)
+    response = api.post(_url(course), body, format="json")
+    assert response.status_code == 400
+    if field != "start_time":  # absent in JSON: "required", blank in the form: the same
+        assert response.json()[field] == page.errors[field]
+    assert not ClassSession.objects.exists()
+
+
+def test_a_deleted_hub_takes_no_new_sessions(client, api, course, alice):
+    course.state = HubState.DELETED
+    course.save()
+    client.force_login(alice)
+    assert (
+        "class-session-form"
+        not in client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
+    )
+    assert client.post(_add(course), FORM).status_code == 400
+    api.force_authenticate(alice)
+    response = api.post(_url(course), LAB, format="json")
+    assert response.status_code == 400
+    assert "deleted" in response.json()["non_field_errors"][0]
+    assert not ClassSession.objects.exists()
+
+
+# --- The capacity API lists the room held for classes -----------------------------------------
+
+
+def _held(api, user, token_scope: str | None = None, **period) -> list[dict]:
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user, token_scope)}")
+    response = api.get("/api/v1/capacity/gpus/", period)
+    assert response.status_code == 200, response.json()
+    return response.json()["class_reservations"]
+
+
+def test_the_capacity_api_lists_the_rooms_the_capacity_page_shows(api, client, course, charlie):
+    today = datetime.date.today()
+    course.end_date = today + datetime.timedelta(days=60)
+    course.save()
+    weekly_lab(course, first_day=today + datetime.timedelta(days=1), last_day=None)
+    held = _held(api, charlie)
+    assert len(held) == 4  # the coming four weeks (the default period)
+    first = held[0]
+    assert (first["hub_slug"], first["title"], first["time_zone"]) == (
+        "stats-101",
+        "Lab",
+        "America/Chicago",
+    )
+    assert (first["servers"], first["gpu_servers"], first["gpu_type"], first["gpus"]) == (
+        40,
+        2,
+        "h100",
+        2,
+    )
+    assert first["decision"] == "as asked" and first["max_placeholders"] is None
+    starts = datetime.datetime.fromisoformat(first["starts"])
+    held_from = datetime.datetime.fromisoformat(first["held_from"])
+    assert starts - held_from == datetime.timedelta(minutes=15)
+    assert starts.astimezone(CHICAGO).time() == datetime.time(9, 0)
+
+    client.force_login(charlie)
+    page = client.get(reverse("usage:admin")).content.decode()
+    table = page[page.index('id="class-reservation-list"') :]
+    assert table.count("<tr>") - 1 >= len(held)  # the page shows eight weeks, the API four
+    # An explicit period: only its days.
+    one = _held(api, charlie, start=first["starts"][:10], end=first["starts"][:10])
+    assert [r["starts"] for r in one] == [first["starts"]]
+
+
+def test_the_capacity_api_shows_others_only_the_rooms_of_hubs_they_see(
+    api, course, alice, bob, charlie
+):
+    today = datetime.date.today()
+    for hub in (course, HubFactory(owner=bob, slug="bobs-hub", state=HubState.RUNNING)):
+        hub.end_date = today + datetime.timedelta(days=60)
+        hub.save()
+        first = today + datetime.timedelta(days=1)
+        weekly_lab(hub, first_day=first, last_day=None, attendees=1, gpu_attendees=0)
+    outsider = UserFactory(username="eve")
+    member = UserFactory(username="dora")
+    Member.objects.create(hub=course, user=member, role=Member.Role.MEMBER)
+
+    assert {r["hub_slug"] for r in _held(api, charlie)} == {"stats-101", "bobs-hub"}
+    assert {r["hub_slug"] for r in _held(api, alice)} == {"stats-101"}
+    assert {r["hub_slug"] for r in _held(api, member)} == {"stats-101"}
+    assert {r["hub_slug"] for r in _held(api, bob)} == {"bobs-hub"}
+    assert _held(api, outsider) == []
+    # A portal admin's token without the admin scope sees what its user sees as a user.
+    assert _held(api, charlie, "read") == []

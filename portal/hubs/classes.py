@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from portal.hubs.lifecycle import HubState
@@ -41,6 +42,11 @@ class Occurrence:
     @property
     def placeholders(self) -> int:
         return self.servers + self.gpu_servers
+
+    @property
+    def gpus(self) -> int:
+        """GPUs its placeholders hold (GPU placeholders x the hub's GPUs per server)."""
+        return self.gpu_servers * (self.session.hub.gpus_per_user or 0)
 
 
 def lead_time() -> datetime.timedelta:
@@ -96,13 +102,14 @@ def placeholders_at(hub: Hub, now: datetime.datetime | None = None) -> tuple[int
 
 
 def reservations(
-    start: datetime.datetime, end: datetime.datetime, hubs: Iterable[Hub] | None = None
+    start: datetime.datetime, end: datetime.datetime, hubs: QuerySet[Hub] | None = None
 ) -> list[Occurrence]:
-    """Every occurrence of live hubs' sessions held between start and end (admins' view)."""
-    if hubs is None:
-        hubs = Hub.objects.live().filter(class_sessions__isnull=False).distinct()
-        hubs = hubs.select_related("gpu_type").prefetch_related("class_sessions")
+    """Every occurrence of live hubs' sessions held between start and end, in order: of all
+    hubs (admins' capacity page and API), or of those in `hubs` (what a caller may see)."""
+    hubs = (Hub.objects.all() if hubs is None else hubs).live()
+    hubs = hubs.filter(pk__in=ClassSession.objects.values("hub_id"))
+    hubs = hubs.select_related("gpu_type").prefetch_related("class_sessions")
     found: list[Occurrence] = []
     for hub in hubs:
         found += occurrences(hub.class_sessions.all(), hub, start, end)
-    return sorted(found, key=lambda o: (o.starts, o.session.hub_id))
+    return sorted(found, key=lambda o: (o.starts, o.session.hub_id, o.session.pk))

@@ -1,4 +1,5 @@
-"""The hub request form: the one place that validates a spec, for the web UI and the API alike."""
+"""The hub request form: the one place that validates a spec, for the web UI and the API alike;
+and the form of a hub's class sessions."""
 
 import datetime
 import re
@@ -9,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from portal.hubs.models import (
+    ClassSession,
     GpuType,
     HardwareOption,
     Hub,
@@ -286,3 +288,46 @@ class RejectForm(forms.Form):
         max_length=2000,
         help_text="Shown to the requester.",
     )
+
+
+class ClassSessionForm(forms.ModelForm):
+    """Declare a class session of a hub; validated by ClassSession.clean, as in the API."""
+
+    class Meta:
+        model = ClassSession
+        fields = [
+            "title",
+            "first_day",
+            "start_time",
+            "duration_minutes",
+            "time_zone",
+            "weekly",
+            "last_day",
+            "attendees",
+            "gpu_attendees",
+        ]
+        labels = {
+            "first_day": "Day (weekly: the first)",
+            "duration_minutes": "Duration (minutes)",
+            "gpu_attendees": "Of them on GPU servers",
+        }
+        widgets = {
+            "first_day": forms.DateInput(attrs={"type": "date"}),
+            "last_day": forms.DateInput(attrs={"type": "date"}),
+            "start_time": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        }
+
+    def __init__(self, *args, hub: Hub, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.instance.hub = hub
+        self.fields["attendees"].help_text = f"At most {hub.servers}, the hub's servers."
+        if hub.gpu_servers:
+            self.fields[
+                "gpu_attendees"
+            ].help_text = f"At most {hub.gpu_servers}, the GPU servers its seats hold."
+        else:
+            self.fields["gpu_attendees"].help_text = "The hub has no GPUs."
+        self.fields["gpu_attendees"].required = False
+
+    def clean_gpu_attendees(self) -> int:
+        return self.cleaned_data.get("gpu_attendees") or 0

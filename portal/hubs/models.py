@@ -979,3 +979,52 @@ class ClassSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({self.hub.slug})"
+
+    @property
+    def decision(self) -> str:
+        """Where an admin left the room asked for: "as asked", "capped" or "refused"."""
+        if self.refused:
+            return "refused"
+        return "as asked" if self.max_placeholders is None else "capped"
+
+    def clean(self) -> None:
+        """Within the hub: its period, its servers, its GPU seats (the room counts against the
+        hub's quota, so a session may not ask for more than the quota holds), and only while
+        the hub lives. The web form, the API and the Django admin all validate through here."""
+        from django.core.exceptions import ValidationError
+
+        if not self.hub_id:
+            return
+        hub = self.hub
+        errors: dict[str, str] = {}
+        if hub.state in FINAL_STATES:
+            errors["__all__"] = (
+                f"The hub is {hub.get_state_display().lower()}; it holds no class sessions."
+            )
+        first, last = self.first_day, self.last_day
+        if first and not (hub.start_date <= first <= hub.end_date):
+            errors["first_day"] = (
+                f"Pick a day within the hub's period ({hub.start_date} to {hub.end_date})."
+            )
+        if last and not self.weekly:
+            errors["last_day"] = "Only a weekly session has a last day."
+        elif last and last > hub.end_date:
+            errors["last_day"] = f"The hub ends on {hub.end_date}."
+        elif last and first and last < first:
+            errors["last_day"] = "The last day is on or after the first."
+        attendees = self.attendees or 0
+        if attendees > hub.servers:
+            errors["attendees"] = (
+                f"The hub's quota holds {hub.servers} servers; ask for at most that many."
+            )
+        gpus = self.gpu_attendees or 0
+        if gpus > attendees:
+            errors["gpu_attendees"] = "GPU attendees are among the attendees."
+        elif gpus and not (hub.gpu_type_id and hub.gpus_per_user):
+            errors["gpu_attendees"] = "The hub has no GPUs."
+        elif gpus > hub.gpu_servers:
+            errors["gpu_attendees"] = (
+                f"The hub's GPU seats hold {hub.gpu_servers} GPU servers at once."
+            )
+        if errors:
+            raise ValidationError(errors)

@@ -44,6 +44,12 @@ urlpatterns = [
     path("hubs/new/", views.hub_create, name="create"),
     path("hubs/<int:pk>/", views.hub_detail, name="detail"),
     path("hubs/<int:pk>/status/", views.hub_status, name="status"),
+    path("hubs/<int:pk>/classes/add/", views.class_session_add, name="class_session_add"),
+    path(
+        "hubs/<int:pk>/classes/<int:session_pk>/remove/",
+        views.class_session_remove,
+        name="class_session_remove",
+    ),
     path(
         "hubs/<int:pk>/servers/<int:run_pk>/keep-running/",
         server_views.keep_running,

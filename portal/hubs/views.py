@@ -10,10 +10,11 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.hubs import classes, expiry, hubspec, lifecycle, revisions, server_views
-from portal.hubs.forms import HubChangeForm, HubRequestForm, RejectForm
+from portal.hubs.forms import ClassSessionForm, HubChangeForm, HubRequestForm, RejectForm
 from portal.hubs.lifecycle import HubState, LifecycleError, RevisionState, sources
 from portal.hubs.models import Hub, HubRevision
 from portal.hubs.services import changes, decisions, policy
@@ -85,7 +86,7 @@ def hub_create(request: HttpRequest) -> HttpResponse:
     return render(request, "hubs/hub_form.html", {"form": form})
 
 
-def _detail_context(request: HttpRequest, hub: Hub) -> dict:
+def _detail_context(request: HttpRequest, hub: Hub, **forms) -> dict:
     can_manage = hub.can_manage(request.user)
     hub_revisions = changes.hub_revisions(hub)
     open_change = next((r for r in hub_revisions if r.is_open), None)
@@ -108,6 +109,11 @@ def _detail_context(request: HttpRequest, hub: Hub) -> dict:
         "data_kept_until": hub.data_kept_until(),
         "server_policy": server_views.policy_context(request, hub),
         "class_sessions": _class_sessions(hub),
+        "class_session_form": (
+            forms.get("class_session_form") or ClassSessionForm(hub=hub)
+            if can_manage and hub.state not in lifecycle.FINAL_STATES
+            else None
+        ),
         "warm_lead_minutes": settings.WARM_LEAD_MINUTES,
     }
 
@@ -128,6 +134,33 @@ def hub_detail(request: HttpRequest, pk: int) -> HttpResponse:
     hub = _visible_hub(request, pk)
     server_views.tell_about_stops(request)
     return render(request, "hubs/hub_detail.html", _detail_context(request, hub))
+
+
+@login_required
+@require_POST
+def class_session_add(request: HttpRequest, pk: int) -> HttpResponse:
+    """Declare a class session (owner, co-owners, admins); bad input shows the hub's page with
+    the form's messages (400) and saves nothing."""
+    hub = _managed_hub(request, pk)
+    form = ClassSessionForm(request.POST, hub=hub)
+    if not form.is_valid():
+        context = _detail_context(request, hub, class_session_form=form)
+        return render(request, "hubs/hub_detail.html", context, status=400)
+    form.instance.created_by = request.user
+    session = form.save()
+    messages.success(request, f"Class session “{session.title}” was added.")
+    return redirect(f"{reverse('hubs:detail', args=[hub.pk])}#class-sessions")
+
+
+@login_required
+@require_POST
+def class_session_remove(request: HttpRequest, pk: int, session_pk: int) -> HttpResponse:
+    """Remove a class session of the hub (a session of another hub is 404)."""
+    hub = _managed_hub(request, pk)
+    session = get_object_or_404(hub.class_sessions, pk=session_pk)
+    session.delete()
+    messages.success(request, f"Class session “{session.title}” was removed.")
+    return redirect(f"{reverse('hubs:detail', args=[hub.pk])}#class-sessions")
 
 
 @login_required

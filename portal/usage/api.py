@@ -3,13 +3,14 @@
 Who sees what: a hub's usage is visible to whoever sees the hub (404 otherwise); its owner,
 co-owners and admins get every user, members only their own. A user's own usage is theirs
 (admins: anyone's). Totals over all hubs and their CSV are for admins. GPU capacity is open to
-every signed-in user: the request form shows it.
+every signed-in user: the request form shows it; the room it lists as held for classes is
+every hub's for admins, otherwise only that of the hubs the caller sees.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -24,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.accounts.tokens import admin_powers
+from portal.hubs import classes
 from portal.hubs.models import GpuType, Hub
 from portal.usage import capacity, queries
 from portal.usage import serializers as s
@@ -215,7 +217,7 @@ class GpuCapacityView(APIView):
     )
     def get(self, request: Request) -> Response:
         """For every GPU type: allocatable, in use now, most reserved and free over the period
-        (allocatable minus the most reserved on any day)."""
+        (allocatable minus the most reserved on any day); and the room held for classes."""
         query = s.CapacityQuerySerializer(data=request.query_params)
         if not query.is_valid():
             return Response(query.errors, status=400)
@@ -241,5 +243,15 @@ class GpuCapacityView(APIView):
                     "free": free.free,
                 }
             )
-        data = {"start": start, "end": end, "gpu_types": rows}
+        # The same occurrences as the capacity page, narrowed to the hubs the caller sees.
+        visible = Hub.objects.visible_to(request.user, as_admin=admin_powers(request))
+        held = classes.reservations(_utc_midnight(start), _utc_midnight(end + ONE_DAY), visible)
+        data = {"start": start, "end": end, "gpu_types": rows, "class_reservations": held}
         return Response(s.CapacitySerializer(data).data)
+
+
+ONE_DAY = timedelta(days=1)
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)

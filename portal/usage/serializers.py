@@ -85,7 +85,42 @@ class GpuCapacitySerializer(serializers.Serializer):
     free = serializers.IntegerField(allow_null=True, help_text="Free on every day of the period.")
 
 
+class ClassReservationSerializer(serializers.Serializer):
+    """Room held for one occurrence of a class session (placeholder servers)."""
+
+    hub = serializers.IntegerField(source="session.hub_id")
+    hub_slug = serializers.CharField(source="session.hub.slug")
+    session = serializers.IntegerField(source="session.pk")
+    title = serializers.CharField(source="session.title")
+    starts = serializers.DateTimeField(help_text="When the session starts.")
+    ends = serializers.DateTimeField()
+    held_from = serializers.DateTimeField(
+        help_text="When its placeholders are made (WARM_LEAD_MINUTES before it starts)."
+    )
+    time_zone = serializers.CharField(source="session.time_zone")
+    attendees = serializers.IntegerField(source="session.attendees")
+    servers = serializers.IntegerField(help_text="Placeholders without a GPU.")
+    gpu_servers = serializers.IntegerField(help_text="Placeholders with the hub's GPUs.")
+    gpu_type = serializers.CharField(
+        source="session.hub.gpu_type.name", allow_null=True, help_text="Null: no GPUs."
+    )
+    gpus = serializers.IntegerField(help_text="GPUs the placeholders hold.")
+    decision = serializers.ChoiceField(
+        source="session.decision",
+        choices=["as asked", "capped", "refused"],
+        help_text="An admin's decision on the room asked for.",
+    )
+    max_placeholders = serializers.IntegerField(
+        source="session.max_placeholders", allow_null=True, help_text="An admin's cap."
+    )
+
+
 class CapacitySerializer(serializers.Serializer):
     start = serializers.DateField()
     end = serializers.DateField()
     gpu_types = GpuCapacitySerializer(many=True)
+    class_reservations = ClassReservationSerializer(
+        many=True,
+        help_text="Room held for classes during the period (UTC days), in order: every hub's "
+        "for a portal admin, otherwise only those of the hubs the caller sees.",
+    )

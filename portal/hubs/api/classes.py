@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.settings import api_settings
 
 from portal.hubs.api.members import _HUB, _HubMembersViewSet
 from portal.hubs.classes import room
-from portal.hubs.models import ClassSession, Hub
+from portal.hubs.forms import ClassSessionForm
+from portal.hubs.models import ClassSession
 
 ADMIN_FIELDS = ("max_placeholders", "refused", "admin_reason")
 
@@ -26,17 +29,10 @@ class ClassSessionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ClassSession
+        # What the owner declares is what the hub's page asks for; admins' decisions besides.
         fields = [
             "id",
-            "title",
-            "first_day",
-            "start_time",
-            "duration_minutes",
-            "time_zone",
-            "weekly",
-            "last_day",
-            "attendees",
-            "gpu_attendees",
+            *ClassSessionForm.Meta.fields,
             *ADMIN_FIELDS,
             "placeholders",
             "created",
@@ -48,36 +44,18 @@ class ClassSessionSerializer(serializers.ModelSerializer):
         return {"servers": servers, "gpu_servers": gpu_servers}
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Within the hub: its period, its servers, its GPU seats (the room counts against the
-        hub's quota, so it may not ask for more than the quota holds)."""
-        hub: Hub = self.context["hub"]
-        merged = {**self._current(), **data}
-        errors: dict[str, str] = {}
-        first, last = merged.get("first_day"), merged.get("last_day")
-        if first and not (hub.start_date <= first <= hub.end_date):
-            errors["first_day"] = (
-                f"Pick a day within the hub's period ({hub.start_date} to {hub.end_date})."
-            )
-        if last and last > hub.end_date:
-            errors["last_day"] = f"The hub ends on {hub.end_date}."
-        if last and first and last < first:
-            errors["last_day"] = "The last day is on or after the first."
-        servers = hub.servers
-        if merged.get("attendees", 0) > servers:
-            errors["attendees"] = (
-                f"The hub's quota holds {servers} servers; ask for at most that many."
-            )
-        gpus = merged.get("gpu_attendees", 0)
-        if gpus > merged.get("attendees", 0):
-            errors["gpu_attendees"] = "GPU attendees are among the attendees."
-        elif gpus and not (hub.gpu_type_id and hub.gpus_per_user):
-            errors["gpu_attendees"] = "The hub has no GPUs."
-        elif gpus > hub.gpu_servers:
-            errors["gpu_attendees"] = (
-                f"The hub's GPU seats hold {hub.gpu_servers} GPU servers at once."
-            )
-        if errors:
-            raise serializers.ValidationError(errors)
+        """The session's own validation (ClassSession.clean), as the web form and the admin
+        run it: the given fields over the session's current ones, in the hub of the URL."""
+        session = ClassSession(hub=self.context["hub"])
+        for name, value in {**self._current(), **data}.items():
+            setattr(session, name, value)
+        try:
+            session.clean()
+        except DjangoValidationError as error:
+            errors = serializers.as_serializer_error(error)
+            if "__all__" in errors:
+                errors[api_settings.NON_FIELD_ERRORS_KEY] = errors.pop("__all__")
+            raise serializers.ValidationError(errors) from None
         return data
 
     def _current(self) -> dict[str, Any]:
@@ -86,7 +64,7 @@ class ClassSessionSerializer(serializers.ModelSerializer):
         return {
             name: getattr(self.instance, name)
             for name in self.Meta.fields
-            if name != "placeholders"
+            if name not in ("placeholders", "id", "created")
         }
 
 
