@@ -194,7 +194,8 @@ def test_a_hub_requested_in_the_portal_runs_a_notebook_on_the_real_node_and_idle
     assert server_pod.spec.containers[0].image == LAB_IMAGE
 
     # ... runs a cell of a new notebook and sees its output.
-    hub_page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=60_000)
+    # JupyterLab's first load on a busy machine takes a while (its launcher comes last).
+    hub_page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=180_000)
     # The kernel has started and its channels are connected (a WebSocket through the ingress).
     expect(hub_page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
     editor = hub_page.locator(".jp-Notebook .jp-Cell .cm-content").first
