@@ -8,6 +8,7 @@ with ImproperlyConfigured instead of falling back to something unsafe.
 import ipaddress
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -230,6 +231,14 @@ HUBS_DOMAIN = env_str("HUBS_DOMAIN", "hubs.localhost")
 # certificates, when it is not a public one.
 HUB_API_URL = env_str("HUB_API_URL", "https://{host}/hub/api")
 HUB_API_CA_BUNDLE = env_str("HUB_API_CA_BUNDLE")
+# host:port where the portal opens its connections to hubs' APIs instead of resolving each
+# hub's name (the ingress controller's in-cluster Service; the local cluster's ingress); the
+# hub's name still goes in the Host header and the TLS server name, and is what is verified.
+HUB_API_CONNECT_TO = env_str("HUB_API_CONNECT_TO")
+if HUB_API_CONNECT_TO and not re.fullmatch(
+    r"(\[[0-9a-fA-F:]+\]|[^\s:/\[\]]+):\d{1,5}", HUB_API_CONNECT_TO
+):
+    raise ImproperlyConfigured(f"HUB_API_CONNECT_TO={HUB_API_CONNECT_TO!r} is not host:port")
 
 
 def _default_kubeconfig() -> str | None:

@@ -14,9 +14,10 @@ import datetime
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from provisioning.errors import ServiceError
 
@@ -39,13 +40,51 @@ def is_member(user: Mapping[str, Any], members: Mapping[str, Any]) -> bool:
     )
 
 
-def end_removed_access(
-    api_url: str, token: str, members: Mapping[str, Any], verify: bool | str = True
-) -> list[str]:
-    """Delete every hub user the members file no longer lets in; returns their names."""
+class _ConnectTo(HTTPAdapter):
+    """Opens every connection at one address ("host:port", e.g. the ingress controller's
+    in-cluster Service) while each request keeps its hub's name for the Host header, the TLS
+    server name and the certificate check, as curl's --connect-to does."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"HUB_API_CONNECT_TO must be host:port, not {address!r}")
+        self.address = (host.strip("[]"), int(port))
+        super().__init__()
+
+    def add_headers(self, request, **kwargs) -> None:
+        request.headers["Host"] = urlsplit(request.url).netloc
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        if host_params["scheme"] == "https":
+            name = urlsplit(request.url).hostname
+            pool_kwargs.update(server_hostname=name, assert_hostname=name)
+        host_params.update(host=self.address[0], port=self.address[1])
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+
+
+def _session(token: str, verify: bool | str, connect_to: str) -> requests.Session:
+    """A session as the portal's service of the hub; at `connect_to` when it is set."""
     session = requests.Session()
     session.headers["Authorization"] = f"token {token}"
     session.verify = verify
+    if connect_to:
+        adapter = _ConnectTo(connect_to)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+    return session
+
+
+def end_removed_access(
+    api_url: str,
+    token: str,
+    members: Mapping[str, Any],
+    verify: bool | str = True,
+    connect_to: str = "",
+) -> list[str]:
+    """Delete every hub user the members file no longer lets in; returns their names."""
+    session = _session(token, verify, connect_to)
     removed = [user["name"] for user in _users(session, api_url) if not is_member(user, members)]
     for name in removed:
         response = _call(session, "DELETE", f"{api_url}/users/{quote(name, safe='')}")
@@ -81,11 +120,11 @@ def _timestamp(text: str | None) -> datetime.datetime | None:
 class HubServers:
     """The servers of one hub, through its API as the portal's service."""
 
-    def __init__(self, api_url: str, token: str, verify: bool | str = True) -> None:
+    def __init__(
+        self, api_url: str, token: str, verify: bool | str = True, connect_to: str = ""
+    ) -> None:
         self.api_url = api_url
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"token {token}"
-        self.session.verify = verify
+        self.session = _session(token, verify, connect_to)
 
     def running(self) -> list[Server]:
         """Every server that is up (ready, not starting or stopping)."""
@@ -157,7 +196,11 @@ def _users(session: requests.Session, api_url: str, state: str = "") -> Iterator
 
 def _call(session: requests.Session, method: str, url: str, **kwargs) -> requests.Response:
     try:
-        return session.request(method, url, timeout=TIMEOUT_SECONDS, **kwargs)
+        # verify given per request: requests lets REQUESTS_CA_BUNDLE in the environment win
+        # over the session's own CA file (HUB_API_CA_BUNDLE) otherwise.
+        return session.request(
+            method, url, timeout=TIMEOUT_SECONDS, verify=session.verify, **kwargs
+        )
     except requests.RequestException as error:
         raise HubApiError(
             f"The hub's API at {url} did not answer ({type(error).__name__}).", transient=True

@@ -116,6 +116,8 @@ def test_operations_defaults_and_overrides(tmp_path):
         ("READINESS_CHECKS", "database,smtp"),
         ("WORKER_METRICS_PORT", "70000"),
         ("HEALTH_MAX_AGE_SECONDS", "5"),
+        ("HUB_API_CONNECT_TO", "ingress-nginx-controller.ingress-nginx.svc"),
+        ("HUB_API_CONNECT_TO", "https://10.96.0.11:443"),
     ],
 )
 def test_operations_settings_refuse_nonsense(name, value):

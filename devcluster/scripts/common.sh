@@ -152,6 +152,14 @@ SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.96.0.0/16}
 service_base=${SERVICE_CIDR%/*}
 KUBERNETES_SERVICE_IP=${service_base%.*}.$((${service_base##*.} + 1))
 CLUSTER_DNS_IP=${service_base%.*}.$((${service_base##*.} + 10))
+# The local cluster's ingress (devcluster/ingress/ingress.py, a pod on the real node): TLS for
+# every hub's https://<slug>.<hubs domain> with a certificate of its own CA, at a fixed Service
+# address the host reaches (the Service range is routed to the node).
+INGRESS_NAMESPACE=devcluster-ingress
+INGRESS_CLASS=devcluster
+INGRESS_IP=${service_base%.*}.$((${service_base##*.} + 11))
+INGRESS_HUBS_DOMAIN=${DEVCLUSTER_HUBS_DOMAIN:-hubs.localhost}
+INGRESS_TLS_DIR="$STATE_DIR/ingress"
 # Ports the node listens on, inside its namespace (on NODE_IP or the namespace's loopback).
 KUBELET_PORT=${DEVCLUSTER_KUBELET_PORT:-10250}
 KUBELET_HEALTHZ_PORT=${DEVCLUSTER_KUBELET_HEALTHZ_PORT:-10248}

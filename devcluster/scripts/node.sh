@@ -5,6 +5,7 @@
 #   node.sh up     start it (the control plane must run: up.sh calls this with NODE=real)
 #   node.sh down   stop it and remove every process, mount, cgroup, interface, route and
 #                  network rule it made (down.sh calls this)
+#   node.sh ingress  (re)apply the local cluster's ingress on the running node
 #
 # Isolation from the machine and from other clusters on it:
 # - every node process runs in the network namespace $NODE_NETNS, so kube-proxy's and
@@ -325,6 +326,7 @@ YAML
     --service-cluster-ip-range "$SERVICE_CIDR" --health-port "$KUBE_ROUTER_HEALTH_PORT" \
     --metrics-port 0
   cluster_dns
+  local_ingress
   # The controller manager's development-only hostPath provisioner makes each volume's folder
   # root's and 0750, and the kubelet applies no fsGroup to hostPath volumes, so no pod that
   # runs as a user (as every hub's pods do) could write to its claim. Real storage drivers
@@ -430,6 +432,103 @@ spec:
 YAML
 }
 
+# The local cluster's ingress controller (README: the local cluster's ingress): a pod in
+# $INGRESS_NAMESPACE, the namespace hubs' NetworkPolicies let reach their proxies (the portal's
+# INGRESS_NAMESPACE), serving every Ingress of class $INGRESS_CLASS over TLS at $INGRESS_IP:443.
+# Its certificate (*.$INGRESS_HUBS_DOMAIN) is signed by a CA of its own, in $INGRESS_TLS_DIR.
+local_ingress() {
+  local tls=$INGRESS_TLS_DIR
+  if [ ! -s "$tls/tls.crt" ]; then
+    mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.crt" \
+      -days 3650 -subj "/CN=devcluster ingress CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout "$tls/tls.key" -out "$tls/tls.csr" \
+      -subj "/CN=*.$INGRESS_HUBS_DOMAIN" 2>/dev/null
+    openssl x509 -req -in "$tls/tls.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+      -CAcreateserial -days 3650 -out "$tls/tls.crt" 2>/dev/null \
+      -extfile <(printf 'subjectAltName=DNS:*.%s\nextendedKeyUsage=serverAuth\n' "$INGRESS_HUBS_DOMAIN")
+    rm -f "$tls/tls.csr" "$tls/ca.srl"
+  fi
+  kubectl apply --server-side --field-manager devcluster -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: $INGRESS_NAMESPACE}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: $INGRESS_CLASS}
+spec: {controller: hub-on-demand.dev/devcluster-ingress}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ingress, namespace: $INGRESS_NAMESPACE}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "devcluster:ingress"}
+rules:
+- {apiGroups: [""], resources: [services], verbs: [list]}
+- {apiGroups: [networking.k8s.io], resources: [ingresses], verbs: [list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "devcluster:ingress"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "devcluster:ingress"}
+subjects: [{kind: ServiceAccount, name: ingress, namespace: $INGRESS_NAMESPACE}]
+YAML
+  kubectl -n "$INGRESS_NAMESPACE" create configmap ingress \
+    --from-file=ingress.py="$DEVCLUSTER_DIR/ingress/ingress.py" --dry-run=client -o yaml |
+    kubectl apply --server-side --field-manager devcluster --force-conflicts -f - >/dev/null
+  kubectl -n "$INGRESS_NAMESPACE" create secret tls ingress-tls \
+    --cert="$tls/tls.crt" --key="$tls/tls.key" --dry-run=client -o yaml |
+    kubectl apply --server-side --field-manager devcluster --force-conflicts -f - >/dev/null
+  kubectl apply --server-side --field-manager devcluster -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ingress, namespace: $INGRESS_NAMESPACE}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ingress}}
+  template:
+    metadata:
+      labels: {app: ingress}
+      annotations: {devcluster/program: "$(sha256sum "$DEVCLUSTER_DIR/ingress/ingress.py" | cut -c1-12)"}
+    spec:
+      serviceAccountName: ingress
+      nodeSelector: {${NODE_LABEL%%=*}: ${NODE_LABEL#*=}}
+      tolerations: [{key: $NODE_TAINT_KEY, operator: Exists, effect: NoSchedule}]
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: ingress
+        image: $BASE_IMAGE
+        imagePullPolicy: Never
+        command: [python3, /etc/ingress/program/ingress.py]
+        env:
+        - {name: INGRESS_CLASS, value: $INGRESS_CLASS}
+        - {name: LISTEN_PORT, value: "8443"}
+        - {name: CERT_DIR, value: /etc/ingress/tls}
+        ports: [{name: https, containerPort: 8443}]
+        readinessProbe: {tcpSocket: {port: 8443}, periodSeconds: 2}
+        resources: {requests: {cpu: 20m, memory: 32Mi}, limits: {memory: 128Mi}}
+        securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+        volumeMounts:
+        - {name: program, mountPath: /etc/ingress/program, readOnly: true}
+        - {name: tls, mountPath: /etc/ingress/tls, readOnly: true}
+      volumes:
+      - {name: program, configMap: {name: ingress}}
+      - {name: tls, secret: {secretName: ingress-tls, defaultMode: 0444}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ingress, namespace: $INGRESS_NAMESPACE}
+spec:
+  clusterIP: $INGRESS_IP
+  selector: {app: ingress}
+  ports: [{name: https, port: 443, targetPort: https}]
+YAML
+}
+
 # Kill every process in the node's cgroup tree (components, shims, containers).
 kill_cgroup_tree() {
   local signal=$1 controller=${CGROUP_CONTROLLERS[0]:-pids} pid
@@ -498,5 +597,6 @@ down() {
 case ${1:-} in
   up) up ;;
   down) down ;;
-  *) die "usage: node.sh up|down" ;;
+  ingress) local_ingress ;;
+  *) die "usage: node.sh up|down|ingress" ;;
 esac

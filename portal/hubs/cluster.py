@@ -80,4 +80,5 @@ def hub_servers(spec: HubSpec) -> HubServers | None:
         hub_api_url(spec),
         HubSecrets.from_secret(secret).portal_token,
         verify=settings.HUB_API_CA_BUNDLE or True,
+        connect_to=settings.HUB_API_CONNECT_TO,
     )

@@ -544,6 +544,7 @@ def end_removed_access(self, hub_id: int) -> str:
             HubSecrets.from_secret(secret).portal_token,
             members_values(spec),
             verify=settings.HUB_API_CA_BUNDLE or True,
+            connect_to=settings.HUB_API_CONNECT_TO,
         )
     except ServiceError as error:
         if error.transient and self.request.retries < self.max_retries:

@@ -3,6 +3,7 @@ for real on it, and connections tried from inside them."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -24,6 +25,29 @@ RESTRICTED_POD = {
     "runAsUser": 1000,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# The local cluster's ingress (node.sh local_ingress), as devcluster/scripts/common.sh names it.
+INGRESS_NAMESPACE = "devcluster-ingress"
+INGRESS_CLASS = "devcluster"
+INGRESS_CA = REPO_ROOT / ".devcluster/ingress/ca.crt"
+
+
+def _api_server_port() -> int:
+    return int(os.environ.get("DEVCLUSTER_APISERVER_PORT", "6443"))
+
+
+def node_host_ip() -> str:
+    """The host's end of the link to the real node: an address both this machine's processes
+    (the browser, the portal) and the node's pods reach."""
+    link = os.environ.get("DEVCLUSTER_NODE_LINK_NET", f"10.201.{_api_server_port() % 250 + 1}.0")
+    return str(ipaddress.IPv4Address(link) + 1)
+
+
+def ingress_ip() -> str:
+    """The Service address of the local cluster's ingress (the Service range's 11th)."""
+    cidr = os.environ.get("DEVCLUSTER_SERVICE_CIDR", "10.96.0.0/16")
+    return str(ipaddress.IPv4Network(cidr)[11])
+
+
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 # A TCP connection tried from inside a pod: "open", "refused" (reset) or "timeout" (dropped).

@@ -118,8 +118,8 @@ class Provider:
             self.process.wait()
 
 
-def start(seed: dict, data_dir: Path | None = None) -> Provider:
-    """Start a provider on 127.0.0.1 with a free port, seeded; wait until it answers."""
+def start(seed: dict, data_dir: Path | None = None, host: str = "127.0.0.1") -> Provider:
+    """Start a provider on HOST (127.0.0.1) with a free port, seeded; wait until it answers."""
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="oidc-provider-"))
     seed_file = data_dir / "seed-0.json"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,10 @@ def start(seed: dict, data_dir: Path | None = None) -> Provider:
     log_file = data_dir / "provider.log"
     with log_file.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, str(SERVE), "--data-dir", str(data_dir), "--seed", str(seed_file)],
+            [
+                *(sys.executable, str(SERVE), "--data-dir", str(data_dir), "--host", host),
+                *("--seed", str(seed_file)),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

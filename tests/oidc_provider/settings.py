@@ -15,7 +15,12 @@ KEY_FILE = DATA_DIR / "signing-key.pem"
 
 SECRET_KEY = (DATA_DIR / "secret-key").read_text() if (DATA_DIR / "secret-key").exists() else "x"
 DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+# And the issuer's own host, when it serves on another address (the real node's link).
+ALLOWED_HOSTS = [
+    "127.0.0.1",
+    "localhost",
+    ISSUER.split("://", 1)[-1].split("/")[0].rsplit(":", 1)[0],
+]
 
 INSTALLED_APPS = [
     "django.contrib.auth",
