@@ -130,7 +130,7 @@ def test_catalogues_list_enabled_entries_only(api, alice):
     GpuTypeFactory(name="k80", enabled=False)
     api.force_authenticate(alice)
     gpus = api.get("/api/v1/gpu-types/").json()["results"]
-    assert {g["name"] for g in gpus} == {"a100", "h100"}
+    assert {g["name"] for g in gpus} == {"a100", "h100", "a100-mig-1g10gb"}
     a100 = api.get("/api/v1/gpu-types/a100/").json()
     assert a100["node_label_value"] == "NVIDIA-A100-SXM4-80GB"
     assert a100["resource_name"] == "nvidia.com/gpu"

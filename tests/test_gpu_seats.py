@@ -24,6 +24,7 @@ from portal.usage import capacity
 from portal.usage.models import GpuInventory, GpuPrice, PriceList
 from provisioning import render
 from tests.factories import HubFactory
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -223,3 +224,17 @@ def test_decisions_submit_counts_seats_for_the_owners_total(alice, spec, h100_co
             spec(slug=slug, gpu_type="h100", gpus_per_user="1", max_gpus="2", expected_users="42"),
         )
         assert hub.state == HubState.APPROVED, hub.state_reason
+
+
+def test_the_catalogue_offers_the_simulated_nodes_mig_slice_as_a_type_of_its_own(client, alice):
+    """The seeded MIG type names the resource and product label the local cluster's MIG node
+    carries (devcluster/nodes.yaml), and the request form offers it."""
+    nodes = yaml.safe_load((REPO_ROOT / "devcluster" / "nodes.yaml").read_text())["items"]
+    node = next(n for n in nodes if n["metadata"]["name"] == "kwok-gpu-a100-mig")
+    mig = GpuType.objects.enabled().get(name="a100-mig-1g10gb")
+    assert mig.resource_name != "nvidia.com/gpu"
+    assert mig.resource_name in node["status"]["allocatable"]
+    assert node["metadata"]["labels"][mig.node_label_key] == mig.node_label_value
+    client.force_login(alice)
+    form = client.get(reverse("hubs:create")).content.decode()
+    assert 'value="a100-mig-1g10gb"' in form

@@ -168,14 +168,14 @@ def test_the_course_with_two_seats_fits_the_local_clusters_h100s(
 
 
 def mig_gpu_type() -> GpuType:
-    """The catalogue's GPU type of the simulated MIG node's slices (devcluster/nodes.yaml)."""
-    return GpuType.objects.create(
-        name="a100-mig-1g10gb",
-        display_name="A100 MIG 1g.10gb",
-        resource_name=MIG_RESOURCE,
-        node_label_key=f"{MIG_RESOURCE}.product",
-        node_label_value=MIG_PRODUCT,
+    """The catalogue's seeded type of the simulated MIG node's slices (devcluster/nodes.yaml)."""
+    mig = GpuType.objects.get(name="a100-mig-1g10gb")
+    assert (mig.resource_name, mig.node_label_key, mig.node_label_value) == (
+        MIG_RESOURCE,
+        f"{MIG_RESOURCE}.product",
+        MIG_PRODUCT,
     )
+    return mig
 
 
 def mig_node_holds_only(kube_api, names: list[str]) -> None:
