@@ -44,8 +44,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     return probe.getsockname()[1]
 
 
-def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.25) -> Any:
-    """Poll `check` until it returns something truthy and return that; fail after `timeout`.
+_ANY = object()
+
+
+def eventually(
+    check: Callable[[], Any], timeout: float = 60, interval: float = 0.25, *, equals: Any = _ANY
+) -> Any:
+    """Poll `check` until it returns something truthy (or, given `equals`, that value) and
+    return that; fail after `timeout`, naming the last value `check` returned.
 
     A deadline for a condition, not a timing assertion: speed is measured in benchmarks/.
     """
@@ -53,10 +59,11 @@ def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 
     last = None
     while time.monotonic() < deadline:
         last = check()
-        if last:
+        if (last == equals) if equals is not _ANY else last:
             return last
         time.sleep(interval)
-    pytest.fail(f"condition not met within {timeout}s; last value: {last!r}")
+    wanted = f" (wanted {equals!r})" if equals is not _ANY else ""
+    pytest.fail(f"condition not met within {timeout}s; last value: {last!r}{wanted}")
 
 
 def race(*attempts: Callable[[], Any], losing: tuple[type[BaseException], ...]) -> list[Any]:

@@ -114,7 +114,8 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --use-service-account-credentials=true \
   --leader-elect=false --profiling=false \
   --enable-hostpath-provisioner \
-  --concurrent-namespace-syncs 10
+  --concurrent-namespace-syncs 10 \
+  --resource-quota-sync-period 15s
 start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --kubeconfig "$STATE_DIR/scheduler.kubeconfig" \
   --authentication-kubeconfig "$STATE_DIR/scheduler.kubeconfig" \

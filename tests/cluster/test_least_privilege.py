@@ -306,7 +306,7 @@ def test_a_hubs_whole_life_with_the_charts_service_account(
     data = revisions.form_data(revisions.spec_of_hub(hub))
     data["jobs_access"] = "on"
     change = changes.request_change(hub, alice, data)
-    eventually(lambda: type(change).objects.get(pk=change.pk).state == "applied", timeout=120)
+    eventually(lambda: type(change).objects.get(pk=change.pk).state, equals="applied", timeout=120)
     eventually(lambda: state(HubState.RUNNING), timeout=120)
     jobs = [
         ns.metadata.name

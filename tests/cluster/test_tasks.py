@@ -82,7 +82,7 @@ def test_provision_applies_objects_and_the_check_marks_the_hub_running(
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
     assert state(approved_hub) == HubState.PROVISIONING
 
-    eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
+    eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get(), equals="running")
     assert state(approved_hub) == HubState.RUNNING
     assert [e.to_state for e in approved_hub.events.order_by("created", "pk")][-2:] == [
         HubState.PROVISIONING,
@@ -281,11 +281,11 @@ def test_a_change_is_applied_in_place_and_a_rollback_restores_the_previous_objec
         assert [name for name, _ in sent] == [queue.PROVISION]
         for _, args in sent:
             assert tasks.provision_hub.apply(args).get() == "applied"
-        eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
+        eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get(), equals="running")
         return result
 
     assert tasks.provision_hub.apply((approved_hub.pk,)).get() == "applied"
-    eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get() == "running")
+    eventually(lambda: tasks.check_hub_ready.apply((approved_hub.pk,)).get(), equals="running")
     approved_hub.refresh_from_db()
     account = HubSpec.jobs_account(approved_hub.owner.username)
     assert k8s_get("ServiceAccount", account, approved_hub.users_namespace, kube_api) is None
