@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://%2Fvar%2Frun%2Fpostgresql/hubondemand
 # Checks and tests run with a throwaway key; the portal itself refuses to start without one.
 throwaway_key = $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
-.PHONY: help install system-packages up test test-chart lint format cluster cluster-down cluster-status helm services services-down bench-cluster bench-reconcile bench-usage bench-api bench-provision bench-quickstart
+.PHONY: help install system-packages up test test-realnode test-chart lint format cluster cluster-down cluster-status helm services services-down bench-cluster bench-reconcile bench-usage bench-api bench-provision bench-quickstart
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,14 @@ test: system-packages $(BIN)/.installed services ## Run the whole test suite (st
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not faults$(if $(filter real,$(NODE)),, and not realnode)" $(PYTEST_ARGS)
 	@# Fault injection stops shared services (kube-apiserver, workers): alone, afterwards.
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
+
+# The real node's tests alone, with the node started (built first if the cache lacks it). One
+# process: the tests share the one node, and a second worker would start it a second time.
+test-realnode: export SECRET_KEY ?= $(throwaway_key)
+test-realnode: export DATABASE_URL ?= $(TEST_DATABASE_URL)
+test-realnode: export DEVCLUSTER_NODE = real
+test-realnode: system-packages $(BIN)/.installed services ## Run the real node's tests (builds and starts the node if needed)
+	$(BIN)/pytest -m "realnode and not faults" $(PYTEST_ARGS)
 
 test-chart: export SECRET_KEY ?= $(throwaway_key)
 test-chart: $(BIN)/.python-installed ## The Helm chart's tests: lint, render, dry-run, install into the local cluster

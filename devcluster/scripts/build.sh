@@ -141,7 +141,7 @@ if wanted kube-router; then
 fi
 if wanted coredns; then
   check_pinned coredns github.com/coredns/coredns "$COREDNS_VERSION"
+  # devcluster/coredns/main.go: CoreDNS with only the plugins the local cluster uses.
   build coredns "$(coredns_bin_dir)" \
-    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
-    github.com/coredns/coredns
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" .
 fi

@@ -110,15 +110,18 @@ KUBECONFIG
   chmod 600 "$file"
 }
 
-# A key that changes whenever the component's version or module files change.
+# A key that changes whenever the component's version or module files change (or the other
+# build inputs named after the folder: a main package of our own).
 module_key() {
   local dir=$1
-  cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -c1-12
+  shift
+  cat "$dir/go.mod" "$dir/go.sum" "$@" | sha256sum | cut -c1-12
 }
 
 bin_dir_for() {
   local component=$1 version=$2
-  echo "$DEVCLUSTER_CACHE/$component-$version-$(module_key "$DEVCLUSTER_DIR/$component")"
+  shift 2
+  echo "$DEVCLUSTER_CACHE/$component-$version-$(module_key "$DEVCLUSTER_DIR/$component" "$@")"
 }
 
 kubernetes_bin_dir() { bin_dir_for kubernetes "$KUBERNETES_VERSION"; }
@@ -188,4 +191,4 @@ images_dir() {
   } | sha256sum | cut -c1-12)
   echo "$DEVCLUSTER_CACHE/images-$key"
 }
-coredns_bin_dir() { bin_dir_for coredns "$COREDNS_VERSION"; }
+coredns_bin_dir() { bin_dir_for coredns "$COREDNS_VERSION" "$DEVCLUSTER_DIR/coredns/main.go"; }

@@ -51,11 +51,20 @@ def ingress_ip() -> str:
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 # A TCP connection tried from inside a pod: "open", "refused" (reset) or "timeout" (dropped).
+# A name is looked up first, again when the resolver answers "try again" (EAI_AGAIN: no answer
+# in its time, as a starved CoreDNS gives under load); what is probed is the connection.
 PROBE = """
 import socket, sys
+for attempt in range(3):
+    try:
+        address = socket.getaddrinfo(sys.argv[1], int(sys.argv[2]), socket.AF_INET)[0][4][0]
+        break
+    except socket.gaierror as error:
+        if error.errno != socket.EAI_AGAIN or attempt == 2:
+            print("error", error); sys.exit()
 s = socket.socket(); s.settimeout(float(sys.argv[3]))
 try:
-    s.connect((sys.argv[1], int(sys.argv[2]))); print("open")
+    s.connect((address, int(sys.argv[2]))); print("open")
 except socket.timeout:
     print("timeout")
 except ConnectionRefusedError:
