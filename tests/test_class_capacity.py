@@ -13,6 +13,7 @@ import datetime
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from portal.hubs import hubspec
@@ -125,6 +126,27 @@ class TestARequestAroundAClass:
         assert response.status_code == 409
         assert "2 of them for class sessions" in response.json()["detail"]
         assert Hub.objects.get(pk=hub.pk).state == HubState.PENDING
+
+    def test_the_approval_queue_shows_the_class_sessions_share(self, requested, client, charlie):
+        hub = requested(MONDAY, TUESDAY)
+        client.force_login(charlie)
+        page = client.get(reverse("hubs:queue")).content.decode()
+        check = page[page.index(f'id="capacity-check-{hub.pk}"') :]
+        check = check[: check.index("</p>")]
+        assert "<strong>0</strong> of 8 are free" in check
+        assert "of the 8 reserved on 2027-03-02" in check
+        assert '<span class="for-classes">2 for class sessions</span>' in check
+
+    def test_the_request_forms_estimate_says_how_much_is_for_classes(
+        self, requested, client, alice, spec
+    ):
+        client.force_login(alice)
+        dates = {"start_date": MONDAY.isoformat(), "end_date": WEDNESDAY.isoformat()}
+        query = spec(gpu_type="a100", gpus_per_user="1", expected_users="1", **dates)
+        html = client.get(reverse("usage:estimate"), query).content.decode()
+        assert '<strong class="free-gpus">0</strong> of 8' in html
+        assert "on 2027-03-02, when 2 of the 8 reserved are held for class sessions" in html
+        assert "Does not fit" in html
 
     def test_the_capacity_api_and_timeline_count_the_class(self, requested, a100, api, alice):
         api.force_authenticate(alice)
