@@ -117,6 +117,20 @@ class HubFactory(factory.django.DjangoModelFactory):
             self.images.set(extracted or [ImageFactory(name="scipy")])
 
 
+def course_hub(owner, **fields) -> Hub:
+    """The 40 + 2 course: a running hub of 42 users, one H100 per GPU server, two seats."""
+    values = dict(
+        owner=owner,
+        slug="stats-101",
+        state=HubState.RUNNING,
+        expected_users=42,
+        gpu_type=GpuType.objects.get(name="h100"),
+        gpus_per_user=1,
+        max_gpus=2,
+    )
+    return HubFactory(**{**values, **fields})
+
+
 def api_token(user, scope: str | None = None) -> str:
     """A new API token for the user, in clear (admins get the admin scope, others write)."""
     from portal.accounts import tokens

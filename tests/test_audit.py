@@ -14,7 +14,7 @@ from portal.hubs import revisions
 from portal.hubs.lifecycle import HubState
 from portal.hubs.models import GpuType, Member
 from portal.hubs.services import changes
-from tests.factories import GpuTypeFactory, HubFactory, api_token
+from tests.factories import GpuTypeFactory, HubFactory, api_token, course_hub
 
 pytestmark = pytest.mark.django_db
 
@@ -228,3 +228,199 @@ def test_invitations_are_recorded_without_their_token(hub, alice, mailoutbox):
     assert invited.token not in str(event.details)
     assert invited.invitation.token_hash not in str(event.details)
     assert not any("token" in key or "hash" in key for key in event.details)
+
+
+# --- Class sessions: declared, capped, refused and removed, in the hub's history ---------------
+
+
+@pytest.fixture
+def course(alice):
+    """A running course of alice's with two H100 seats."""
+    return course_hub(
+        alice, start_date=datetime.date(2027, 3, 1), end_date=datetime.date(2027, 6, 30)
+    )
+
+
+LAB = {
+    "title": "Lab",
+    "first_day": "2027-03-02",
+    "start_time": "09:00",
+    "duration_minutes": "90",
+    "time_zone": "Europe/Zurich",
+    "weekly": "on",
+    "last_day": "2027-05-25",
+    "attendees": "42",
+    "gpu_attendees": "2",
+}
+
+
+def session_events():
+    return AuditEvent.objects.filter(action__startswith="classsession.").order_by("pk")
+
+
+def test_a_session_added_and_removed_on_the_hubs_page_is_recorded(client, course, alice):
+    client.force_login(alice)
+    response = client.post(
+        reverse("hubs:class_session_add", args=[course.pk]), LAB, REMOTE_ADDR="192.0.2.9"
+    )
+    assert response.status_code == 302
+    added = session_events().get()
+    assert (added.action, added.actor, added.via, added.source_ip) == (
+        "classsession.created",
+        alice,
+        "web",
+        "192.0.2.9",
+    )
+    assert added.object_repr == "Lab (stats-101)"
+    assert {
+        key: added.details[key]
+        for key in ("hub_id", "title", "first_day", "start_time", "time_zone", "weekly")
+    } == {
+        "hub_id": course.pk,
+        "title": "Lab",
+        "first_day": "2027-03-02",
+        "start_time": "09:00:00",
+        "time_zone": "Europe/Zurich",
+        "weekly": True,
+    }
+    assert (added.details["attendees"], added.details["gpu_attendees"]) == (42, 2)
+    assert added.details["created_by_id"] == alice.pk
+
+    session_id = added.object_id
+    response = client.post(reverse("hubs:class_session_remove", args=[course.pk, session_id]))
+    assert response.status_code == 302
+    removed = session_events().last()
+    assert (removed.action, removed.actor, removed.object_id) == (
+        "classsession.deleted",
+        alice,
+        session_id,
+    )
+    assert removed.details["title"] == "Lab"
+
+
+def test_an_admins_cap_and_refusal_in_the_api_are_recorded_with_the_admin(course, alice, charlie):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(alice)}")
+    url = f"/api/v1/hubs/{course.pk}/class-sessions/"
+    made = api.post(url, {**LAB, "weekly": True}, format="json")
+    assert made.status_code == 201, made.json()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(charlie)}")
+    session = f"{url}{made.json()['id']}/"
+    assert api.patch(session, {"max_placeholders": 10}, format="json").status_code == 200
+    refusal = {"refused": True, "admin_reason": "Exam week"}
+    assert api.patch(session, refusal, format="json").status_code == 200
+
+    created, capped, refused = session_events()
+    assert (created.action, created.actor, created.via) == ("classsession.created", alice, "api")
+    assert (capped.action, capped.actor, capped.via) == ("classsession.changed", charlie, "api")
+    assert (capped.details["max_placeholders"], capped.details["refused"]) == (10, False)
+    assert (refused.actor, refused.details["refused"]) == (charlie, True)
+    assert refused.details["admin_reason"] == "Exam week"
+    # The author of the row is alice; the admin who changed it is who the log names.
+    assert refused.details["created_by_id"] == alice.pk
+
+
+def test_a_refusal_in_the_django_admin_is_recorded_with_the_admin(client, course, charlie):
+    from portal.hubs.models import ClassSession
+
+    lab = ClassSession.objects.create(
+        hub=course,
+        title="Lab",
+        first_day=datetime.date(2027, 3, 2),
+        start_time=datetime.time(9, 0),
+        attendees=10,
+        created_by=course.owner,
+    )
+    client.force_login(charlie)
+    url = reverse("admin:hubs_classsession_change", args=[lab.pk])
+    form = client.get(url).context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None}
+    data.update(hub=course.pk, refused="on", admin_reason="No room that week")
+    data.update(first_day="2027-03-02", start_time="09:00:00")
+    data.pop("weekly", None)
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    changed = session_events().last()
+    assert (changed.action, changed.actor, changed.via) == (
+        "classsession.changed",
+        charlie,
+        "admin",
+    )
+    assert changed.details["refused"] is True
+    assert changed.details["admin_reason"] == "No room that week"
+
+
+def test_a_session_made_outside_a_request_names_its_author(course, alice):
+    from portal.hubs.models import ClassSession
+
+    ClassSession.objects.create(
+        hub=course,
+        title="Lab",
+        first_day=datetime.date(2027, 3, 2),
+        start_time=datetime.time(9, 0),
+        attendees=10,
+        created_by=alice,
+    )
+    assert (session_events().get().actor, session_events().get().via) == (alice, "system")
+
+
+def test_refused_attempts_record_nothing(client, course, bob):
+    """A member adding or removing (403), the owner capping through the API (403): no row
+    changes, so no record."""
+    from portal.hubs.models import ClassSession
+
+    lab = ClassSession.objects.create(
+        hub=course, title="Lab", first_day=datetime.date(2027, 3, 2),
+        start_time=datetime.time(9, 0), attendees=10,
+    )  # fmt: skip
+    Member.objects.create(hub=course, user=bob, role=Member.Role.MEMBER)
+    owners_token = api_token(course.owner)
+    before = AuditEvent.objects.count()
+
+    client.force_login(bob)
+    assert client.post(reverse("hubs:class_session_add", args=[course.pk]), LAB).status_code == 403
+    remove = reverse("hubs:class_session_remove", args=[course.pk, lab.pk])
+    assert client.post(remove).status_code == 403
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {owners_token}")
+    url = f"/api/v1/hubs/{course.pk}/class-sessions/{lab.pk}/"
+    assert api.patch(url, {"refused": True}, format="json").status_code == 403
+    assert api.patch(url, {"attendees": 43}, format="json").status_code == 400  # bad input
+    assert AuditEvent.objects.count() == before
+    assert ClassSession.objects.get(pk=lab.pk).refused is False
+
+
+def test_the_hub_filter_finds_everything_of_a_hub(client, course, alice, bob, charlie):
+    from portal.hubs.models import ClassSession
+
+    other = HubFactory(owner=bob, slug="other")
+    client.force_login(alice)
+    client.post(reverse("hubs:class_session_add", args=[course.pk]), LAB)
+    Member.objects.create(hub=course, user=bob, role=Member.Role.MEMBER)
+    ClassSession.objects.create(
+        hub=other, title="Theirs", first_day=other.start_date,
+        start_time=datetime.time(9, 0), attendees=1,
+    )  # fmt: skip
+    log.record("hub.transition", course, actor=charlie, to_state="expiring")
+    log.record("hub.transition", other, actor=charlie, to_state="expiring")
+
+    client.force_login(charlie)
+    page = client.get(reverse("audit:list"), {"hub": course.pk})
+    assert page.status_code == 200
+    assert [(e.action, e.object_repr) for e in reversed(page.context["page"])] == [
+        ("classsession.created", "Lab (stats-101)"),
+        ("member.created", str(Member.objects.get(hub=course))),
+        ("hub.transition", str(course)),
+    ]
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(charlie)}")
+    body = api.get("/api/v1/audit/", {"hub": other.pk}).json()
+    assert [e["action"] for e in body["results"]] == ["hub.transition", "classsession.created"]
+    assert client.get(reverse("audit:list"), {"hub": "stats-101"}).status_code == 400
+    assert client.get(reverse("audit:list"), {"hub": str(2**70)}).status_code == 400
+    # Admins find it from the hub's page; its owner does not get the link (the log is admins').
+    link = f'href="{reverse("audit:list")}?hub={course.pk}"'
+    assert link in client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
+    client.force_login(alice)
+    assert link not in client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
+    assert api.get("/api/v1/audit/", {"hub": "1.5"}).status_code == 400

@@ -16,9 +16,9 @@ from django.urls import reverse
 from portal.hubs import classes
 from portal.hubs.hubspec import from_hub
 from portal.hubs.lifecycle import HubState
-from portal.hubs.models import ClassSession, GpuType, Member
+from portal.hubs.models import ClassSession, Member
 from provisioning import render
-from tests.factories import HubFactory, UserFactory, api_token
+from tests.factories import HubFactory, UserFactory, api_token, course_hub
 
 pytestmark = pytest.mark.django_db
 
@@ -28,16 +28,8 @@ CHICAGO = zoneinfo.ZoneInfo("America/Chicago")
 @pytest.fixture
 def course(alice):
     """The 40 + 2 course: 42 users, one H100 per GPU server, two seats, running this autumn."""
-    return HubFactory(
-        owner=alice,
-        slug="stats-101",
-        state=HubState.RUNNING,
-        expected_users=42,
-        gpu_type=GpuType.objects.get(name="h100"),
-        gpus_per_user=1,
-        max_gpus=2,
-        start_date=datetime.date(2026, 9, 1),
-        end_date=datetime.date(2026, 12, 18),
+    return course_hub(
+        alice, start_date=datetime.date(2026, 9, 1), end_date=datetime.date(2026, 12, 18)
     )
 
 

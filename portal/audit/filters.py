@@ -2,12 +2,19 @@
 
 import django_filters
 from django import forms
+from django.db.models import Q
 
 from portal.audit.models import AuditEvent
 
 
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number (a hub's id): anything else is a field error, never a database one."""
+
+    field_class = forms.IntegerField
+
+
 class AuditEventFilter(django_filters.FilterSet):
-    """Filter by actor, action, object, date range, source IP and channel."""
+    """Filter by actor, action, object, hub, date range, source IP and channel."""
 
     actor = django_filters.CharFilter(
         field_name="actor_username", lookup_expr="iexact", label="Actor (username)"
@@ -17,6 +24,12 @@ class AuditEventFilter(django_filters.FilterSet):
     )
     object_type = django_filters.CharFilter(label="Object type (e.g. hubs.hub)")
     object_id = django_filters.CharFilter(label="Object id")
+    hub = IntegerFilter(
+        method="filter_hub",
+        label="Hub id (the hub and everything of it)",
+        min_value=1,
+        max_value=2**63 - 1,
+    )
     ip = django_filters.CharFilter(field_name="source_ip", method="filter_ip", label="Source IP")
     via = django_filters.ChoiceFilter(choices=AuditEvent.Via.choices)
     since = django_filters.DateFilter(
@@ -34,7 +47,24 @@ class AuditEventFilter(django_filters.FilterSet):
 
     class Meta:
         model = AuditEvent
-        fields = ["actor", "action", "object_type", "object_id", "ip", "via", "since", "until"]
+        fields = [
+            "actor",
+            "action",
+            "object_type",
+            "object_id",
+            "hub",
+            "ip",
+            "via",
+            "since",
+            "until",
+        ]
+
+    def filter_hub(self, queryset, name, value):
+        # The hub itself (its transitions, ...) and the rows that name it in their details:
+        # changes, members, invitations, group grants, tiers, class sessions.
+        return queryset.filter(
+            Q(object_type="hubs.hub", object_id=str(value)) | Q(details__hub_id=value)
+        )
 
     def filter_ip(self, queryset, name, value):
         # An exact address; anything that is not one matches nothing (never a database error).

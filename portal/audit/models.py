@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.db.models.fields.json import KeyTransform
 
 
 class AuditEvent(models.Model):
@@ -41,6 +42,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["object_type", "object_id"], name="audit_object"),
             models.Index(fields=["action", "created"], name="audit_action_created"),
             models.Index(fields=["actor", "created"], name="audit_actor_created"),
+            # The audit log's hub filter finds the rows of a hub by the id their details name.
+            models.Index(KeyTransform("hub_id", "details"), name="audit_details_hub"),
         ]
 
     def __str__(self) -> str:

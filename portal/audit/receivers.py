@@ -1,11 +1,14 @@
-"""Receivers that record hub transitions, change requests, membership changes and admin actions.
+"""Receivers that record hub transitions, change requests, changes to a hub's people, tiers and
+class sessions, and admin actions.
 
 Hub events and revisions are recorded from the lifecycle's signals (`hub_event_recorded`,
-`revision_transitioned`), the one path for the side effects of transitions; membership rows
-and the Django admin's log entries from their models' save and delete signals.
+`revision_transitioned`), the one path for the side effects of transitions; the rows a hub's
+managers add, change and remove, and the Django admin's log entries, from their models' save
+and delete signals.
 
-Membership models (members, invitations, group grants, member tiers) are connected when
-they exist; a model not added yet is skipped, so this module never breaks start-up.
+Those hub models (members, invitations, group grants, member tiers, class sessions) are
+connected when they exist; a model not added yet is skipped, so this module never breaks
+start-up.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ from portal.audit.log import Context, current, record, request_actor, set_curren
 from portal.audit.models import AuditEvent
 from portal.hubs import lifecycle
 
-MEMBERSHIP_MODELS = ["hubs.Member", "hubs.Invitation", "hubs.GroupGrant", "hubs.MemberTier"]
+# Rows of a hub that its managers (and admins) add, change and remove: recorded as
+# "<model>.created", ".changed" and ".deleted" with their fields, the hub's id among them.
+HUB_ROW_MODELS = [
+    "hubs.Member",
+    "hubs.Invitation",
+    "hubs.GroupGrant",
+    "hubs.MemberTier",
+    # An admin's cap or refusal of a session's room is a change of its row, so it is here too.
+    "hubs.ClassSession",
+]
 _ADMIN_FLAGS = {ADDITION: "addition", CHANGE: "change", DELETION: "deletion"}
 
 
@@ -87,8 +99,8 @@ def _actor(instance) -> Any:
     return None
 
 
-def membership_saved(sender, instance, created: bool, raw: bool = False, **kwargs) -> None:
-    """A collaborator, invitation, group grant or tier added or changed."""
+def hub_row_saved(sender, instance, created: bool, raw: bool = False, **kwargs) -> None:
+    """A collaborator, invitation, group grant, tier or class session added or changed."""
     if raw:
         return
     verb = "created" if created else "changed"
@@ -96,8 +108,8 @@ def membership_saved(sender, instance, created: bool, raw: bool = False, **kwarg
     record(action, instance, actor=_actor(instance), **_fields(instance))
 
 
-def membership_deleted(sender, instance, **kwargs) -> None:
-    """A collaborator, invitation, group grant or tier removed."""
+def hub_row_deleted(sender, instance, **kwargs) -> None:
+    """A collaborator, invitation, group grant, tier or class session removed."""
     action = f"{sender._meta.model_name}.deleted"
     record(action, instance, actor=_actor(instance), **_fields(instance))
 
@@ -139,13 +151,13 @@ def connect() -> None:
     """Connect the receivers to the models that exist (called from AuditConfig.ready)."""
     lifecycle.hub_event_recorded.connect(hub_event_recorded, dispatch_uid="audit.hub_event")
     lifecycle.revision_transitioned.connect(revision_transitioned, dispatch_uid="audit.revision")
-    for label in MEMBERSHIP_MODELS:
+    for label in HUB_ROW_MODELS:
         try:
             model = apps.get_model(label)
         except LookupError:
             continue
-        post_save.connect(membership_saved, sender=model, dispatch_uid=f"audit.save.{label}")
-        post_delete.connect(membership_deleted, sender=model, dispatch_uid=f"audit.del.{label}")
+        post_save.connect(hub_row_saved, sender=model, dispatch_uid=f"audit.save.{label}")
+        post_delete.connect(hub_row_deleted, sender=model, dispatch_uid=f"audit.del.{label}")
     post_save.connect(admin_logged, sender=LogEntry, dispatch_uid="audit.admin_log")
     task_prerun.connect(task_started, dispatch_uid="audit.task_started", weak=False)
     task_postrun.connect(task_finished, dispatch_uid="audit.task_finished", weak=False)

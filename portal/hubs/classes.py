@@ -95,10 +95,47 @@ def placeholders_at(hub: Hub, now: datetime.datetime | None = None) -> tuple[int
     if not hub.pk or hub.state not in WARM_STATES:
         return 0, 0
     now = now or timezone.now()
-    held = list(occurrences(hub.class_sessions.all(), hub, now, now))
+    return held_room(occurrences(hub.class_sessions.all(), hub, now, now), hub)
+
+
+def held_room(held: Iterable[Occurrence], hub: Hub) -> tuple[int, int]:
+    """Placeholders (without, with a GPU) of the hub's occurrences held at the same moment:
+    their sum, within the hub's servers and GPU seats (what its quota grows by)."""
+    held = list(held)
     gpu_servers = min(sum(o.gpu_servers for o in held), hub.gpu_servers, hub.servers)
     plain = min(sum(o.servers for o in held), hub.servers - gpu_servers)
     return plain, gpu_servers
+
+
+def most_gpus_by_day(
+    held: Iterable[Occurrence], hub: Hub, zone: datetime.tzinfo
+) -> dict[datetime.date, int]:
+    """The most GPUs the hub's placeholders hold at one moment on each day (in `zone`) that
+    its occurrences' held times [held_from, ends) touch: occurrences of a day that do not
+    overlap count the larger, those that do count together (within the quota, held_room)."""
+    spans: dict[datetime.date, list[tuple[datetime.datetime, datetime.datetime, Occurrence]]] = {}
+    for occurrence in held:
+        if not occurrence.gpu_servers:
+            continue
+        day = occurrence.held_from.astimezone(zone).date()
+        while (midnight := _midnight(day, zone)) < occurrence.ends:
+            start = max(occurrence.held_from, midnight)
+            end = min(occurrence.ends, _midnight(day + datetime.timedelta(days=1), zone))
+            spans.setdefault(day, []).append((start, end, occurrence))
+            day += datetime.timedelta(days=1)
+    gpus = {}
+    for day, day_spans in spans.items():
+        # The most held at once is reached as one of them starts: look at each such moment.
+        most = max(
+            held_room([o for start, end, o in day_spans if start <= moment < end], hub)[1]
+            for moment, _, _ in day_spans
+        )
+        gpus[day] = most * (hub.gpus_per_user or 0)
+    return gpus
+
+
+def _midnight(day: datetime.date, zone: datetime.tzinfo) -> datetime.datetime:
+    return datetime.datetime.combine(day, datetime.time(0), tzinfo=zone)
 
 
 def reservations(

@@ -240,6 +240,7 @@ class GpuCapacityView(APIView):
                     "allocatable": free.allocatable,
                     "in_use": seen.in_use if seen else None,
                     "max_reserved": free.max_reserved,
+                    "max_reserved_for_classes": free.for_classes,
                     "free": free.free,
                 }
             )

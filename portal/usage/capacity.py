@@ -8,6 +8,10 @@ the estimated cost of a request.
   as expected users x servers per user x GPUs per server; held to HUB_QUOTA_CAPS, exactly the
   ResourceQuota's `requests.<gpu resource>`) on every day from its start to its end date, both
   included, while it is approved, provisioning, running, updating or expiring.
+- While a class session is held (from its lead time before it starts until it ends) the
+  hub's quota grows by its placeholders, on top of its seats: on each day (in the portal's
+  TIME_ZONE, like the hub's dates) a reserving hub also reserves the most GPUs its classes'
+  placeholders hold at one moment that day (portal/hubs/classes.py decides their room).
 - Free over a period = allocatable - the most reserved on any day of the period.
 """
 
@@ -15,13 +19,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils import timezone
 
+from portal.hubs import classes
 from portal.hubs.lifecycle import RESERVING_STATES, LifecycleError
-from portal.hubs.models import GpuType, HardwareOption, Hub, all_servers_gpus
+from portal.hubs.models import (
+    ClassSession,
+    GpuType,
+    HardwareOption,
+    Hub,
+    all_servers_gpus,
+    gpu_seats,
+)
 from portal.usage.models import GpuInventory
 from portal.usage.prices import (
     ZERO,
@@ -38,11 +51,13 @@ class OverCapacity(LifecycleError):
 
     def __init__(self, free: FreeGpus, wanted: int):
         self.free, self.wanted = free, wanted
+        for_classes = f", {free.for_classes} of them for class sessions" if free.for_classes else ""
         super().__init__(
             f"Not enough {free.gpu_type.display_name} GPUs: the hub needs {wanted}, but only "
             f"{max(free.free or 0, 0)} of {free.allocatable} are free from {free.start} to "
             f"{free.end} (at most {free.max_reserved} reserved by other hubs on "
-            f"{free.busiest_day}). Approve with an override and a reason to go over capacity."
+            f"{free.busiest_day}{for_classes}). Approve with an override and a reason to go "
+            "over capacity."
         )
 
 
@@ -78,6 +93,7 @@ class FreeGpus:
     allocatable: int | None  # None: no collection pass has seen this GPU type yet
     max_reserved: int
     busiest_day: date | None
+    for_classes: int = 0  # of max_reserved, held for class sessions (the hub's own included)
 
     @property
     def free(self) -> int | None:
@@ -95,6 +111,7 @@ class TimelineDay:
     day: date
     allocatable: int | None
     reserved: int
+    for_classes: int = 0  # of reserved, held for class sessions
 
     @property
     def free(self) -> int | None:
@@ -188,21 +205,85 @@ def reserved_on(day: date) -> dict[str, int]:
 
 
 def reserved_by_day(
-    gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] = ()
+    gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] = (), own: Hub | None = None
 ) -> dict[date, int]:
-    """GPUs of this type reserved by hubs on each day from start to end (both included)."""
+    """GPUs of this type reserved on each day from start to end (both included): hubs' seats
+    (those in `exclude` and `own` left out) and the room held for classes (see _reserved)."""
+    return _reserved(gpu_type, start, end, exclude, own)[0]
+
+
+def _reserved(
+    gpu_type: GpuType, start: date, end: date, exclude: Iterable[int], own: Hub | None
+) -> tuple[dict[date, int], dict[date, int]]:
+    """GPUs reserved on each day, and how many of them for classes. The classes of the hubs in
+    `exclude` still count (they are held on top of the seats a change replaces); those of
+    `own`, the hub being decided as it would be (see as_specified), count as it would hold
+    them, whatever its state."""
+    exclude = {*exclude, *([own.pk] if own is not None else [])}
     days = {start + timedelta(days=n): 0 for n in range((end - start).days + 1)}
     for hub in _reserving_hubs(gpu_type, start, end, exclude):
         gpus = _row_gpus(hub)
         first, last = max(hub.start_date, start), min(hub.end_date, end)
         for n in range((last - first).days + 1):
             days[first + timedelta(days=n)] += gpus
+    for_classes = _class_gpus_by_day(gpu_type, start, end, own)
+    return {day: days[day] + for_classes[day] for day in days}, for_classes
+
+
+def _class_gpus_by_day(
+    gpu_type: GpuType, start: date, end: date, own: Hub | None
+) -> dict[date, int]:
+    """GPUs of this type held for classes on each day: for every reserving hub, the most its
+    placeholders hold at one moment that day (three queries, whatever the period)."""
+    zone = timezone.get_default_timezone()
+    after, before = _midnight(start), _midnight(end + timedelta(days=1))
+    hubs = Hub.objects.filter(gpu_type=gpu_type, gpus_per_user__gt=0, state__in=RESERVING_STATES)
+    if own is not None:
+        hubs = hubs.exclude(pk=own.pk)
+    by_hub: dict[int, tuple[Hub, list[classes.Occurrence]]] = {}
+    for occurrence in classes.reservations(after, before, hubs):
+        hub = occurrence.session.hub
+        by_hub.setdefault(hub.pk, (hub, []))[1].append(occurrence)
+    if own is not None and own.gpu_type_id == gpu_type.pk and own.gpus_per_user:
+        sessions = ClassSession.objects.filter(hub_id=own.pk)
+        by_hub[own.pk] = (own, list(classes.occurrences(sessions, own, after, before)))
+    days = {start + timedelta(days=n): 0 for n in range((end - start).days + 1)}
+    for hub, held in by_hub.values():
+        for day, gpus in classes.most_gpus_by_day(held, hub, zone).items():
+            if day in days:
+                days[day] += gpus
     return days
 
 
-def free_over(gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] = ()) -> FreeGpus:
+def _midnight(day: date) -> datetime:
+    """The start of a day in the portal's time zone (the one the hubs' dates are in)."""
+    return datetime.combine(day, time(0), tzinfo=timezone.get_default_timezone())
+
+
+def as_specified(spec: HubSpec) -> Hub | None:
+    """The spec's hub as the spec would make it (GPU type, servers, seats, dates; not saved):
+    what its class sessions would hold after the decision. None for a hub not yet saved."""
+    hub = Hub.objects.filter(pk=spec.hub_id).first() if spec.hub_id else None
+    if hub is None:
+        return None
+    hub.gpu_type = gpu_type_of(spec)
+    hub.gpus_per_user = spec.gpu.count if spec.gpu else 0
+    hub.expected_users, hub.notebooks_per_user = spec.expected_users, spec.notebooks_per_user
+    hub.start_date, hub.end_date = spec.start_date, spec.end_date
+    hub.max_gpus = gpu_seats(
+        spec.gpu.max_gpus if spec.gpu else 0,
+        spec.expected_users,
+        spec.notebooks_per_user,
+        hub.gpus_per_user,
+    )
+    return hub
+
+
+def free_over(
+    gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] = (), own: Hub | None = None
+) -> FreeGpus:
     """GPUs of this type free on every day of the period (allocatable - max reserved)."""
-    days = reserved_by_day(gpu_type, start, end, exclude)
+    days, for_classes = _reserved(gpu_type, start, end, exclude, own)
     busiest = max(days, key=lambda day: (days[day], -day.toordinal())) if days else None
     return FreeGpus(
         gpu_type=gpu_type,
@@ -211,6 +292,7 @@ def free_over(gpu_type: GpuType, start: date, end: date, exclude: Iterable[int] 
         allocatable=allocatable(gpu_type),
         max_reserved=days[busiest] if busiest else 0,
         busiest_day=busiest,
+        for_classes=for_classes[busiest] if busiest else 0,
     )
 
 
@@ -219,20 +301,22 @@ def timeline(gpu_type: GpuType, weeks: int = 8, start: date | None = None) -> li
     first = start or today()
     last = first + timedelta(days=7 * weeks - 1)
     total = allocatable(gpu_type)
-    return [
-        TimelineDay(day, total, reserved)
-        for day, reserved in reserved_by_day(gpu_type, first, last).items()
-    ]
+    days, for_classes = _reserved(gpu_type, first, last, (), None)
+    return [TimelineDay(day, total, reserved, for_classes[day]) for day, reserved in days.items()]
 
 
 def check_hub_fits(spec: HubSpec) -> FreeGpus | None:
     """Raise OverCapacity when the spec's GPUs do not fit over its dates (others' reservations
-    counted, its hub's own not); None without GPUs. Call it with the GPU type row locked."""
+    and every class's room counted, its hub's own seats not); None without GPUs. Call it with
+    the GPU type row locked."""
     wanted = reserved_gpus(spec)
     gpu_type = gpu_type_of(spec)
     if not wanted or gpu_type is None:
         return None
-    free = free_over(gpu_type, spec.start_date, spec.end_date, exclude=[spec.hub_id])
+    # Its own seats are left out (the spec replaces them), its own classes are not: they are
+    # held on top of its seats, so its seats and its classes must fit together.
+    own = as_specified(spec)
+    free = free_over(gpu_type, spec.start_date, spec.end_date, exclude=[spec.hub_id], own=own)
     if not free.fits(wanted):
         raise OverCapacity(free, wanted)
     return free

@@ -82,6 +82,9 @@ class GpuCapacitySerializer(serializers.Serializer):
     allocatable = serializers.IntegerField(allow_null=True, help_text="Null: never observed.")
     in_use = serializers.IntegerField(allow_null=True)
     max_reserved = serializers.IntegerField(help_text="Most GPUs reserved on a day of the period.")
+    max_reserved_for_classes = serializers.IntegerField(
+        help_text="Of max_reserved, the GPUs held for class sessions on that day."
+    )
     free = serializers.IntegerField(allow_null=True, help_text="Free on every day of the period.")
 
 

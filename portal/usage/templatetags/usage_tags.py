@@ -62,7 +62,9 @@ def hub_capacity_check(context: template.Context, hub: Hub, revision=None) -> di
     if not wanted or gpu_type is None:
         return result
     start, end = spec.start_date, spec.end_date
-    free = capacity.free_over(gpu_type, start, end, exclude=[hub.pk])
+    # As the approval checks it: the hub's own seats left out, its classes as it would hold them.
+    own = capacity.as_specified(spec)
+    free = capacity.free_over(gpu_type, start, end, exclude=[hub.pk], own=own)
     first = queries.today()
     first = min(first, start)
     last = max(end, first + timedelta(days=7 * TIMELINE_WEEKS - 1))
@@ -71,7 +73,7 @@ def hub_capacity_check(context: template.Context, hub: Hub, revision=None) -> di
     days = [
         capacity.TimelineDay(day, total, reserved)
         for day, reserved in capacity.reserved_by_day(
-            gpu_type, first, last, exclude=[hub.pk]
+            gpu_type, first, last, exclude=[hub.pk], own=own
         ).items()
     ]
     result.update(
