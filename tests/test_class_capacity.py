@@ -339,3 +339,11 @@ def test_the_capacity_page_reads_every_class_in_a_fixed_number_of_queries(
 
 
 WEEKS = datetime.timedelta(weeks=8)
+
+
+def test_the_reserved_gpus_of_a_day_count_its_classes_room(a100):
+    """What hubondemand_gpus_reserved reports for a day: seats, and the room classes hold."""
+    course = gpu_hub(a100, users=42, seats=4, slug="course")
+    session(course, gpus=2)
+    assert capacity.reserved_on(MONDAY) == {"a100": 4}
+    assert capacity.reserved_on(TUESDAY) == {"a100": 6}

@@ -324,10 +324,10 @@ def test_a_scrape_costs_the_same_queries_for_one_hub_or_many(a100):
             scrape()
         return len(captured)
 
-    HubFactory(state=HubState.RUNNING, gpu_type=a100, gpus_per_user=1)
+    today = timezone.localdate()
+    HubFactory(state=HubState.RUNNING, start_date=today, gpu_type=a100, gpus_per_user=1)
     few = queries()
     owner = UserFactory()
-    today = timezone.localdate()
     for n in range(25):
         HubFactory(
             owner=owner,

@@ -126,7 +126,7 @@ def gpus() -> Iterator[Metric]:
     )
     reserved = _gauge(
         "hubondemand_gpus_reserved",
-        "GPUs hubs reserve today (their GPU quota over their dates), by GPU type.",
+        "GPUs hubs reserve today (their GPU quota, and the room their classes hold), by GPU type.",
         ["gpu_type"],
     )
     for row in capacity.gpus_now():

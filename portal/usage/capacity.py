@@ -197,11 +197,10 @@ def _reserving_hubs(gpu_type: GpuType | None, start: date, end: date, exclude: I
 
 
 def reserved_on(day: date) -> dict[str, int]:
-    """GPUs reserved on `day` by GPU type name, over all types (one query)."""
-    reserved: dict[str, int] = {}
-    for hub in _reserving_hubs(None, day, day):
-        reserved[hub.gpu_type.name] = reserved.get(hub.gpu_type.name, 0) + _row_gpus(hub)
-    return reserved
+    """GPUs reserved on `day` by GPU type name, classes' room included, for every type some
+    hub reserves then (a few queries a type)."""
+    types = GpuType.objects.filter(pk__in=_reserving_hubs(None, day, day).values("gpu_type"))
+    return {gpu_type.name: reserved_by_day(gpu_type, day, day)[day] for gpu_type in types}
 
 
 def reserved_by_day(

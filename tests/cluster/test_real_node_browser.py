@@ -62,7 +62,14 @@ IDLE_MINUTES = 30  # a policy minute is a second here
 
 
 @pytest.fixture
-def provider(tmp_path, live_server):
+def real_node(kube_api):
+    """The real node, started if DEVCLUSTER_NODE=real asks for it; the test is skipped without
+    it before anything listens on the node's link."""
+    ensure_real_node(client.CoreV1Api(kube_api))
+
+
+@pytest.fixture
+def provider(real_node, tmp_path, live_server):
     """The test provider on the host's end of the node's link, with the portal as a client
     and one researcher; hubs register their own clients with an initial access token."""
     ada = {"username": "Ada.Lovelace", "password": PASSWORD, "email": "ada@uni.example"}
@@ -109,9 +116,8 @@ def portal_settings(settings, provider):
 
 
 @pytest.fixture
-def real_node_workers(kube_api, workers, portal_settings):
+def real_node_workers(real_node, workers, portal_settings):
     """The worker and the watcher with the same settings, as their processes would read them."""
-    ensure_real_node(client.CoreV1Api(kube_api))
     workers.env.update(portal_settings)
     workers.start_watcher()
     return workers.start()
