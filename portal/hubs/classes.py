@@ -118,9 +118,9 @@ def most_gpus_by_day(
         if not occurrence.gpu_servers:
             continue
         day = occurrence.held_from.astimezone(zone).date()
-        while (midnight := _midnight(day, zone)) < occurrence.ends:
-            start = max(occurrence.held_from, midnight)
-            end = min(occurrence.ends, _midnight(day + datetime.timedelta(days=1), zone))
+        while (day_starts := midnight(day, zone)) < occurrence.ends:
+            start = max(occurrence.held_from, day_starts)
+            end = min(occurrence.ends, midnight(day + datetime.timedelta(days=1), zone))
             spans.setdefault(day, []).append((start, end, occurrence))
             day += datetime.timedelta(days=1)
     gpus = {}
@@ -134,7 +134,8 @@ def most_gpus_by_day(
     return gpus
 
 
-def _midnight(day: datetime.date, zone: datetime.tzinfo) -> datetime.datetime:
+def midnight(day: datetime.date, zone: datetime.tzinfo) -> datetime.datetime:
+    """The start of a day in a time zone."""
     return datetime.datetime.combine(day, datetime.time(0), tzinfo=zone)
 
 

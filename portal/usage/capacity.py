@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -235,10 +235,9 @@ def _class_gpus_by_day(
     """GPUs of this type held for classes on each day: for every reserving hub, the most its
     placeholders hold at one moment that day (three queries, whatever the period)."""
     zone = timezone.get_default_timezone()
-    after, before = _midnight(start), _midnight(end + timedelta(days=1))
-    hubs = Hub.objects.filter(gpu_type=gpu_type, gpus_per_user__gt=0, state__in=RESERVING_STATES)
-    if own is not None:
-        hubs = hubs.exclude(pk=own.pk)
+    after = classes.midnight(start, zone)
+    before = classes.midnight(end + timedelta(days=1), zone)
+    hubs = _reserving_hubs(gpu_type, start, end, exclude=[own.pk] if own is not None else [])
     by_hub: dict[int, tuple[Hub, list[classes.Occurrence]]] = {}
     for occurrence in classes.reservations(after, before, hubs):
         hub = occurrence.session.hub
@@ -252,11 +251,6 @@ def _class_gpus_by_day(
             if day in days:
                 days[day] += gpus
     return days
-
-
-def _midnight(day: date) -> datetime:
-    """The start of a day in the portal's time zone (the one the hubs' dates are in)."""
-    return datetime.combine(day, time(0), tzinfo=timezone.get_default_timezone())
 
 
 def as_specified(spec: HubSpec) -> Hub | None:
