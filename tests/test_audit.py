@@ -424,3 +424,12 @@ def test_the_hub_filter_finds_everything_of_a_hub(client, course, alice, bob, ch
     client.force_login(alice)
     assert link not in client.get(reverse("hubs:detail", args=[course.pk])).content.decode()
     assert api.get("/api/v1/audit/", {"hub": "1.5"}).status_code == 400
+
+
+def test_an_owner_cannot_read_their_own_hubs_audit_trail(client, course, alice):
+    """The hub filter is the admins' log narrowed, not a way in for the hub's owner."""
+    client.force_login(alice)
+    assert client.get(reverse("audit:list"), {"hub": course.pk}).status_code == 403
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(alice)}")
+    assert api.get("/api/v1/audit/", {"hub": course.pk}).status_code == 403
